@@ -1,0 +1,30 @@
+# Two commands from a fresh clone: `make run` (set up + demo) and `make test`.
+# Both are idempotent and quick once set up.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+DEMO   := build/demo
+
+.PHONY: run test models demo clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+models: $(STAMP)
+	$(PY) -m pidetect models fetch
+
+demo: $(STAMP)
+	$(PY) -m pidetect.demo $(DEMO) >/dev/null
+
+run: models demo
+	$(PY) -m pidetect detect $(DEMO)/*.png
+
+test: models
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) build

@@ -1,0 +1,149 @@
+"""Command line: `pidetect run | detect | bench | models | check`.
+
+Every user mistake surfaces as a PidetectError whose message is printed on one line (no
+traceback) and whose exit code follows ARCHITECTURE.md: 2 usage, 78 config/model, 69 unavailable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from . import __version__
+from .errors import EX_USAGE, PidetectError, UsageError
+
+log = logging.getLogger("pidetect")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on usage errors already; this only makes the message say what to do."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, f"pidetect: error: {message} (see '{self.prog} --help')\n")
+
+
+def _model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, help="TFLite SSD model (default: the fetched Coral SSD MobileNetV2)")
+    parser.add_argument("--labels", type=Path, help="labels file (default: coco_labels.txt beside the default model)")
+    parser.add_argument("--threshold", type=float, help="minimum score, 0..1 (default 0.5)")
+    parser.add_argument("--threads", type=int, help="interpreter threads (default: all cores)")
+    parser.add_argument("--backend", choices=["auto", "ai_edge_litert", "tflite_runtime", "tensorflow.lite"],
+                        help="inference backend (default auto: the first installed, in that order)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pidetect", description="Object detection for the Raspberry Pi camera: "
+                     "quantized SSD MobileNetV2 on LiteRT, live overlay on HDMI, events to the journal.")
+    parser.add_argument("--version", action="version", version=f"pidetect {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    detect = commands.add_parser("detect", help="detect objects in image files (one-shot)")
+    detect.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    _model_args(detect)
+    detect.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    detect.set_defaults(handler=_cmd_detect)
+
+    models = commands.add_parser("models", help="fetch, list or verify the default model files")
+    models_cmd = models.add_subparsers(dest="models_command", metavar="ACTION", parser_class=_Parser)
+    models_cmd.required = True
+    for name, text in (("fetch", "download and verify the default model and labels"),
+                       ("list", "show the model files and whether they are present"),
+                       ("verify", "check SHA256 of the model files; exit 78 if any is missing or corrupt")):
+        sub = models_cmd.add_parser(name, help=text)
+        sub.add_argument("--dest", type=Path, help="model folder (default: $PIDETECT_MODEL_DIR, ./models in "
+                                                   "a checkout, /opt/pidetect/models when installed)")
+        sub.set_defaults(handler=_cmd_models)
+    return parser
+
+
+def _detector_from_args(args: argparse.Namespace):
+    from .detector import Detector, DetectorOptions
+    from .models import default_model_dir, load_manifest
+
+    manifest = load_manifest()
+    model = args.model or default_model_dir() / manifest.default_model
+    labels = args.labels or (model.parent / manifest.default_labels)
+    threshold = 0.5 if args.threshold is None else args.threshold
+    if not 0.0 <= threshold <= 1.0:
+        raise UsageError(f"--threshold {threshold}: must be between 0 and 1")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads {args.threads}: must be 1 or more")
+    options = DetectorOptions(threshold=threshold, num_threads=args.threads, backend=args.backend or "auto")
+    return Detector(model, labels, options)
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    import cv2
+
+    detector = _detector_from_args(args)
+    unreadable = []
+    for path in args.images:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
+        if image is None:
+            reason = "no such file" if not path.exists() else "not an image OpenCV can decode"
+            print(f"pidetect: cannot read image {path}: {reason}", file=sys.stderr)
+            unreadable.append(path)
+            continue
+        result = detector.detect_image(image)
+        if args.json:
+            print(json.dumps({"image": str(path), "detections": [d.as_dict() for d in result.detections],
+                              "inference_ms": round(result.inference_ms, 2)}), flush=True)
+        else:
+            height, width = image.shape[:2]
+            print(f"{path} ({width}x{height}): {len(result.detections)} object(s), "
+                  f"{result.inference_ms:.1f} ms")
+            for d in result.detections:
+                x1, y1, x2, y2 = d.box
+                print(f"  {d.label:<16} {d.score:5.2f}  box x1={x1} y1={y1} x2={x2} y2={y2}")
+    if unreadable:
+        raise UsageError(f"{len(unreadable)} of {len(args.images)} image(s) could not be read "
+                         "(see above); give paths to JPEG/PNG/BMP files")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .errors import ModelError
+    from .models import default_model_dir, fetch_models, load_manifest, sources_from_manifest, verify_models
+
+    manifest = load_manifest()
+    dest = args.dest or default_model_dir()
+    if args.models_command == "fetch":
+        report = fetch_models(dest, manifest, sources_from_manifest(manifest), say=print)
+        if report.source:
+            print(f"fetched from {report.source}" + (f" after {len(report.failures)} failed source(s)"
+                                                      if report.failures else ""))
+        return 0
+    states = verify_models(dest, manifest)
+    for (name, state), entry in zip(states, manifest.files):
+        if args.models_command == "list":
+            print(f"{name:<58} {state:<8} {entry.size:>9} B  {entry.what}")
+        else:
+            print(f"{state if state == 'ok' else 'FAIL':<5} {dest / name}" + ("" if state == "ok" else f": {state}"))
+    if args.models_command == "verify":
+        bad = [name for name, state in states if state != "ok"]
+        if bad:
+            raise ModelError(f"{len(bad)} model file(s) in {dest} missing or corrupt; run 'pidetect models fetch'")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="pidetect: %(message)s")
+    try:
+        return args.handler(args)
+    except PidetectError as exc:
+        print(f"pidetect: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

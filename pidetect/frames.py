@@ -1,0 +1,45 @@
+"""The shared vocabulary: what flows from a source, through the detector, to the sinks.
+
+Kept free of behaviour so every module can import it without pulling in OpenCV or an interpreter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Tuple
+
+import numpy as np
+
+Box = Tuple[int, int, int, int]  # x1, y1, x2, y2 in pixels of the original frame
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One captured image (BGR, as OpenCV delivers it) and where/when it came from."""
+
+    image: np.ndarray
+    seq: int  # per-source counter of delivered frames, starting at 1
+    ts: float  # wall-clock capture time (time.time())
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Detection:
+    label: str
+    class_id: int
+    score: float
+    box: Box
+
+    def as_dict(self) -> dict:
+        return {"label": self.label, "class_id": self.class_id, "score": round(self.score, 4),
+                "box": list(self.box)}
+
+
+@dataclass(frozen=True)
+class Result:
+    """The detector's answer for one frame."""
+
+    frame: Frame
+    detections: Tuple[Detection, ...]
+    inference_ms: float  # preprocess + invoke + parse
+    invoke_ms: float = 0.0  # interpreter.invoke() alone

