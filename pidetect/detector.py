@@ -104,7 +104,7 @@ def resolve_output_layout(outputs: Sequence[dict], signature_outputs: Optional[D
     count). TF2 exports name them StatefulPartitionedCall:N in another order, but carry a
     signature whose output keys say detection_boxes / _classes / _scores / num_detections.
     """
-    found = ", ".join(f"{o['name']} {list(o['shape'])}" for o in outputs) or "none"
+    found = ", ".join(f"{o['name']} {[int(d) for d in o['shape']]}" for o in outputs) or "none"
     expected = ("4 outputs of TFLite_Detection_PostProcess: boxes [1,N,4], classes [1,N], scores [1,N], "
                 "count [1]")
     if len(outputs) != 4:
@@ -219,6 +219,8 @@ class Detector:
     def _fill_input(self, image: np.ndarray) -> None:
         """Resize the BGR frame into the interpreter's input buffer as RGB, in the model's dtype."""
         size = (self.input_width, self.input_height)
+        if image.ndim == 2 or image.shape[2] != 3:  # grey or BGRA frames from some cameras/files
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR if image.ndim == 2 else cv2.COLOR_BGRA2BGR)
         tensor = self._input_view()[0]
         if self.input_dtype == np.uint8:
             cv2.resize(image, size, dst=tensor, interpolation=cv2.INTER_LINEAR)

@@ -1,0 +1,118 @@
+"""`pidetect detect` as a user runs it: output formats, and every user mistake -> message + exit code."""
+
+import json
+
+import pytest
+
+from conftest import run_pidetect
+from pidetect.demo import skimage_data_dir
+from tflite_builder import classifier_model
+
+PHOTOS = skimage_data_dir()
+
+
+def test_json_lines_exactly_as_documented(model_paths):
+    done = run_pidetect("detect", "--json", PHOTOS / "chelsea.png", PHOTOS / "rocket.jpg")
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["image"] for line in lines] == [str(PHOTOS / "chelsea.png"), str(PHOTOS / "rocket.jpg")]
+    cat = lines[0]
+    assert set(cat) == {"image", "detections", "inference_ms"}
+    assert cat["inference_ms"] > 0
+    first = cat["detections"][0]
+    assert set(first) == {"label", "class_id", "score", "box"}
+    assert first["label"] == "cat" and first["class_id"] == 16 and first["score"] > 0.8
+    x1, y1, x2, y2 = first["box"]
+    assert all(isinstance(v, int) for v in first["box"]) and 0 <= x1 < x2 <= 450 and 0 <= y1 < y2 <= 299
+    assert lines[1]["detections"] == []
+
+
+def test_text_form_is_readable(model_paths):
+    done = run_pidetect("detect", PHOTOS / "coffee.png", "--threshold", "0.9")
+    assert done.returncode == 0, done.stderr
+    assert "coffee.png (600x400): 1 object(s)" in done.stdout
+    assert "cup" in done.stdout and "dining table" not in done.stdout
+
+
+def test_model_path_missing(tmp_path):
+    done = run_pidetect("detect", PHOTOS / "chelsea.png", "--model", tmp_path / "nope.tflite")
+    assert done.returncode == 78
+    assert f"model file not found: {tmp_path / 'nope.tflite'}" in done.stderr
+    assert "pidetect models fetch" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_file_that_is_not_a_tflite_model(tmp_path, model_paths):
+    fake = tmp_path / "model.tflite"
+    fake.write_text("<html>404 Not Found</html>")
+    done = run_pidetect("detect", PHOTOS / "chelsea.png", "--model", fake, "--labels", model_paths[1])
+    assert done.returncode == 78
+    assert "is not a TFLite model" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_truncated_model_is_a_model_error(tmp_path, model_paths):
+    broken = tmp_path / "model.tflite"
+    broken.write_bytes(model_paths[0].read_bytes()[:100000])
+    done = run_pidetect("detect", PHOTOS / "chelsea.png", "--model", broken, "--labels", model_paths[1])
+    assert done.returncode == 78
+    assert "cannot load this model" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_classifier_is_not_an_ssd_detector(tmp_path, model_paths):
+    classifier = tmp_path / "mobilenet_v2_classifier.tflite"
+    classifier.write_bytes(classifier_model())
+    done = run_pidetect("detect", PHOTOS / "chelsea.png", "--model", classifier, "--labels", model_paths[1])
+    assert done.returncode == 78
+    assert "not an SSD detector" in done.stderr
+    assert "MobilenetV2/Predictions/Softmax [1, 192]" in done.stderr  # what was found
+    assert "boxes [1,N,4]" in done.stderr  # what was expected
+
+
+def test_edgetpu_build_explains_the_delegate(model_paths):
+    edgetpu = model_paths[0].parent / "mobilenet_ssd_v2_coco_quant_postprocess_edgetpu.tflite"
+    done = run_pidetect("detect", PHOTOS / "chelsea.png", "--model", edgetpu, "--labels", model_paths[1])
+    assert done.returncode == 78
+    assert "Edge TPU" in done.stderr and "libedgetpu" in done.stderr
+
+
+def test_labels_missing(tmp_path, model_paths):
+    done = run_pidetect("detect", PHOTOS / "chelsea.png", "--model", model_paths[0], "--labels", tmp_path / "x.txt")
+    assert done.returncode == 78
+    assert f"labels file not found: {tmp_path / 'x.txt'}" in done.stderr
+
+
+def test_labels_shorter_than_model_classes(tmp_path, model_paths):
+    short = tmp_path / "labels.txt"
+    short.write_text("person\nbicycle\ncar\n")
+    done = run_pidetect("detect", PHOTOS / "chelsea.png", "--model", model_paths[0], "--labels", short)
+    assert done.returncode == 78
+    assert "has 3 entries" in done.stderr and "class ids up to 89" in done.stderr
+
+
+def test_image_unreadable(tmp_path, model_paths):
+    not_image = tmp_path / "notes.jpg"
+    not_image.write_text("hello")
+    done = run_pidetect("detect", PHOTOS / "chelsea.png", not_image, tmp_path / "gone.png")
+    assert done.returncode == 2
+    assert f"cannot read image {not_image}: not an image OpenCV can decode" in done.stderr
+    assert f"cannot read image {tmp_path / 'gone.png'}: no such file" in done.stderr
+    assert "chelsea.png" in done.stdout  # the good image is still processed
+
+
+def test_no_backend_installed(tmp_path, model_paths):
+    """Shadow every backend with a package that fails to import, as on a machine without any."""
+    for name in ("ai_edge_litert", "tflite_runtime", "tensorflow"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(f"raise ImportError('No module named {name!r}')\n")
+    done = run_pidetect("detect", PHOTOS / "chelsea.png", env={"PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 69
+    assert "pip install ai-edge-litert" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--threshold", "1.5"], "--threshold 1.5: must be between 0 and 1"),
+    (["--threads", "0"], "--threads 0: must be 1 or more"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_bad_arguments_are_usage_errors(args, needle):
+    done = run_pidetect("detect", PHOTOS / "chelsea.png", *args)
+    assert done.returncode == 2 and needle in done.stderr
