@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from . import __version__
+from .config import DEFAULT_CONFIG_PATH, FIELDS, HELP, build_config
 from .errors import EX_USAGE, PidetectError, UsageError
 
 log = logging.getLogger("pidetect")
@@ -48,6 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(detect)
     detect.add_argument("--json", action="store_true", help="one JSON object per image per line")
     detect.set_defaults(handler=_cmd_detect)
+
+    run = commands.add_parser("run", help="the daemon: camera -> detector -> events, metrics, displays",
+                              description="Run the detection daemon. Every option is also a key of the "
+                              "config file (dashes become underscores); the command line wins.")
+    run.add_argument("--config", type=Path, help=f"TOML config file (default {DEFAULT_CONFIG_PATH} if it exists)")
+    for name, field in FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        if field.type in ("bool", bool):
+            run.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=HELP[name])
+        else:
+            metavar = {"tuple": "A,B", "str": "TEXT", "int": "N", "float": "X"}.get(str(field.type), "V")
+            run.add_argument(flag, dest=name, default=None, metavar=metavar, help=HELP[name])
+    run.set_defaults(handler=_cmd_run)
 
     models = commands.add_parser("models", help="fetch, list or verify the default model files")
     models_cmd = models.add_subparsers(dest="models_command", metavar="ACTION", parser_class=_Parser)
@@ -105,6 +119,25 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         raise UsageError(f"{len(unreadable)} of {len(args.images)} image(s) could not be read "
                          "(see above); give paths to JPEG/PNG/BMP files")
     return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .logs import Notifier, open_record_log, route_python_logging
+    from .service import Service
+
+    overrides = {name: getattr(args, name) for name in FIELDS}
+    path = args.config or DEFAULT_CONFIG_PATH
+    config = build_config(path, overrides, path_required=args.config is not None)
+    records = open_record_log(config.log_format)
+    route_python_logging(records, config.log_level)
+    service = Service(config, records, config_path=path if path.exists() else None, overrides=overrides,
+                      notifier=Notifier())
+    service.install_signal_handlers()
+    try:
+        return service.run()
+    except PidetectError as exc:
+        records.emit({"event": "lifecycle", "state": "failed", "error": str(exc), "exit_code": exc.exit_code}, 3)
+        raise
 
 
 def _cmd_models(args: argparse.Namespace) -> int:

@@ -1,0 +1,255 @@
+"""Configuration: one flat TOML file (/etc/pidetect/pidetect.toml) whose every key is also a CLI flag.
+
+Flat on purpose: `threshold = 0.6` in the file is `--threshold 0.6` on the command line, so the
+README, the example config and `--help` describe one thing. Unknown keys are errors (a typo must
+not silently fall back to a default), and every error names the file, the line and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from .errors import ConfigError, UsageError
+
+DEFAULT_CONFIG_PATH = Path("/etc/pidetect/pidetect.toml")
+DISPLAYS = ("none", "fb", "mjpeg", "window")
+LOG_FORMATS = ("auto", "journal", "text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Config:
+    # camera / input
+    source: str = "auto"
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    realtime: bool = False
+    loop: bool = False
+    open_timeout: float = 10.0
+    read_timeout: float = 5.0
+    reconnect_max_delay: float = 30.0
+    # model
+    model: str = ""
+    labels: str = ""
+    backend: str = "auto"
+    threads: int = 0
+    threshold: float = 0.5
+    max_results: int = 10
+    only: Tuple[str, ...] = ()
+    ignore: Tuple[str, ...] = ()
+    # events
+    enter_frames: int = 2
+    leave_frames: int = 5
+    track_iou: float = 0.3
+    per_frame: bool = False
+    # output
+    display: Tuple[str, ...] = ("none",)
+    fb_device: str = "/dev/fb0"
+    fb_tty: str = "/dev/tty1"
+    mjpeg_address: str = "127.0.0.1"
+    mjpeg_port: int = 8080
+    snapshots: bool = False
+    snapshot_dir: str = "/var/lib/pidetect/snapshots"
+    snapshot_max_files: int = 500
+    snapshot_max_mb: float = 200.0
+    log_format: str = "auto"
+    log_level: str = "info"
+    metrics_interval: float = 30.0
+    # service
+    ready_timeout: float = 10.0
+    max_frames: int = 0
+    duration: float = 0.0
+
+
+HELP: Dict[str, str] = {
+    "source": "camera or stream: auto, 0, /dev/video0, picamera2, file.mp4, rtsp://…, http://…, "
+              "'pipe:rpicam-vid … -o -', a GStreamer pipeline ending in appsink",
+    "width": "requested capture width (0: camera default; required for pipe:)",
+    "height": "requested capture height (0: camera default; required for pipe:)",
+    "fps": "requested capture frame rate (0: camera default)",
+    "realtime": "pace a file source at its native FPS like a camera (stale frames are dropped)",
+    "loop": "restart a file source at its end instead of exiting",
+    "open_timeout": "seconds to wait when opening a network stream",
+    "read_timeout": "seconds without a frame before a live source counts as lost",
+    "reconnect_max_delay": "cap of the exponential backoff between reconnect attempts, seconds",
+    "model": "TFLite SSD model (default: the fetched Coral SSD MobileNetV2)",
+    "labels": "labels file (default: coco_labels.txt beside the model)",
+    "backend": "auto, ai_edge_litert, tflite_runtime or tensorflow.lite",
+    "threads": "interpreter threads (0: all cores)",
+    "threshold": "minimum detection score, 0..1",
+    "max_results": "at most this many detections per frame",
+    "only": "report only these labels (comma-separated on the command line)",
+    "ignore": "never report these labels",
+    "enter_frames": "an object must be seen in this many consecutive frames to be 'entered'",
+    "leave_frames": "an object missing for this many frames has 'left'",
+    "track_iou": "overlap (IoU) needed to match a detection to a tracked object, 0..1",
+    "per_frame": "also log every frame's detections (event=frame); verbose",
+    "display": "where to show the overlay: none, fb, mjpeg, window (comma-separated for several)",
+    "fb_device": "framebuffer device for --display fb",
+    "fb_tty": "console switched to graphics mode while drawing on the framebuffer ('' to leave it)",
+    "mjpeg_address": "address the MJPEG view binds to (0.0.0.0 for the whole network)",
+    "mjpeg_port": "port of the MJPEG view",
+    "snapshots": "save a JPEG of the overlaid frame when an object enters",
+    "snapshot_dir": "folder for snapshots",
+    "snapshot_max_files": "keep at most this many snapshots (oldest removed first)",
+    "snapshot_max_mb": "keep snapshots under this many megabytes",
+    "log_format": "auto (journal under systemd, else text), journal, text or json",
+    "log_level": "debug, info, warning or error",
+    "metrics_interval": "seconds between metrics records",
+    "ready_timeout": "seconds to wait for the first frame before telling systemd READY anyway",
+    "max_frames": "stop after this many inferred frames (0: no limit)",
+    "duration": "stop after this many seconds (0: no limit)",
+}
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _line_of(text: str, key: str) -> Optional[int]:
+    for number, line in enumerate(text.splitlines(), 1):
+        if re.match(rf"\s*{re.escape(key)}\s*=", line):
+            return number
+    return None
+
+
+def _expected_type(name: str) -> type:
+    default = FIELDS[name].default
+    return type(default)
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Convert a TOML or CLI value to the field's type; raise ValueError saying what is allowed."""
+    kind = _expected_type(name)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise ValueError("must be true or false")
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ValueError("must be a whole number")
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError("must be a whole number") from None
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError("must be a number")
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError("must be a number") from None
+    if kind is tuple:
+        if isinstance(value, str):
+            items = [v.strip() for v in value.split(",")]
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            items = [v.strip() for v in value]
+        else:
+            raise ValueError("must be a list of strings, e.g. [\"person\", \"cat\"]")
+        return tuple(v for v in items if v)
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise ValueError("must be a string")
+    return str(value)
+
+
+def check(config: Config) -> List[Tuple[str, str]]:
+    """(key, problem) for every value out of range; empty when the config can run."""
+    problems = []
+
+    def need(ok: bool, key: str, text: str) -> None:
+        if not ok:
+            problems.append((key, text))
+
+    c = config
+    need(0.0 <= c.threshold <= 1.0, "threshold", "must be between 0 and 1")
+    need(0.0 <= c.track_iou <= 1.0, "track_iou", "must be between 0 and 1")
+    for key in ("width", "height", "threads", "max_frames"):
+        need(getattr(c, key) >= 0, key, "must be 0 or more")
+    for key in ("max_results", "enter_frames", "leave_frames", "snapshot_max_files"):
+        need(getattr(c, key) >= 1, key, "must be 1 or more")
+    for key in ("fps", "duration"):
+        need(getattr(c, key) >= 0, key, "must be 0 or more")
+    for key in ("open_timeout", "read_timeout", "reconnect_max_delay", "metrics_interval", "ready_timeout",
+                "snapshot_max_mb"):
+        need(getattr(c, key) > 0, key, "must be more than 0")
+    need(1 <= c.mjpeg_port <= 65535, "mjpeg_port", "must be a port number 1..65535")
+    need(bool(c.display) and all(d in DISPLAYS for d in c.display), "display",
+         "must be one or more of " + ", ".join(DISPLAYS))
+    need(not ("none" in c.display and len(c.display) > 1), "display", "'none' cannot be combined with a display")
+    need(c.log_format in LOG_FORMATS, "log_format", "must be one of " + ", ".join(LOG_FORMATS))
+    need(c.log_level in LOG_LEVELS, "log_level", "must be one of " + ", ".join(LOG_LEVELS))
+    need(c.backend in ("auto", "ai_edge_litert", "tflite_runtime", "tensorflow.lite"), "backend",
+         "must be auto, ai_edge_litert, tflite_runtime or tensorflow.lite")
+    need(bool(c.source.strip()), "source", "must not be empty (use auto to find a camera)")
+    if c.source.startswith("pipe:"):
+        need(c.width > 0 and c.height > 0, "width", "a pipe: source needs width and height (raw frames have no header)")
+    return problems
+
+
+def load_file(path: Path) -> Tuple[Dict[str, Any], str]:
+    """The file's values, coerced and checked for unknown keys; and its text (for line numbers)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path} (create it from deploy/pidetect.toml, or pass "
+                          "--config PATH)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
+    values = {}
+    for key, value in raw.items():
+        where = f"{path}:{_line_of(text, key) or '?'}"
+        if key not in FIELDS:
+            close = [k for k in FIELDS if k.replace("_", "") == key.replace("_", "").replace("-", "").lower()]
+            hint = f"; did you mean '{close[0]}'?" if close else "; see deploy/pidetect.toml for every key"
+            kind = "section" if isinstance(value, dict) else "key"
+            raise ConfigError(f"{where}: unknown {kind} '{key}'{hint}")
+        try:
+            values[key] = coerce(key, value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {key} = {value!r}: {exc}") from None
+    return values, text
+
+
+def build_config(path: Optional[Path], overrides: Dict[str, Any], path_required: bool = False) -> Config:
+    """Defaults < file < command line. A missing default file is fine; a named one must exist."""
+    values: Dict[str, Any] = {}
+    text, origin = "", "command line"
+    if path is not None and (path_required or Path(path).exists()):
+        values, text = load_file(path)
+        origin = str(path)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        try:
+            values[key] = coerce(key, value)
+        except ValueError as exc:
+            raise UsageError(f"--{key.replace('_', '-')} {value!r}: {exc}") from None
+    config = Config(**values)
+    problems = check(config)
+    if problems:
+        key, problem = problems[0]
+        if key in overrides and overrides[key] is not None:
+            raise UsageError(f"--{key.replace('_', '-')} {_show(getattr(config, key))}: {problem}")
+        where = f"{origin}:{_line_of(text, key) or '?'}: {key}" if text else key
+        raise ConfigError(f"{where} = {_show(getattr(config, key))}: {problem}")
+    return config
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return repr(value)

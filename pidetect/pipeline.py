@@ -1,0 +1,194 @@
+"""The moving parts: a capture thread, a one-frame slot, an inference worker, and the sinks.
+
+    Source --Frame--> LatestFrameSlot --> InferenceWorker --Result--> sinks (events, displays)
+
+The slot keeps only the newest frame, so inference always runs on the freshest image and no
+backlog can build up: a detection is at most about one inference plus one frame interval old.
+File sources are the exception: unless paced with --realtime they hand over every frame and wait
+for the worker (batch processing drops nothing). Capture/decoding of the next frame overlaps
+inference of the current one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, List, Optional, Protocol
+
+from .frames import Frame, Result
+from .logs import INFO, WARNING
+from .sources import Source, SourceError
+
+log = logging.getLogger(__name__)
+RecordFn = Callable[[dict, int], None]
+
+
+class LatestFrameSlot:
+    """Holds at most one frame. A new frame replaces an untaken one, which counts as dropped."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._frame: Optional[Frame] = None
+        self._closed = False
+        self.captured = 0
+        self.dropped = 0
+
+    def put(self, frame: Frame, wait_for_taker: bool = False, stop: Optional[threading.Event] = None) -> None:
+        with self._cond:
+            if wait_for_taker:
+                while self._frame is not None and not self._closed and not (stop and stop.is_set()):
+                    self._cond.wait(0.1)
+            if self._frame is not None:
+                self.dropped += 1
+            self._frame = frame
+            self.captured += 1
+            self._cond.notify_all()
+
+    def take(self, timeout: float) -> Optional[Frame]:
+        with self._cond:
+            if self._frame is None and not self._closed:
+                self._cond.wait(timeout)
+            frame, self._frame = self._frame, None
+            self._cond.notify_all()
+            return frame
+
+    def close(self) -> None:
+        """No more frames will come (end of a file source)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def finished(self) -> bool:
+        with self._cond:
+            return self._closed and self._frame is None
+
+
+class CaptureThread(threading.Thread):
+    """Opens the source, reads frames into the slot, reconnects with capped exponential backoff."""
+
+    def __init__(self, source: Source, slot: LatestFrameSlot, record: RecordFn, stop: threading.Event,
+                 realtime: bool = False, loop: bool = False, max_delay: float = 30.0):
+        super().__init__(name="pidetect-capture", daemon=True)
+        self.source, self.slot, self.record, self.stop = source, slot, record, stop
+        self.realtime, self.loop, self.max_delay = realtime, loop, max_delay
+        self.seq = 0
+        self.first_frame = threading.Event()
+        self.opens = 0
+
+    def _source_record(self, state: str, detail: str = "", priority: int = INFO) -> None:
+        self.record({"event": "source", "state": state, "source": self.source.name, "detail": detail}, priority)
+
+    def run(self) -> None:
+        delay, attempts = 1.0, 0
+        try:
+            while not self.stop.is_set():
+                try:
+                    self.source.open()
+                except SourceError as exc:
+                    attempts += 1
+                    self._source_record("retrying", f"{exc}; attempt {attempts}, next in {delay:g} s", WARNING)
+                    self.stop.wait(delay)
+                    delay = min(delay * 2, self.max_delay)
+                    continue
+                self.opens += 1
+                delay, attempts = 1.0, 0
+                self._source_record("opened", f"{self.source.native_fps:g} fps" if self.source.native_fps else "")
+                delivered = self._read_until_end()
+                self.source.close()
+                if self.stop.is_set():
+                    break
+                if not self.source.live:
+                    self._source_record("eof", f"{delivered} frame(s)")
+                    if self.loop and delivered:
+                        continue
+                    break
+                self._source_record("lost", f"no frame within the read timeout after {delivered} frame(s)", WARNING)
+        except Exception:
+            log.exception("capture thread failed")
+        finally:
+            self.source.close()
+            self.slot.close()
+
+    def _read_until_end(self) -> int:
+        """Read frames until the source ends or fails; return how many were delivered."""
+        delivered = 0
+        paced = self.realtime and not self.source.live and self.source.native_fps > 0
+        interval = 1.0 / self.source.native_fps if paced else 0.0
+        batch = not self.source.live and not self.realtime
+        next_due = time.monotonic()
+        while not self.stop.is_set():
+            image = self.source.read()
+            if image is None:
+                break
+            if paced:
+                next_due += interval
+                pause = next_due - time.monotonic()
+                if pause > 0:
+                    self.stop.wait(pause)
+            self.seq += 1
+            delivered += 1
+            self.slot.put(Frame(image, self.seq, time.time(), self.source.name), wait_for_taker=batch, stop=self.stop)
+            self.first_frame.set()
+        return delivered
+
+
+class Sink(Protocol):
+    name: str
+
+    def handle(self, result: Result) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class InferenceWorker(threading.Thread):
+    """Runs the detector on the newest frame and hands each Result to every sink.
+
+    `heartbeat` is bumped on every loop pass, including idle waits, so the service can tell a
+    worker that waits for a camera (fine) from one stuck inside an invoke (watchdog must fire).
+    """
+
+    def __init__(self, detector, slot: LatestFrameSlot, sinks: List[Sink], record: RecordFn,
+                 stop: threading.Event, on_inference: Callable[[float], None], max_frames: int = 0,
+                 stall_after_frames: int = 0):
+        super().__init__(name="pidetect-inference", daemon=True)
+        self.detector, self.slot, self.sinks, self.record, self.stop = detector, slot, sinks, record, stop
+        self.on_inference, self.max_frames = on_inference, max_frames
+        self.stall_after_frames = stall_after_frames  # test hook: simulate a hung interpreter
+        self.heartbeat = time.monotonic()
+        self.processed = 0
+        self.last_result: Optional[Result] = None
+        self.finished = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                self.heartbeat = time.monotonic()
+                frame = self.slot.take(timeout=0.25)
+                if frame is None:
+                    if self.slot.finished:
+                        break
+                    continue
+                if self.stall_after_frames and self.processed >= self.stall_after_frames:
+                    log.warning("test hook: inference worker stalls now (PIDETECT_TEST_STALL_AFTER_FRAMES)")
+                    self.stop.wait()
+                    break
+                result = self.detector.detect(frame)
+                self.on_inference(result.inference_ms)
+                self.last_result = result
+                for sink in list(self.sinks):
+                    try:
+                        sink.handle(result)
+                    except Exception as exc:
+                        self.sinks.remove(sink)
+                        self.record({"event": "log", "level": "error", "logger": "pidetect.pipeline",
+                                     "message": f"output {sink.name} failed and was disabled: "
+                                                f"{type(exc).__name__}: {exc}"}, 3)
+                self.processed += 1
+                if self.max_frames and self.processed >= self.max_frames:
+                    break
+        except Exception:
+            log.exception("inference worker failed")
+        finally:
+            self.finished.set()

@@ -1,0 +1,243 @@
+"""The daemon: builds the pipeline from a Config, owns its threads, and talks to systemd.
+
+Lifecycle: starting -> (model loaded, first frame or ready_timeout) READY=1 -> running, with
+metrics every interval, STATUS lines and WATCHDOG=1 pings only while the inference worker makes
+progress -> SIGTERM/SIGINT: STOPPING=1, 'left' for objects still in view, final metrics, exit 0.
+SIGHUP re-reads the config file and restarts the pipeline with it (a bad file is reported and
+the running pipeline kept).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+from .config import Config, build_config
+from .detector import Detector, DetectorOptions
+from .errors import PidetectError
+from .events import EventLogSink, Tracker
+from .logs import ERR, INFO, WARNING, Notifier, RecordLog, watchdog_interval
+from .metrics import Metrics, throttle_flags
+from .models import default_model_dir, load_manifest
+from .pipeline import CaptureThread, InferenceWorker, LatestFrameSlot
+from .sources import make_source
+
+log = logging.getLogger(__name__)
+
+STATUS_INTERVAL = 5.0
+JOIN_TIMEOUT = 1.0
+
+
+def model_paths(config: Config):
+    manifest = load_manifest()
+    model = Path(config.model) if config.model else default_model_dir() / manifest.default_model
+    labels = Path(config.labels) if config.labels else model.parent / manifest.default_labels
+    return model, labels
+
+
+def make_detector(config: Config) -> Detector:
+    options = DetectorOptions(threshold=config.threshold, max_results=config.max_results,
+                              allow=frozenset(config.only), deny=frozenset(config.ignore),
+                              num_threads=config.threads or None, backend=config.backend)
+    return Detector(*model_paths(config), options)
+
+
+@dataclass
+class Running:
+    """One pipeline instance (rebuilt on SIGHUP)."""
+
+    config: Config
+    stop: threading.Event
+    slot: LatestFrameSlot
+    capture: CaptureThread
+    worker: InferenceWorker
+    events: EventLogSink
+    outputs: List
+
+
+class Service:
+    def __init__(self, config: Config, records: RecordLog, config_path: Optional[Path] = None,
+                 overrides: Optional[dict] = None, notifier: Optional[Notifier] = None):
+        self.config, self.records, self.config_path = config, records, config_path
+        self.overrides = overrides or {}
+        self.notifier = notifier or Notifier()
+        self.metrics = Metrics()
+        self.wake = threading.Event()
+        self.stop_requested = False
+        self.reload_requested = False
+        self.stall_after = int(os.environ.get("PIDETECT_TEST_STALL_AFTER_FRAMES", "0") or 0)
+
+    # --- records and notifications -------------------------------------------------------------
+    def emit(self, record: dict, priority: int = INFO) -> None:
+        self.records.emit(record, priority)
+
+    def lifecycle(self, state: str, priority: int = INFO, **extra) -> None:
+        self.emit({"event": "lifecycle", "state": state, **extra}, priority)
+
+    def _on_signal(self, signum, _frame) -> None:
+        if signum == signal.SIGHUP:
+            self.reload_requested = True
+        else:
+            self.stop_requested = True
+        self.wake.set()
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+
+    # --- building ------------------------------------------------------------------------------
+    def _start(self, config: Config, detector: Detector) -> Running:
+        from .outputs import build_outputs
+
+        stop = threading.Event()
+        slot = LatestFrameSlot()
+        source = make_source(config)
+        outputs, snapshots = build_outputs(config, self.emit)
+        events = EventLogSink(Tracker(config.track_iou, config.enter_frames, config.leave_frames), self.emit,
+                              config.per_frame, snapshots)
+        capture = CaptureThread(source, slot, self.emit, stop, realtime=config.realtime, loop=config.loop,
+                                max_delay=config.reconnect_max_delay)
+        worker = InferenceWorker(detector, slot, [events, *outputs], self.emit, stop, self.metrics.add_inference,
+                                 max_frames=config.max_frames, stall_after_frames=self.stall_after)
+        capture.start()
+        worker.start()
+        return Running(config, stop, slot, capture, worker, events, outputs)
+
+    def _shutdown(self, running: Running) -> None:
+        running.stop.set()
+        running.slot.close()
+        running.worker.join(JOIN_TIMEOUT)
+        running.capture.join(JOIN_TIMEOUT)
+        running.events.close()
+        for output in running.outputs:
+            try:
+                output.close()
+            except Exception as exc:
+                log.warning("closing %s failed: %s", output.name, exc)
+
+    def _reload(self, running: Running, detector: Detector):
+        """SIGHUP: re-read the config; on success restart the pipeline with it."""
+        self.reload_requested = False
+        if self.config_path is None:
+            log.warning("SIGHUP ignored: no config file in use")
+            return running, detector
+        try:
+            config = build_config(self.config_path, self.overrides)
+            new_detector = make_detector(config) if model_paths(config) != model_paths(running.config) or \
+                config.threads != running.config.threads or config.backend != running.config.backend else None
+        except PidetectError as exc:
+            self.emit({"event": "log", "level": "error", "logger": "pidetect.service",
+                       "message": f"reload failed, keeping the running configuration: {exc}"}, ERR)
+            return running, detector
+        self.notifier.send(RELOADING=1, STATUS="reloading configuration",
+                           MONOTONIC_USEC=int(time.monotonic() * 1e6))
+        self._shutdown(running)
+        if new_detector is not None:
+            detector = new_detector
+        elif config.threshold != running.config.threshold or config.only != running.config.only or \
+                config.ignore != running.config.ignore or config.max_results != running.config.max_results:
+            detector = make_detector(config)
+        self.config = config
+        self.lifecycle("reloaded", config=str(self.config_path))
+        running = self._start(config, detector)
+        self.notifier.send(READY=1, STATUS="configuration reloaded")
+        return running, detector
+
+    # --- the main loop -------------------------------------------------------------------------
+    def run(self) -> int:
+        started = time.monotonic()
+        self.lifecycle("starting", pid=os.getpid(), source=self.config.source)
+        self.notifier.send(STATUS="loading model")
+        detector = make_detector(self.config)
+        self.lifecycle("model_loaded", model=str(detector.model_path), backend=detector.backend.name,
+                       backend_version=detector.backend.version, threads=detector.num_threads)
+        running = self._start(self.config, detector)
+        exit_code = 0
+        try:
+            self._wait_ready(running, started)
+            exit_code = self._supervise(running, detector, started)
+        finally:
+            self.notifier.send(STOPPING=1, STATUS="stopping")
+            self.lifecycle("stopping")
+            self._shutdown(running)
+            self.emit(self.metrics.take(running.slot.captured, running.slot.dropped))
+            self.lifecycle("stopped", frames=self.metrics.total_inferred,
+                           uptime_s=round(time.monotonic() - started, 1))
+            self.notifier.close()
+        return exit_code
+
+    def _wait_ready(self, running: Running, started: float) -> None:
+        deadline = started + self.config.ready_timeout
+        told_waiting = False
+        while not running.capture.first_frame.is_set() and not self.stop_requested:
+            if running.worker.finished.is_set():
+                break
+            if time.monotonic() >= deadline:
+                break
+            if not told_waiting and time.monotonic() - started > 1.0:
+                self.notifier.send(STATUS=f"waiting for camera {self.config.source}")
+                told_waiting = True
+            running.capture.first_frame.wait(0.05)
+        have_frame = running.capture.first_frame.is_set()
+        self.notifier.send(READY=1, STATUS="running" if have_frame else
+                           f"running; waiting for camera {self.config.source}")
+        self.lifecycle("ready", waited_s=round(time.monotonic() - started, 2), first_frame=have_frame)
+
+    def _supervise(self, running: Running, detector: Detector, started: float) -> int:
+        ping_every = watchdog_interval()
+        stall_limit = max(2.0, ping_every or 0.0)
+        next_metrics = time.monotonic() + self.config.metrics_interval
+        next_status = time.monotonic() + 1.0
+        last_ping = 0.0
+        status_mark = (time.monotonic(), 0, 0)
+        stalled_reported = False
+        while True:
+            self.wake.wait(0.2)
+            self.wake.clear()
+            now = time.monotonic()
+            if self.stop_requested:
+                return 0
+            if self.reload_requested:
+                running, detector = self._reload(running, detector)
+                status_mark = (time.monotonic(), 0, 0)
+                continue
+            if running.worker.finished.is_set():
+                if running.slot.finished or (running.config.max_frames and
+                                             running.worker.processed >= running.config.max_frames):
+                    return 0
+                self.emit({"event": "log", "level": "error", "logger": "pidetect.service",
+                           "message": "the inference worker stopped unexpectedly; exiting so systemd restarts"}, ERR)
+                return 1
+            if self.config.duration and now - started >= self.config.duration:
+                return 0
+            healthy = now - running.worker.heartbeat < stall_limit
+            if not healthy and not stalled_reported:
+                self.emit({"event": "log", "level": "error", "logger": "pidetect.service",
+                           "message": f"inference worker made no progress for {now - running.worker.heartbeat:.1f} s; "
+                                      "watchdog pings withheld"}, ERR)
+                stalled_reported = True
+            if healthy:
+                stalled_reported = False
+                if ping_every and now - last_ping >= ping_every:
+                    self.notifier.send(WATCHDOG=1)
+                    last_ping = now
+            if now >= next_metrics:
+                record = self.metrics.take(running.slot.captured, running.slot.dropped)
+                flags = throttle_flags(record["throttled"])
+                self.emit(record, WARNING if flags and flags[0] in ("under-voltage", "throttled") else INFO)
+                next_metrics = now + self.config.metrics_interval
+            if now >= next_status:
+                mark_time, mark_frames, mark_captured = status_mark
+                span = max(now - mark_time, 1e-6)
+                fps = (running.worker.processed - mark_frames) / span
+                cap_fps = (running.slot.captured - mark_captured) / span
+                status_mark = (now, running.worker.processed, running.slot.captured)
+                last = running.events.last_entered or "none yet"
+                self.notifier.send(STATUS=f"{fps:.1f} fps inference, {cap_fps:.1f} fps capture; last: {last}")
+                next_status = now + STATUS_INTERVAL

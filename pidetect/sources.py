@@ -1,0 +1,283 @@
+"""Where frames come from. `make_source(config)` turns a source spec into a Source.
+
+A Source only opens, reads and closes; reconnecting, pacing and reporting live in the capture
+thread (pipeline.py), so every kind of camera gets the same fault handling.
+
+Specs: `auto`, a device index (`0`) or `/dev/videoN` (V4L2), `picamera2[:N]` (the Pi's CSI camera),
+a video file or an image sequence (`img_%04d.jpg`), `rtsp://…` / `http(s)://…` streams, a GStreamer
+pipeline (`… ! appsink`, when OpenCV was built with GStreamer), and `pipe:COMMAND` reading raw
+I420 frames from a command such as `rpicam-vid -t 0 -n --codec yuv420 --width 640 --height 480 -o -`.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import select
+import shlex
+import subprocess
+from pathlib import Path
+from typing import List, Optional, Protocol
+
+import cv2
+import numpy as np
+
+from .config import Config
+from .errors import ConfigError
+
+# V4L2 nodes on a Pi that are codecs or ISPs, not cameras: probing them wastes time or hangs.
+NOT_CAMERAS = re.compile(r"codec|isp|rpivid|pispbe|hevc|bcm2835-|rp1-cfe|unicam-embedded", re.I)
+
+
+class SourceError(Exception):
+    """The source cannot deliver now (absent, refused, timed out); the capture thread retries."""
+
+
+class Source(Protocol):
+    name: str
+    live: bool  # a camera or stream (frames come at their own pace); False for files
+    native_fps: float
+
+    def open(self) -> None: ...
+
+    def read(self) -> Optional[np.ndarray]: ...  # BGR frame, or None at end (file) / on loss (live)
+
+    def close(self) -> None: ...
+
+
+class OpenCVSource:
+    """Anything cv2.VideoCapture reads: V4L2 devices, files, image sequences, network streams, GStreamer."""
+
+    def __init__(self, name: str, target, api: int, live: bool, config: Config, network: bool = False):
+        self.name, self.target, self.api, self.live = name, target, api, live
+        self.config, self.network = config, network
+        self.capture: Optional[cv2.VideoCapture] = None
+        self.native_fps = 0.0
+
+    def open(self) -> None:
+        params: List[int] = []
+        if self.network:
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.config.open_timeout * 1000),
+                      cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.config.read_timeout * 1000)]
+        if isinstance(self.target, str) and not self.network and not self.live and self.api != cv2.CAP_IMAGES:
+            if not Path(self.target).exists():
+                raise SourceError(f"file not found: {self.target}")
+        capture = cv2.VideoCapture(self.target, self.api, params)
+        if not capture.isOpened():
+            capture.release()
+            raise SourceError("OpenCV could not open it" + (" (no such device or busy)" if self.api == cv2.CAP_V4L2 else ""))
+        if self.api == cv2.CAP_V4L2:
+            # MJPG lets USB 2 cameras deliver 720p/1080p at full rate; ignored by cameras without it.
+            capture.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
+            if self.config.width and self.config.height:
+                capture.set(cv2.CAP_PROP_FRAME_WIDTH, self.config.width)
+                capture.set(cv2.CAP_PROP_FRAME_HEIGHT, self.config.height)
+            if self.config.fps:
+                capture.set(cv2.CAP_PROP_FPS, self.config.fps)
+            capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # keep the driver queue short: we want the newest frame
+        self.native_fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.capture = capture
+
+    def read(self) -> Optional[np.ndarray]:
+        if self.capture is None:
+            return None
+        ok, image = self.capture.read()
+        return image if ok and image is not None and image.size else None
+
+    def close(self) -> None:
+        if self.capture is not None:
+            self.capture.release()
+            self.capture = None
+
+
+class PipeSource:
+    """Raw I420 frames on the stdout of a command (rpicam-vid for CSI cameras in a pure-pip venv)."""
+
+    def __init__(self, command: str, config: Config):
+        self.command, self.config = command, config
+        self.name = "pipe:" + command
+        self.live, self.native_fps = True, float(config.fps)
+        self.width, self.height = config.width, config.height
+        self.frame_bytes = self.width * self.height * 3 // 2
+        self.buffer = np.empty(self.frame_bytes, np.uint8)
+        self.process: Optional[subprocess.Popen] = None
+
+    def open(self) -> None:
+        try:
+            argv = shlex.split(self.command)
+        except ValueError as exc:
+            raise ConfigError(f"source {self.name!r}: cannot split the command: {exc}") from None
+        try:
+            self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                            stdin=subprocess.DEVNULL, bufsize=0)
+        except OSError as exc:
+            raise SourceError(f"cannot start {argv[0]!r}: {exc.strerror}") from None
+
+    def read(self) -> Optional[np.ndarray]:
+        if self.process is None:
+            return None
+        view, filled = memoryview(self.buffer), 0
+        pipe = self.process.stdout
+        while filled < self.frame_bytes:
+            ready, _, _ = select.select([pipe], [], [], self.config.read_timeout)
+            if not ready:
+                return None  # no data within read_timeout: treat as lost
+            count = pipe.readinto(view[filled:])
+            if not count:
+                return None  # the command ended
+            filled += count
+        yuv = self.buffer.reshape(self.height * 3 // 2, self.width)
+        return cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420)
+
+    def close(self) -> None:
+        if self.process is None:
+            return
+        process, self.process = self.process, None
+        process.terminate()
+        try:
+            process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+
+
+class Picamera2Source:
+    """The Pi's CSI camera through Picamera2 (apt python3-picamera2; venv with --system-site-packages)."""
+
+    def __init__(self, index: int, config: Config):
+        self.index, self.config = index, config
+        self.name = f"picamera2:{index}"
+        self.live, self.native_fps = True, float(config.fps)
+        self.camera = None
+
+    def open(self) -> None:
+        try:
+            from picamera2 import Picamera2
+        except Exception as exc:  # ImportError, or numpy ABI errors when pip's numpy shadows apt's
+            raise SourceError(f"picamera2 is not usable: {type(exc).__name__}: {exc}") from None
+        try:
+            if len(Picamera2.global_camera_info()) <= self.index:
+                raise SourceError("no CSI camera detected (check the ribbon cable; 'rpicam-hello --list-cameras')")
+            camera = Picamera2(self.index)
+            size = (self.config.width or 1280, self.config.height or 720)
+            controls = {"FrameRate": self.config.fps} if self.config.fps else {}
+            camera.configure(camera.create_video_configuration(main={"size": size, "format": "RGB888"},
+                                                               controls=controls))
+            camera.start()
+        except SourceError:
+            raise
+        except Exception as exc:
+            raise SourceError(f"picamera2 failed to start: {type(exc).__name__}: {exc}") from None
+        self.camera = camera
+
+    def read(self) -> Optional[np.ndarray]:
+        try:
+            return self.camera.capture_array("main")  # RGB888 is BGR in memory, as OpenCV expects
+        except Exception:
+            return None
+
+    def close(self) -> None:
+        if self.camera is not None:
+            camera, self.camera = self.camera, None
+            try:
+                camera.stop()
+                camera.close()
+            except Exception:
+                pass
+
+
+class AutoSource:
+    """The first camera that actually delivers a frame: the CSI camera, then V4L2 devices."""
+
+    def __init__(self, config: Config, candidates: Optional[List] = None):
+        self.config = config
+        self.name, self.live, self.native_fps = "auto", True, 0.0
+        self._candidates = candidates
+        self.chosen = None
+        self._first: Optional[np.ndarray] = None
+
+    def candidates(self) -> List:
+        if self._candidates is not None:
+            return self._candidates
+        found: List = [Picamera2Source(0, self.config)]
+        for node in sorted(glob.glob("/dev/video*"), key=lambda p: int(re.sub(r"\D", "", p) or 0)):
+            name_file = Path("/sys/class/video4linux") / Path(node).name / "name"
+            try:
+                if NOT_CAMERAS.search(name_file.read_text()):
+                    continue
+            except OSError:
+                pass
+            found.append(OpenCVSource(node, node, cv2.CAP_V4L2, True, self.config))
+        return found
+
+    def open(self) -> None:
+        tried = []
+        for candidate in self.candidates():
+            try:
+                candidate.open()
+                image = candidate.read()
+            except SourceError as exc:
+                tried.append(f"{candidate.name}: {exc}")
+                continue
+            if image is None:
+                candidate.close()
+                tried.append(f"{candidate.name}: opened but delivered no frame")
+                continue
+            self.chosen, self._first = candidate, image
+            self.name, self.native_fps = f"auto:{candidate.name}", candidate.native_fps
+            return
+        raise SourceError("no camera found (" + ("; ".join(tried) or "no /dev/video* devices and no CSI camera")
+                          + "); plug one in or set source")
+
+    def read(self) -> Optional[np.ndarray]:
+        if self._first is not None:
+            image, self._first = self._first, None
+            return image
+        return self.chosen.read() if self.chosen else None
+
+    def close(self) -> None:
+        if self.chosen is not None:
+            self.chosen.close()
+            self.chosen = None
+        self.name = "auto"
+
+
+def opencv_has_gstreamer() -> bool:
+    return bool(re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()))
+
+
+def make_source(config: Config) -> Source:
+    spec = config.source.strip()
+    if spec == "auto":
+        return AutoSource(config)
+    if spec.isdigit():
+        return OpenCVSource(f"/dev/video{spec}", int(spec), cv2.CAP_V4L2, True, config)
+    if spec.startswith("/dev/video"):
+        return OpenCVSource(spec, spec, cv2.CAP_V4L2, True, config)
+    if spec == "picamera2" or spec.startswith("picamera2:"):
+        index = spec.partition(":")[2] or "0"
+        if not index.isdigit():
+            raise ConfigError(f"source {spec!r}: picamera2:N needs a camera number, e.g. picamera2:0")
+        return Picamera2Source(int(index), config)
+    if spec.startswith("pipe:"):
+        command = spec[len("pipe:"):].strip()
+        if not command:
+            raise ConfigError("source 'pipe:' needs a command, e.g. 'pipe:rpicam-vid -t 0 -n --codec yuv420 "
+                              "--width 640 --height 480 -o -'")
+        return PipeSource(command, config)
+    if re.match(r"^(rtsp|rtsps|http|https|rtmp|udp|tcp)://", spec):
+        return OpenCVSource(spec, spec, cv2.CAP_FFMPEG, True, config, network=True)
+    if "!" in spec and "appsink" in spec:
+        if not opencv_has_gstreamer():
+            raise ConfigError("source is a GStreamer pipeline, but this OpenCV build has no GStreamer "
+                              "(pip's opencv-python-headless); use apt's python3-opencv in a venv made "
+                              "with --system-site-packages, or a pipe: source")
+        return OpenCVSource("gstreamer", spec, cv2.CAP_GSTREAMER, True, config)
+    if "%" in spec:
+        return OpenCVSource(spec, spec, cv2.CAP_IMAGES, False, config)
+    if os.path.isdir(spec):
+        raise ConfigError(f"source {spec!r} is a folder; give a video file or an image pattern like "
+                          f"{spec.rstrip('/')}/img_%04d.jpg")
+    return OpenCVSource(spec, spec, cv2.CAP_FFMPEG, False, config)
