@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	@# journal fields + sd_notify via systemd-python need libsystemd headers to build (apt: libsystemd-dev pkg-config)
+	if pkg-config --exists libsystemd 2>/dev/null; then $(PY) -m pip install --quiet -e '.[journal]'; \
+	else echo "note: libsystemd-dev not installed; journal logging falls back to text (tests needing it skip)"; fi
 	touch $@
 
 models: $(STAMP)

@@ -116,7 +116,7 @@ FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
 def _line_of(text: str, key: str) -> Optional[int]:
     for number, line in enumerate(text.splitlines(), 1):
-        if re.match(rf"\s*{re.escape(key)}\s*=", line):
+        if re.match(rf"\s*({re.escape(key)}\s*=|\[\s*{re.escape(key)}\s*\])", line):
             return number
     return None
 
