@@ -64,15 +64,18 @@ class Metrics:
         self.process.cpu_percent(None)  # first call primes the counter
         self._lock = threading.Lock()
         self._latencies: List[float] = []
+        self._ages: List[float] = []
         self._inferred = 0
         self._started = self._last = time.monotonic()
         self._last_captured = self._last_dropped = 0
         self.total_inferred = 0
         self.peak_rss_mb = 0.0
 
-    def add_inference(self, inference_ms: float) -> None:
+    def add_inference(self, inference_ms: float, frame_age_ms: float) -> None:
+        """`frame_age_ms`: capture to result; stays near one inference + one frame interval without a backlog."""
         with self._lock:
             self._latencies.append(inference_ms)
+            self._ages.append(frame_age_ms)
             self._inferred += 1
             self.total_inferred += 1
 
@@ -80,17 +83,18 @@ class Metrics:
         """The metrics record for the interval since the previous call."""
         now = time.monotonic()
         with self._lock:
-            latencies, inferred = self._latencies, self._inferred
-            self._latencies, self._inferred = [], 0
+            latencies, ages, inferred = self._latencies, self._ages, self._inferred
+            self._latencies, self._ages, self._inferred = [], [], 0
         elapsed = max(now - self._last, 1e-6)
         captured = captured_total - self._last_captured
         dropped = dropped_total - self._last_dropped
         self._last, self._last_captured, self._last_dropped = now, captured_total, dropped_total
         rss_mb = self.process.memory_info().rss / 2**20
         self.peak_rss_mb = max(self.peak_rss_mb, rss_mb)
-        p50 = p95 = None
+        p50 = p95 = age_p95 = None
         if latencies:
             p50, p95 = (round(float(v), 2) for v in np.percentile(latencies, [50, 95]))
+            age_p95 = round(float(np.percentile(ages, 95)), 1)
         return {
             "event": "metrics",
             "capture_fps": round(captured / elapsed, 2),
@@ -98,6 +102,7 @@ class Metrics:
             "frames_dropped": dropped,
             "inference_ms_p50": p50,
             "inference_ms_p95": p95,
+            "frame_age_ms_p95": age_p95,
             "cpu_percent": round(self.process.cpu_percent(None), 1),
             "rss_mb": round(rss_mb, 1),
             "temp_c": self.health.temperature_c(),

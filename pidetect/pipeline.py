@@ -150,7 +150,7 @@ class InferenceWorker(threading.Thread):
     """
 
     def __init__(self, detector, slot: LatestFrameSlot, sinks: List[Sink], record: RecordFn,
-                 stop: threading.Event, on_inference: Callable[[float], None], max_frames: int = 0,
+                 stop: threading.Event, on_inference: Callable[[float, float], None], max_frames: int = 0,
                  stall_after_frames: int = 0):
         super().__init__(name="pidetect-inference", daemon=True)
         self.detector, self.slot, self.sinks, self.record, self.stop = detector, slot, sinks, record, stop
@@ -175,7 +175,7 @@ class InferenceWorker(threading.Thread):
                     self.stop.wait()
                     break
                 result = self.detector.detect(frame)
-                self.on_inference(result.inference_ms)
+                self.on_inference(result.inference_ms, (time.time() - frame.ts) * 1000)
                 self.last_result = result
                 for sink in list(self.sinks):
                     try:
