@@ -8,6 +8,7 @@ not silently fall back to a default), and every error names the file, the line a
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,7 @@ class Config:
     display: Tuple[str, ...] = ("none",)
     fb_device: str = "/dev/fb0"
     fb_tty: str = "/dev/tty1"
+    fb_format: str = "auto"
     mjpeg_address: str = "127.0.0.1"
     mjpeg_port: int = 8080
     snapshots: bool = False
@@ -96,6 +98,8 @@ HELP: Dict[str, str] = {
     "per_frame": "also log every frame's detections (event=frame); verbose",
     "display": "where to show the overlay: none, fb, mjpeg, window (comma-separated for several)",
     "fb_device": "framebuffer device for --display fb",
+    "fb_format": "framebuffer pixel layout: auto (read from the kernel), rgb565, bgr565, xrgb8888 or xbgr8888; "
+                 "set it only if colours look swapped",
     "fb_tty": "console switched to graphics mode while drawing on the framebuffer ('' to leave it)",
     "mjpeg_address": "address the MJPEG view binds to (0.0.0.0 for the whole network)",
     "mjpeg_port": "port of the MJPEG view",
@@ -112,6 +116,11 @@ HELP: Dict[str, str] = {
 }
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def sysfs_root() -> Path:
+    """/sys, or a stand-in folder named by $PIDETECT_SYSFS (tests, containers): fb geometry, Pi health."""
+    return Path(os.environ.get("PIDETECT_SYSFS", "/sys"))
 
 
 def _line_of(text: str, key: str) -> Optional[int]:
@@ -186,6 +195,8 @@ def check(config: Config) -> List[Tuple[str, str]]:
     need(bool(c.display) and all(d in DISPLAYS for d in c.display), "display",
          "must be one or more of " + ", ".join(DISPLAYS))
     need(not ("none" in c.display and len(c.display) > 1), "display", "'none' cannot be combined with a display")
+    need(c.fb_format in ("auto", "rgb565", "bgr565", "xrgb8888", "xbgr8888"), "fb_format",
+         "must be auto, rgb565, bgr565, xrgb8888 or xbgr8888")
     need(c.log_format in LOG_FORMATS, "log_format", "must be one of " + ", ".join(LOG_FORMATS))
     need(c.log_level in LOG_LEVELS, "log_level", "must be one of " + ", ".join(LOG_LEVELS))
     need(c.backend in ("auto", "ai_edge_litert", "tflite_runtime", "tensorflow.lite"), "backend",

@@ -61,7 +61,8 @@ class Segment:
 
 def write_scene_video(path: Path, width: int = 640, height: int = 480, fps: float = 10.0,
                       frames_per_scene: int = 8, blank_frames: int = 6,
-                      scenes: Sequence[Tuple[str, str]] = SCENES, repeat: int = 1) -> List[Segment]:
+                      scenes: Sequence[Tuple[str, str]] = SCENES, repeat: int = 1,
+                      trailing_blank: bool = True) -> List[Segment]:
     """Write an MJPG .avi (or mp4v .mp4) of photos separated by empty frames; return the timeline."""
     fourcc = cv2.VideoWriter_fourcc(*("mp4v" if str(path).endswith(".mp4") else "MJPG"))
     writer = cv2.VideoWriter(str(path), fourcc, fps, (width, height))
@@ -85,7 +86,8 @@ def write_scene_video(path: Path, width: int = 640, height: int = 480, fps: floa
                 emit(blank, "", blank_frames)
                 letterbox(load_photo(name), width, height, out=canvas, pad_value=BACKGROUND)
                 emit(canvas, label, frames_per_scene)
-        emit(blank, "", blank_frames)
+        if trailing_blank:
+            emit(blank, "", blank_frames)
     finally:
         writer.release()
     return timeline

@@ -14,6 +14,8 @@ from typing import List, Optional
 import numpy as np
 import psutil
 
+from .config import sysfs_root
+
 THROTTLE_BITS = {0: "under-voltage", 1: "arm-frequency-capped", 2: "throttled", 3: "soft-temp-limit",
                  16: "under-voltage-occurred", 17: "frequency-capped-occurred", 18: "throttled-occurred",
                  19: "soft-temp-limit-occurred"}
@@ -22,7 +24,8 @@ THROTTLE_BITS = {0: "under-voltage", 1: "arm-frequency-capped", 2: "throttled", 
 class PiHealth:
     """SoC temperature and firmware throttling flags; None where the machine has no such sensor."""
 
-    def __init__(self, sysfs: Path = Path("/sys")):
+    def __init__(self, sysfs: Optional[Path] = None):
+        sysfs = sysfs or sysfs_root()
         self.thermal = sysfs / "class/thermal/thermal_zone0/temp"
         self.throttled_file = sysfs / "devices/platform/soc/soc:firmware/get_throttled"
         self.vcgencmd = shutil.which("vcgencmd")

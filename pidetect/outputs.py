@@ -1,13 +1,114 @@
-"""Builds the output sinks a config asks for: displays (fb, mjpeg, window) and snapshots."""
+"""Builds the outputs a config asks for: the display sink (fb, mjpeg, window) and snapshots.
+
+Displays run on their own thread fed through a one-item slot, so drawing, JPEG encoding or a
+slow framebuffer never delays inference: when the display is busy it skips to the newest result.
+A display that fails to start or breaks later is dropped with an error record; detection goes on.
+"""
 
 from __future__ import annotations
 
+import collections
+import logging
+import threading
+import time
+from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
-from .config import Config
+from .config import Config, sysfs_root
+from .display import DisplayUnavailable
+from .frames import Result
+from .logs import ERR
+from .overlay import Overlay
+from .pipeline import LatestFrameSlot
+from .snapshots import Snapshots
+
+log = logging.getLogger(__name__)
 
 
-def build_outputs(config: Config, emit: Callable) -> Tuple[List, Optional[object]]:
-    outputs: List = []
-    snapshots = None
+class DisplaySink:
+    name = "display"
+
+    def __init__(self, displays: List, emit: Callable):
+        self.displays, self.emit = displays, emit
+        self.slot = LatestFrameSlot()
+        self.overlay = Overlay()
+        self.stop = threading.Event()
+        self._arrivals: collections.deque = collections.deque(maxlen=30)
+        self.shown = 0
+        self.thread = threading.Thread(target=self._run, name="pidetect-display", daemon=True)
+        self.thread.start()
+
+    def handle(self, result: Result) -> None:
+        self._arrivals.append(time.monotonic())
+        self.slot.put(result)
+
+    def fps(self) -> Optional[float]:
+        arrivals = list(self._arrivals)
+        if len(arrivals) < 2 or arrivals[-1] == arrivals[0]:
+            return None
+        return (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+
+    def _run(self) -> None:
+        while True:
+            result = self.slot.take(timeout=0.1)
+            if result is None:
+                if self.stop.is_set():
+                    break  # the last result is shown before stopping, so the screen ends on the last frame
+                continue
+            image = self.overlay.draw(result, self.fps())
+            for display in list(self.displays):
+                try:
+                    display.show(image)
+                except Exception as exc:
+                    self.displays.remove(display)
+                    self.emit({"event": "log", "level": "error", "logger": "pidetect.display",
+                               "message": f"display {display.name} failed and was disabled: "
+                                          f"{type(exc).__name__}: {exc}"}, ERR)
+                    _close_quietly(display)
+            self.shown += 1
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(2)
+        for display in self.displays:
+            _close_quietly(display)
+
+
+def _close_quietly(display) -> None:
+    try:
+        display.close()
+    except Exception as exc:
+        log.warning("closing display %s: %s", display.name, exc)
+
+
+def make_display(name: str, config: Config):
+    if name == "fb":
+        from .display.fb import FramebufferDisplay
+
+        return FramebufferDisplay(config.fb_device, config.fb_tty, config.fb_format,
+                                  sysfs_root() / "class" / "graphics")
+    if name == "mjpeg":
+        from .display.mjpeg import MjpegDisplay
+
+        return MjpegDisplay(config.mjpeg_address, config.mjpeg_port)
+    if name == "window":
+        from .display.window import WindowDisplay
+
+        return WindowDisplay()
+    raise ValueError(name)
+
+
+def build_outputs(config: Config, emit: Callable) -> Tuple[List, Optional[Snapshots]]:
+    displays = []
+    for name in config.display:
+        if name == "none":
+            continue
+        try:
+            displays.append(make_display(name, config))
+        except DisplayUnavailable as exc:
+            emit({"event": "log", "level": "error", "logger": "pidetect.display",
+                  "message": f"display {name} unavailable, continuing without it: {exc}"}, ERR)
+    outputs: List = [DisplaySink(displays, emit)] if displays else []
+    snapshots = Snapshots(Path(config.snapshot_dir), config.snapshot_max_files, config.snapshot_max_mb) \
+        if config.snapshots else None
     return outputs, snapshots
