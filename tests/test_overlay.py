@@ -1,0 +1,44 @@
+"""Overlay drawing: on a copy, colour per class, tags kept inside the frame at any size."""
+
+import time
+
+import numpy as np
+import pytest
+
+from pidetect.frames import Detection, Frame, Result
+from pidetect.overlay import Overlay, class_colour
+
+
+def result_for(image, detections):
+    return Result(Frame(image, 1, time.time()), tuple(detections), 12.0)
+
+
+@pytest.mark.parametrize("size", [(480, 640), (1080, 1920)])
+def test_draws_on_a_copy_with_class_colours_and_tags_inside(size):
+    height, width = size
+    image = np.full((height, width, 3), 114, np.uint8)
+    original = image.copy()
+    corner = Detection("person", 0, 0.9, (0, 0, width // 3, height // 3))  # tag cannot go above the box
+    edge = Detection("cat", 16, 0.8, (width - 60, height - 60, width - 1, height - 1))  # tag would run off
+    out = Overlay().draw(result_for(image, [corner, edge]), fps=9.5)
+    assert np.array_equal(image, original), "the detector's frame must not be drawn on"
+    assert out is not image and out.shape == image.shape
+    mid = height // 6
+    assert tuple(out[mid, 0]) == class_colour(0)  # left edge of the person box
+    cat_tag = (out[height - 200:, width - 200:] == class_colour(16)).all(axis=2)
+    assert cat_tag.sum() > 100  # the cat's tag is drawn, pulled back inside the frame
+
+
+def test_text_grows_with_the_frame():
+    def tag_height(height, width):
+        image = np.zeros((height, width, 3), np.uint8)
+        out = Overlay(show_timestamp=False).draw(result_for(image, [Detection("dog", 17, 0.7, (10, 100, 200, 300))]))
+        rows = np.where((out[:, 10:30] == class_colour(17)).all(axis=2).any(axis=1))[0]
+        return rows[rows < 100].size  # tag rows above the box top
+
+    assert tag_height(1080, 1920) > 1.5 * tag_height(480, 640) > 0
+
+
+def test_colours_differ_between_neighbouring_classes():
+    colours = [class_colour(i) for i in range(90)]
+    assert len(set(colours)) == 90
