@@ -23,8 +23,17 @@ models: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m pidetect.demo $(DEMO) >/dev/null
 
+# The daemon on the first camera that delivers a frame; with no camera, on the demo clip (paced like
+# a camera). Either way the live overlay is at http://127.0.0.1:8080/ and events print below.
 run: models demo
 	$(PY) -m pidetect detect $(DEMO)/*.png
+	@if $(PY) -m pidetect check --source auto --log-format text >/dev/null 2>&1; then \
+	  echo "camera found: running the daemon on it (Ctrl-C to stop); live view http://127.0.0.1:8080/"; \
+	  $(PY) -m pidetect run --source auto --display mjpeg --log-format text --metrics-interval 10; \
+	else \
+	  echo "no camera found: running the daemon on the demo clip $(DEMO)/demo.avi; live view http://127.0.0.1:8080/"; \
+	  $(PY) -m pidetect run --source $(DEMO)/demo.avi --realtime --display mjpeg --log-format text --metrics-interval 5; \
+	fi
 
 test: models
 	$(PY) -m pytest -q

@@ -37,6 +37,23 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
                         help="inference backend (default auto: the first installed, in that order)")
 
 
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help=f"TOML config file (default {DEFAULT_CONFIG_PATH} if it exists)")
+    for name, field in FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        if field.type in ("bool", bool):
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=HELP[name])
+        else:
+            metavar = {"tuple": "A,B", "str": "TEXT", "int": "N", "float": "X"}.get(str(field.type), "V")
+            parser.add_argument(flag, dest=name, default=None, metavar=metavar, help=HELP[name])
+
+
+def _config_from_args(args: argparse.Namespace):
+    overrides = {name: getattr(args, name) for name in FIELDS}
+    path = args.config or DEFAULT_CONFIG_PATH
+    return build_config(path, overrides, path_required=args.config is not None), path, overrides
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pidetect", description="Object detection for the Raspberry Pi camera: "
                      "quantized SSD MobileNetV2 on LiteRT, live overlay on HDMI, events to the journal.")
@@ -53,15 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="the daemon: camera -> detector -> events, metrics, displays",
                               description="Run the detection daemon. Every option is also a key of the "
                               "config file (dashes become underscores); the command line wins.")
-    run.add_argument("--config", type=Path, help=f"TOML config file (default {DEFAULT_CONFIG_PATH} if it exists)")
-    for name, field in FIELDS.items():
-        flag = "--" + name.replace("_", "-")
-        if field.type in ("bool", bool):
-            run.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=HELP[name])
-        else:
-            metavar = {"tuple": "A,B", "str": "TEXT", "int": "N", "float": "X"}.get(str(field.type), "V")
-            run.add_argument(flag, dest=name, default=None, metavar=metavar, help=HELP[name])
+    _config_args(run)
     run.set_defaults(handler=_cmd_run)
+
+    check = commands.add_parser("check", help="environment doctor: backend, model, camera, display, journal",
+                                description="Check that everything the configured daemon needs works; one line "
+                                "per check; exit 0 when all needed parts work. Takes the same options as run.")
+    _config_args(check)
+    check.set_defaults(handler=_cmd_check)
 
     models = commands.add_parser("models", help="fetch, list or verify the default model files")
     models_cmd = models.add_subparsers(dest="models_command", metavar="ACTION", parser_class=_Parser)
@@ -125,9 +141,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .logs import Notifier, open_record_log, route_python_logging
     from .service import Service
 
-    overrides = {name: getattr(args, name) for name in FIELDS}
-    path = args.config or DEFAULT_CONFIG_PATH
-    config = build_config(path, overrides, path_required=args.config is not None)
+    config, path, overrides = _config_from_args(args)
     records = open_record_log(config.log_format)
     route_python_logging(records, config.log_level)
     service = Service(config, records, config_path=path if path.exists() else None, overrides=overrides,
@@ -138,6 +152,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except PidetectError as exc:
         records.emit({"event": "lifecycle", "state": "failed", "error": str(exc), "exit_code": exc.exit_code}, 3)
         raise
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .check import exit_code_for, format_check, run_checks
+    from .service import make_detector
+
+    config, _path, _overrides = _config_from_args(args)
+    checks = run_checks(config, make_detector)
+    for check in checks:
+        print(format_check(check), flush=True)
+    code = exit_code_for(checks)
+    print("all needed parts work" if code == 0 else "some needed parts do not work (FAIL lines above)")
+    return code
 
 
 def _cmd_models(args: argparse.Namespace) -> int:

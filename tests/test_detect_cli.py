@@ -116,3 +116,19 @@ def test_no_backend_installed(tmp_path, model_paths):
 def test_bad_arguments_are_usage_errors(args, needle):
     done = run_pidetect("detect", PHOTOS / "chelsea.png", *args)
     assert done.returncode == 2 and needle in done.stderr
+
+
+def test_check_reports_each_part_and_fails_without_camera(tmp_path, model_paths):
+    from pidetect.demo import write_scene_video
+
+    clip = tmp_path / "clip.avi"
+    write_scene_video(clip, 320, 240, frames_per_scene=2, blank_frames=1)
+    done = run_pidetect("check", "--source", clip)
+    assert done.returncode == 0, done.stdout
+    lines = {line[5:19].strip(): line[:4].strip() for line in done.stdout.splitlines() if len(line) > 20}
+    assert lines["backend"] == "ok" and lines["model"] == "ok" and lines["camera"] == "ok"
+    assert "delivers 320x240 frames" in done.stdout
+    missing = run_pidetect("check", "--source", "/dev/video42", "--open-timeout", "1", "--read-timeout", "1")
+    assert missing.returncode == 69 and "FAIL camera" in missing.stdout
+    bad_model = run_pidetect("check", "--source", clip, "--model", tmp_path / "none.tflite")
+    assert bad_model.returncode == 78 and "FAIL model" in bad_model.stdout and "model file not found" in bad_model.stdout

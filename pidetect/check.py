@@ -1,0 +1,119 @@
+"""`pidetect check`: the environment doctor. One line per check, exit 0 when every needed part works.
+
+Needed: an inference backend, the model and labels, the configured camera delivering a frame, and
+each configured display. The journal is needed only when log_format = journal.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import threading
+from dataclasses import dataclass
+from typing import Callable, List, Optional
+
+from .config import Config
+from .errors import EX_CONFIG, EX_UNAVAILABLE, PidetectError
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    needed: bool = True
+
+
+def _probe_camera(config: Config) -> Check:
+    from .sources import SourceError, make_source
+
+    try:
+        source = make_source(config)
+    except PidetectError as exc:
+        return Check("camera", False, str(exc))
+    outcome: dict = {}
+
+    def probe() -> None:
+        try:
+            source.open()
+            image = source.read()
+            outcome["result"] = (image is not None, f"{source.name}: " + (
+                f"delivers {image.shape[1]}x{image.shape[0]} frames" if image is not None else "opened, but no frame"))
+        except SourceError as exc:
+            outcome["result"] = (False, f"{source.name}: {exc}")
+        finally:
+            source.close()
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(config.open_timeout + config.read_timeout + 2)
+    ok, detail = outcome.get("result", (False, f"{config.source}: no answer within "
+                                                f"{config.open_timeout + config.read_timeout:.0f} s"))
+    return Check("camera", ok, detail)
+
+
+def _probe_display(name: str, config: Config) -> Check:
+    from .display import DisplayUnavailable
+    from .outputs import make_display
+
+    try:
+        display = make_display(name, config)
+        if name == "fb":
+            display.open()
+            info = display.info
+            detail = f"{config.fb_device}: {info.width}x{info.height} {info.pixel_format}, stride {info.stride}"
+        elif name == "mjpeg":
+            detail = f"can serve {display.url}"
+        else:
+            detail = "window available"
+        display.close()
+        return Check(f"display {name}", True, detail)
+    except DisplayUnavailable as exc:
+        return Check(f"display {name}", False, str(exc))
+
+
+def run_checks(config: Config, make_detector: Callable) -> List[Check]:
+    from .detector import resolve_backend
+    from .logs import journal_sender
+    from .metrics import PiHealth
+
+    checks = [Check("system", True, f"{platform.machine()} {platform.system()} {platform.release()}, "
+                                    f"Python {platform.python_version()}, {os.cpu_count()} cores", needed=False)]
+    backend: Optional[object] = None
+    try:
+        backend = resolve_backend(config.backend)
+        checks.append(Check("backend", True, f"{backend.name} {backend.version}"))
+    except PidetectError as exc:
+        checks.append(Check("backend", False, str(exc)))
+    if backend is not None:
+        try:
+            detector = make_detector(config)
+            checks.append(Check("model", True, f"{detector.model_path} ({detector.input_width}x{detector.input_height} "
+                                               f"{detector.input_dtype}, {len(detector.labels)} labels)"))
+        except PidetectError as exc:
+            checks.append(Check("model", False, str(exc)))
+    checks.append(_probe_camera(config))
+    for name in config.display:
+        if name != "none":
+            checks.append(_probe_display(name, config))
+    journal = journal_sender() is not None
+    checks.append(Check("journal", journal, "systemd journal reachable" if journal else
+                        "not available (systemd-python missing or no journald); logs go to stderr",
+                        needed=config.log_format == "journal"))
+    health = PiHealth()
+    temp, throttled = health.temperature_c(), health.throttled()
+    checks.append(Check("pi health", temp is not None, f"SoC {temp} °C, throttled {throttled}" if temp is not None else
+                        "no SoC temperature sensor here (not a Raspberry Pi?)", needed=False))
+    return checks
+
+
+def exit_code_for(checks: List[Check]) -> int:
+    failed = [c for c in checks if c.needed and not c.ok]
+    if not failed:
+        return 0
+    return EX_CONFIG if any(c.name == "model" for c in failed) else EX_UNAVAILABLE
+
+
+def format_check(check: Check) -> str:
+    mark = "ok  " if check.ok else ("FAIL" if check.needed else "--  ")
+    return f"{mark} {check.name:<14} {check.detail}"
