@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub = models_cmd.add_parser(name, help=text)
         sub.add_argument("--dest", type=Path, help="model folder (default: $PIDETECT_MODEL_DIR, ./models in "
                                                    "a checkout, /opt/pidetect/models when installed)")
+        if name == "fetch":
+            sub.add_argument("--from", dest="from_dir", type=Path, metavar="DIR",
+                             help="copy from this folder first (offline install); files are verified all the same")
         sub.set_defaults(handler=_cmd_models)
     return parser
 
@@ -169,12 +172,16 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from .errors import ModelError
-    from .models import default_model_dir, fetch_models, load_manifest, sources_from_manifest, verify_models
+    from .models import (default_model_dir, fetch_models, folder_source, load_manifest, sources_from_manifest,
+                         verify_models)
 
     manifest = load_manifest()
     dest = args.dest or default_model_dir()
     if args.models_command == "fetch":
-        report = fetch_models(dest, manifest, sources_from_manifest(manifest), say=print)
+        sources = sources_from_manifest(manifest)
+        if args.from_dir:
+            sources.insert(0, (f"folder {args.from_dir}", folder_source(args.from_dir)))
+        report = fetch_models(dest, manifest, sources, say=print)
         if report.source:
             print(f"fetched from {report.source}" + (f" after {len(report.failures)} failed source(s)"
                                                       if report.failures else ""))

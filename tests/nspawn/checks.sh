@@ -1,0 +1,125 @@
+#!/bin/bash
+# Runs inside a throw-away container with a real systemd PID 1 (tests/test_service_nspawn.py boots it).
+# Installs pidetect with the real deploy/install.sh and checks the service as a Pi user would meet it.
+# One line per check in /out/results ("PASS name" / "FAIL name: why"); details in /out/log.
+set -u
+RESULTS=/out/results
+LOG=/out/log
+: > "$RESULTS"
+exec >>"$LOG" 2>&1
+set -x
+
+pass() { echo "PASS $1" >> "$RESULTS"; }
+fail() { echo "FAIL $1: $2" >> "$RESULTS"; }
+expect() { local name=$1 why=$2; shift 2; if "$@"; then pass "$name"; else fail "$name" "$why"; fi; }
+wait_for() { local seconds=$1; shift; local i; for i in $(seq $((seconds * 5))); do "$@" && return 0; sleep 0.2; done; return 1; }
+prop() { systemctl show -p "$1" --value pidetect.service; }
+journal_has() { journalctl -u pidetect --no-pager -o cat "$@" | grep -q .; }
+
+CONFIG=/etc/pidetect/pidetect.toml
+
+# 1. the real installer, with a video file as the camera
+if /src/deploy/install.sh --source /media/clip.avi --display mjpeg --models-from /src/models --no-start; then
+    pass install
+else
+    fail install "deploy/install.sh exited $?"; exit 1
+fi
+expect config-written "config has the chosen source" grep -q '^source = "/media/clip.avi"' "$CONFIG"
+expect no-hdmi-dropin "no getty conflict without fb" test ! -e /etc/systemd/system/pidetect.service.d/hdmi-console.conf
+printf '\n# user edit: keep looping the clip\nloop = true\nrealtime = true\nmetrics_interval = 2\n' >> "$CONFIG"
+
+# 2. start: Type=notify returns once the daemon sent READY=1
+start=$(date +%s%N)
+systemctl start pidetect.service
+end=$(date +%s%N)
+expect started "active after start" test "$(prop ActiveState)" = active
+echo "start to READY: $(( (end - start) / 1000000 )) ms" > /out/ready_time
+expect status-fps "STATUS shows fps" wait_for 20 sh -c "systemctl show -p StatusText --value pidetect | grep -q 'fps inference'"
+prop StatusText > /out/status_text
+expect journal-cat "journalctl -u pidetect EVENT=detection LABEL=cat" wait_for 40 journal_has EVENT=detection LABEL=cat
+expect journal-person "journalctl -u pidetect EVENT=detection LABEL=person" wait_for 40 journal_has EVENT=detection LABEL=person
+journalctl -u pidetect --no-pager -o json EVENT=detection > /out/detections.json
+expect journal-metrics "metrics records" wait_for 20 journal_has EVENT=metrics
+
+# 3. identity and sandbox of the running process
+PID=$(prop MainPID)
+expect user "runs as pidetect" test "$(ps -o user= -p "$PID")" = pidetect
+groups_line=$(grep '^Groups:' /proc/"$PID"/status)
+for group in video render tty; do
+    gid=$(getent group $group | cut -d: -f3)
+    expect "group-$group" "supplementary group $group ($gid) in '$groups_line'" sh -c "echo '$groups_line' | grep -qw $gid"
+done
+expect no-new-privs "NoNewPrivs: 1" grep -q '^NoNewPrivs:[[:space:]]*1' /proc/"$PID"/status
+expect cap-tty-only "only CAP_SYS_TTY_CONFIG" sh -c "grep '^CapEff' /proc/$PID/status | grep -q '0000000004000000'"
+# a shell as the service user inside the service's own mount namespace sees what the daemon sees
+as_service() { nsenter -t "$PID" -m setpriv --reuid=pidetect --regid=pidetect --init-groups -- sh -c "$1"; }
+refuse() { ! "$@"; }
+expect write-state "can write the state directory" as_service 'touch /var/lib/pidetect/probe'
+expect no-write-opt "cannot write /opt/pidetect" refuse as_service 'touch /opt/pidetect/probe'
+expect no-write-etc "cannot write /etc/pidetect" refuse as_service 'touch /etc/pidetect/probe'
+expect no-write-usr "cannot write /usr/local" refuse as_service 'touch /usr/local/probe'
+as_service 'touch /tmp/pidetect-probe'
+expect private-tmp "the service's /tmp is its own" refuse test -e /tmp/pidetect-probe
+expect no-home "home directories hidden" refuse as_service 'ls /root/.bashrc' 
+expect snapshots "snapshots in the state directory" sh -c 'ls /var/lib/pidetect/snapshots/*.jpg >/dev/null'
+expect mjpeg-view "MJPEG page served on 127.0.0.1:8080" wait_for 10 sh -c \
+    "python3 -c \"import urllib.request; assert b'stream.mjpg' in urllib.request.urlopen('http://127.0.0.1:8080/', timeout=5).read()\""
+
+# 4. a hung inference worker: the watchdog kills it and systemd restarts it
+mkdir -p /etc/systemd/system/pidetect.service.d
+cat > /etc/systemd/system/pidetect.service.d/zz-test-hang.conf <<'UNIT'
+[Service]
+Environment=PIDETECT_TEST_STALL_AFTER_FRAMES=30
+WatchdogSec=4
+UNIT
+systemctl daemon-reload
+systemctl restart pidetect.service
+expect watchdog-restart "NRestarts >= 1 after the worker hung" wait_for 60 sh -c '[ "$(systemctl show -p NRestarts --value pidetect)" -ge 1 ]'
+expect watchdog-logged "systemd logged the watchdog timeout" sh -c "journalctl -u pidetect --no-pager | grep -q 'Watchdog timeout'"
+expect stall-logged "pidetect said pings were withheld" sh -c "journalctl -u pidetect --no-pager -o cat | grep -q 'watchdog pings withheld'"
+rm /etc/systemd/system/pidetect.service.d/zz-test-hang.conf
+systemctl daemon-reload
+systemctl stop pidetect.service
+systemctl reset-failed pidetect.service 2>/dev/null || true
+
+# 5. a broken config stops it with exit 78 and no restart loop
+cp "$CONFIG" /root/config.backup
+echo 'threshhold = 0.7' >> "$CONFIG"
+systemctl start pidetect.service || true
+sleep 8   # RestartSec=5: a restart would have happened by now
+expect config-78 "ExecMainStatus=78" test "$(prop ExecMainStatus)" = 78
+expect config-failed "failed, not activating" test "$(prop ActiveState)" = failed
+expect config-no-loop "NRestarts=0" test "$(prop NRestarts)" = 0
+expect config-message "the error names the key" sh -c "journalctl -u pidetect --no-pager -o cat | grep -q \"unknown key 'threshhold'\""
+cp /root/config.backup "$CONFIG"
+systemctl reset-failed pidetect.service
+
+# 6. a clean stop
+systemctl start pidetect.service
+sleep 2
+stop_start=$(date +%s)
+systemctl stop pidetect.service
+expect stop-fast "stopped within 5 s" test $(( $(date +%s) - stop_start )) -le 5
+expect stop-clean "Result=success, exit 0" sh -c "[ \"\$(systemctl show -p Result --value pidetect)\" = success ] && [ \"\$(systemctl show -p ExecMainStatus --value pidetect)\" = 0 ]"
+expect stop-logged "lifecycle stopped in the journal" journal_has EVENT=lifecycle STATE=stopped
+
+# 7. re-running the installer upgrades in place and keeps the edited config; display fb takes tty1
+sed -i 's/^display = "mjpeg"$/display = "fb"/' "$CONFIG"
+/src/deploy/install.sh --no-start > /out/reinstall.log 2>&1
+expect hdmi-dropin "display fb: Conflicts=getty@tty1 drop-in" sh -c "systemctl show -p Conflicts --value pidetect | grep -q getty@tty1.service"
+expect reinstall-keeps-config "user edit still there" grep -q '^# user edit' "$CONFIG"
+expect reinstall-says-kept "installer says it kept the config" grep -q "kept your $CONFIG" /out/reinstall.log
+expect reinstall-runs "service starts after the upgrade (no HDMI here: it waits for fb0)" systemctl start pidetect.service
+expect fb-absent-logged "fb0 missing is logged, not fatal" wait_for 10 sh -c "journalctl -u pidetect --no-pager -o cat | grep -q 'cannot open /dev/fb0'"
+expect fb-absent-running "still running without fb0" test "$(prop ActiveState)" = active
+systemctl stop pidetect.service
+
+# 8. uninstall removes the unit and the venv, keeps config and state
+/src/deploy/install.sh --uninstall > /out/uninstall.log 2>&1
+expect uninstall-unit "unit removed" test ! -e /etc/systemd/system/pidetect.service
+expect uninstall-venv "venv removed" test ! -e /opt/pidetect
+expect uninstall-keeps-config "config kept" test -e "$CONFIG"
+expect uninstall-keeps-state "snapshots kept" test -d /var/lib/pidetect/snapshots
+expect uninstall-unknown "systemd no longer knows the unit" sh -c "! systemctl cat pidetect.service >/dev/null 2>&1"
+
+! grep -q '^FAIL' "$RESULTS"

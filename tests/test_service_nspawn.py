@@ -1,0 +1,103 @@
+"""The shipped unit and installer: systemd-analyze on a staged root, and the real thing under a real
+systemd PID 1 in a throw-away container (tests/nspawn/checks.sh does the checking inside)."""
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from pidetect.demo import write_scene_video
+
+TOOLS = Path(__file__).parent / "tools"
+UNIT = REPO / "systemd" / "pidetect.service"
+MAX_EXPOSURE = 2.5
+
+needs_root_systemd = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("systemd-analyze") is None,
+                                        reason="needs root and systemd-analyze")
+
+
+@pytest.fixture(scope="module")
+def staged_root(tmp_path_factory):
+    """An install root as deploy/install.sh leaves it, plus the distribution's units."""
+    root = tmp_path_factory.mktemp("stage")
+    (root / "opt/pidetect/venv/bin").mkdir(parents=True)
+    binary = root / "opt/pidetect/venv/bin/pidetect"
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    (root / "etc/systemd/system").mkdir(parents=True)
+    shutil.copy(UNIT, root / "etc/systemd/system/pidetect.service")
+    (root / "usr/lib/systemd").mkdir(parents=True)
+    shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
+    (root / "bin").mkdir()
+    shutil.copy("/bin/kill", root / "bin/kill")
+    return root
+
+
+def analyze(root, *args):
+    script = "mount -t tmpfs tmpfs /run/systemd && exec systemd-analyze \"$@\""
+    return subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", *args, f"--root={root}",
+                           "/etc/systemd/system/pidetect.service"], capture_output=True, text=True, timeout=60)
+
+
+@needs_root_systemd
+def test_unit_verifies_cleanly(staged_root):
+    done = analyze(staged_root, "verify")
+    assert done.returncode == 0 and done.stderr == "" and done.stdout == "", done.stderr
+
+
+@needs_root_systemd
+def test_unit_exposure_is_low(staged_root):
+    done = analyze(staged_root, "security", "--offline=yes", f"--threshold={int(MAX_EXPOSURE * 10)}")
+    score = float(re.search(r"Overall exposure level for pidetect.service: ([0-9.]+)", done.stdout).group(1))
+    assert done.returncode == 0 and score <= MAX_EXPOSURE, done.stdout[-3000:]
+
+
+def test_unit_contract():
+    text = UNIT.read_text()
+    for line in ("Type=notify", "NotifyAccess=main", "RestartPreventExitStatus=78", "Restart=on-failure",
+                 "User=pidetect", "SupplementaryGroups=video render tty", "StateDirectory=pidetect",
+                 "ConfigurationDirectory=pidetect", "ProtectSystem=strict", "DevicePolicy=closed",
+                 "AmbientCapabilities=CAP_SYS_TTY_CONFIG", "SystemCallFilter=@system-service"):
+        assert re.search(rf"^{re.escape(line)}$", text, re.M), line
+    assert "Conflicts=getty@tty1" not in text  # only the installer's drop-in, and only with display fb
+
+
+def test_installer_refuses_bad_arguments():
+    for args, needle in ((["--display", "hdmi"], "--display must be fb, mjpeg, none or fb,mjpeg"),
+                         (["--bogus"], "unknown option '--bogus'"),
+                         (["--purge"], "--purge only goes with --uninstall")):
+        done = subprocess.run(["bash", str(REPO / "deploy/install.sh"), *args], capture_output=True, text=True)
+        assert done.returncode == 2 and needle in done.stderr, (args, done.stderr)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("systemd-nspawn") is None,
+                    reason="needs root and systemd-nspawn (apt-get install systemd-container)")
+def test_service_under_real_systemd(tmp_path, model_paths):
+    out = tmp_path / "out"
+    out.mkdir()
+    media = tmp_path / "media"
+    media.mkdir()
+    write_scene_video(media / "clip.avi", 640, 480, fps=10, frames_per_scene=10, blank_frames=8,
+                      scenes=[("chelsea.png", "cat"), ("astronaut.png", "person")])
+    media.chmod(0o755)
+    (media / "clip.avi").chmod(0o644)
+    env = dict(os.environ, NSPAWN_TIMEOUT="900")
+    done = subprocess.run([str(TOOLS / "nspawn-boot.sh"), str(REPO / "tests/nspawn"), str(out),
+                           "--bind-ro", f"{REPO}:/src", "--bind-ro", f"{media}:/media"],
+                          capture_output=True, text=True, timeout=1000, env=env)
+    results = (out / "results").read_text() if (out / "results").exists() else ""
+    log_tail = (out / "log").read_text()[-6000:] if (out / "log").exists() else done.stdout[-3000:]
+    failed = [line for line in results.splitlines() if line.startswith("FAIL")]
+    assert results and not failed and done.returncode == 0, f"{failed}\n--- results\n{results}\n--- log\n{log_tail}"
+    expected = {"install", "started", "status-fps", "journal-cat", "journal-person", "user", "group-video",
+                "group-render", "group-tty", "no-new-privs", "no-write-opt", "no-write-etc", "watchdog-restart",
+                "config-78", "config-no-loop", "stop-clean", "reinstall-keeps-config", "uninstall-unit",
+                "uninstall-venv", "uninstall-keeps-config", "mjpeg-view", "snapshots", "hdmi-dropin",
+                "fb-absent-running", "private-tmp", "no-home"}
+    passed = {line.split()[1] for line in results.splitlines() if line.startswith("PASS")}
+    assert expected <= passed, expected - passed
+    print((out / "ready_time").read_text(), (out / "status_text").read_text())
