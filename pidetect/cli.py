@@ -79,6 +79,21 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(check)
     check.set_defaults(handler=_cmd_check)
 
+    bench = commands.add_parser("bench", help="measure: interpreter ceiling, stages, serial loop, pipeline, RSS",
+                                description="Benchmark the model and the pipeline on a video (default: a generated "
+                                "1280x720 clip of scikit-image's photos). Prints a table, or JSON with --json.")
+    bench.add_argument("--model", type=Path, help="TFLite SSD model (default: the fetched Coral SSD MobileNetV2)")
+    bench.add_argument("--labels", type=Path, help="labels file (default: coco_labels.txt beside the model)")
+    bench.add_argument("--source", type=Path, help="video file to measure on (default: generated clip)")
+    bench.add_argument("--size", default="1280x720", help="size of the generated clip (default 1280x720)")
+    bench.add_argument("--frames", type=int, default=300, help="frames per end-to-end measurement (default 300)")
+    bench.add_argument("--runs", type=int, default=200, help="invokes per ceiling measurement (default 200)")
+    bench.add_argument("--threads", default=None, help="thread counts for the ceiling, e.g. 1,2,4 (default 1..cores)")
+    bench.add_argument("--process-seconds", type=float, default=8.0,
+                       help="how long the child `pidetect run` runs for RSS/CPU (default 8)")
+    bench.add_argument("--json", action="store_true", help="one JSON document instead of the table")
+    bench.set_defaults(handler=_cmd_bench)
+
     models = commands.add_parser("models", help="fetch, list or verify the default model files")
     models_cmd = models.add_subparsers(dest="models_command", metavar="ACTION", parser_class=_Parser)
     models_cmd.required = True
@@ -168,6 +183,30 @@ def _cmd_check(args: argparse.Namespace) -> int:
     code = exit_code_for(checks)
     print("all needed parts work" if code == 0 else "some needed parts do not work (FAIL lines above)")
     return code
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import os
+
+    from .bench import format_table, run_bench
+    from .models import default_model_dir, load_manifest
+
+    manifest = load_manifest()
+    model = args.model or default_model_dir() / manifest.default_model
+    labels = args.labels or model.parent / manifest.default_labels
+    if args.source is not None and not args.source.is_file():
+        raise UsageError(f"--source {args.source}: no such video file")
+    if args.frames < 10 or args.runs < 10:
+        raise UsageError("--frames and --runs must be at least 10")
+    try:
+        threads = [int(t) for t in args.threads.split(",")] if args.threads else list(range(1, (os.cpu_count() or 1) + 1))
+    except ValueError:
+        raise UsageError(f"--threads {args.threads!r}: give numbers like 1,2,4") from None
+    say = (lambda line: print(f"bench: {line}", file=sys.stderr, flush=True))
+    report = run_bench(model, labels, args.source, args.frames, threads, args.runs, args.size,
+                       args.process_seconds, say)
+    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    return 0
 
 
 def _cmd_models(args: argparse.Namespace) -> int:

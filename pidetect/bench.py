@@ -1,0 +1,369 @@
+"""`pidetect bench`: where the time goes, and how close the pipeline gets to the physical limit.
+
+Measured side by side in one run, on the same frames:
+  ceiling   interpreter-only throughput (invoke on a prepared input) per thread count, and two
+            1-thread interpreters in parallel;
+  stages    per-frame cost of capture/decode, preprocess, invoke, postprocess, tracking, overlay,
+            display encode (JPEG for MJPEG, RGB565 pack for the framebuffer), median and p95;
+  serial    the tutorial loop users start from (read -> resize -> invoke -> parse -> draw, one
+            thread of control, same model and backend);
+  pipeline  the daemon's own pipeline (capture thread + latest-frame slot + inference worker) on
+            the same file, display off and on, as frames/s and as a ratio to the ceiling;
+  process   `pidetect run` as a child: start to READY (a real sd_notify socket), CPU %, peak RSS.
+Timed assertions live in scripts/check_bench.py, never in unit tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import cv2
+import numpy as np
+
+from . import __version__
+from .config import Config
+from .demo import write_scene_video
+from .detector import Detector, DetectorOptions, resolve_backend
+from .display.fb import pack_pixels
+from .events import Tracker
+from .frames import Frame, Result
+from .labels import load_labels
+from .letterbox import letterbox
+from .overlay import Overlay
+
+
+def percentile(values: List[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def stage_summary(values_ms: List[float]) -> Dict[str, float]:
+    return {"median_ms": round(statistics.median(values_ms), 3), "p95_ms": round(percentile(values_ms, 95), 3)}
+
+
+def make_clip(folder: Path, width: int, height: int, frames: int) -> Path:
+    """A 1280x720 (by default) mp4 of real photos with empty frames between them."""
+    path = folder / f"bench_{width}x{height}_{frames}.mp4"
+    if not path.exists():
+        per_scene = max(1, frames // 10)
+        repeat = max(1, round(frames / (5 * 2 * per_scene)))
+        write_scene_video(path, width, height, fps=30, frames_per_scene=per_scene, blank_frames=per_scene,
+                          repeat=repeat)
+    return path
+
+
+def read_frames(path: Path, limit: int) -> List[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while len(frames) < limit:
+        ok, image = capture.read()
+        if not ok:
+            break
+        frames.append(image)
+    capture.release()
+    return frames
+
+
+# --- ceiling -------------------------------------------------------------------------------------
+def ceiling(model: Path, labels: Path, threads: int, runs: int, warmup: int = 10) -> Dict[str, float]:
+    detector = Detector(model, labels, DetectorOptions(num_threads=threads))
+    detector._fill_input(np.zeros((detector.input_height, detector.input_width, 3), np.uint8))
+    for _ in range(warmup):
+        detector.interpreter.invoke()
+    started = time.perf_counter()
+    for _ in range(runs):
+        detector.interpreter.invoke()
+    elapsed = time.perf_counter() - started
+    return {"threads": threads, "inferences_per_s": round(runs / elapsed, 2), "ms": round(elapsed / runs * 1000, 2)}
+
+
+def parallel_ceiling(model: Path, labels: Path, interpreters: int, runs: int) -> Dict[str, float]:
+    """`interpreters` one-thread interpreters invoking concurrently (the alternating-frames idea's limit)."""
+    detectors = [Detector(model, labels, DetectorOptions(num_threads=1)) for _ in range(interpreters)]
+    for d in detectors:
+        d._fill_input(np.zeros((d.input_height, d.input_width, 3), np.uint8))
+        for _ in range(5):
+            d.interpreter.invoke()
+    barrier = threading.Barrier(interpreters + 1)
+
+    def work(d: Detector) -> None:
+        barrier.wait()
+        for _ in range(runs):
+            d.interpreter.invoke()
+
+    workers = [threading.Thread(target=work, args=(d,)) for d in detectors]
+    for w in workers:
+        w.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - started
+    return {"interpreters": interpreters, "threads_each": 1,
+            "inferences_per_s": round(interpreters * runs / elapsed, 2)}
+
+
+# --- stages --------------------------------------------------------------------------------------
+def stages(model: Path, labels: Path, clip: Path, frames: int, threads: int) -> Dict[str, Dict[str, float]]:
+    detector = Detector(model, labels, DetectorOptions(num_threads=threads))
+    tracker, overlay = Tracker(), Overlay()
+    times: Dict[str, List[float]] = {k: [] for k in ("capture_decode", "preprocess", "invoke", "postprocess",
+                                                      "tracking", "overlay", "encode_jpeg", "pack_fb_rgb565_1080p")}
+    capture = cv2.VideoCapture(str(clip))
+    fb_canvas = np.empty((1080, 1920, 3), np.uint8)
+
+    def timed(name: str, fn: Callable):
+        started = time.perf_counter()
+        value = fn()
+        times[name].append((time.perf_counter() - started) * 1000)
+        return value
+
+    for seq in range(1, frames + 1):
+        ok, image = timed("capture_decode", capture.read)
+        if not ok:
+            break
+        height, width = image.shape[:2]
+        timed("preprocess", lambda: detector._fill_input(image))
+        timed("invoke", detector.interpreter.invoke)
+        detections = timed("postprocess", lambda: detector._parse(width, height))
+        timed("tracking", lambda: tracker.update(detections, seq))
+        result = Result(Frame(image, seq, time.time()), detections, 0.0)
+        drawn = timed("overlay", lambda: overlay.draw(result, 10.0))
+        timed("encode_jpeg", lambda: cv2.imencode(".jpg", drawn, [cv2.IMWRITE_JPEG_QUALITY, 80]))
+        timed("pack_fb_rgb565_1080p", lambda: pack_pixels(letterbox(drawn, 1920, 1080, out=fb_canvas)[0], "rgb565"))
+    capture.release()
+    return {name: stage_summary(values) for name, values in times.items() if values}
+
+
+# --- the serial tutorial loop --------------------------------------------------------------------
+def serial_loop(model: Path, labels_path: Path, clip: Path, frames: int, threads: int,
+                threshold: float = 0.5) -> Dict[str, float]:
+    """The loop of the usual Pi tutorial: everything in one thread of control, one frame at a time."""
+    interpreter = resolve_backend().interpreter_class(model_path=str(model), num_threads=threads)
+    interpreter.allocate_tensors()
+    labels = load_labels(labels_path)
+    input_detail = interpreter.get_input_details()[0]
+    out = interpreter.get_output_details()
+    h, w = int(input_detail["shape"][1]), int(input_detail["shape"][2])
+    capture = cv2.VideoCapture(str(clip))
+    count = 0
+    started = time.perf_counter()
+    while count < frames:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        resized = cv2.resize(rgb, (w, h))
+        interpreter.set_tensor(input_detail["index"], np.expand_dims(resized, axis=0))
+        interpreter.invoke()
+        boxes = interpreter.get_tensor(out[0]["index"])[0]
+        classes = interpreter.get_tensor(out[1]["index"])[0]
+        scores = interpreter.get_tensor(out[2]["index"])[0]
+        fh, fw = frame.shape[:2]
+        for i in range(len(scores)):
+            if scores[i] > threshold:
+                ymin, xmin, ymax, xmax = boxes[i]
+                p1, p2 = (int(xmin * fw), int(ymin * fh)), (int(xmax * fw), int(ymax * fh))
+                cv2.rectangle(frame, p1, p2, (10, 255, 0), 2)
+                cv2.putText(frame, f"{labels.get(int(classes[i]), '?')}: {int(scores[i] * 100)}%", p1,
+                            cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 2)
+        count += 1
+    elapsed = time.perf_counter() - started
+    capture.release()
+    return {"frames": count, "frames_per_s": round(count / elapsed, 2)}
+
+
+# --- the daemon's pipeline, in process -----------------------------------------------------------
+def pipeline(model: Path, labels: Path, clip: Path, frames: int, threads: int, display: str,
+             workdir: Path) -> Dict[str, float]:
+    """The real capture thread + slot + worker (+ display thread) on the clip, frame by frame."""
+    from .logs import RecordLog
+    from .service import Service
+
+    env_before = os.environ.get("PIDETECT_SYSFS")
+    viewer: Optional[threading.Thread] = None
+    overrides: Dict[str, object] = {}
+    if display == "fb":
+        fb, sysfs = fake_framebuffer(workdir, 1920, 1080)
+        os.environ["PIDETECT_SYSFS"] = str(sysfs)
+        overrides = {"display": ("fb",), "fb_device": str(fb), "fb_tty": ""}
+    elif display == "mjpeg":
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        overrides = {"display": ("mjpeg",), "mjpeg_port": port}
+    config = Config(source=str(clip), model=str(model), labels=str(labels), threads=threads, max_frames=frames,
+                    metrics_interval=3600, **overrides)
+    sink = open(os.devnull, "w")
+    service = Service(config, RecordLog("json", stream=sink))
+    if display == "mjpeg":
+        viewer = threading.Thread(target=_watch_mjpeg, args=(config.mjpeg_port, service), daemon=True)
+        viewer.start()
+    cpu_before = time.process_time()
+    started = time.perf_counter()
+    service.run()
+    elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_before
+    sink.close()
+    if env_before is None:
+        os.environ.pop("PIDETECT_SYSFS", None)
+    done = service.metrics.total_inferred
+    return {"display": display, "frames": done, "frames_per_s": round(done / elapsed, 2),
+            "cpu_percent": round(cpu / elapsed * 100, 1)}
+
+
+def _watch_mjpeg(port: int, service) -> None:
+    """One viewer reading the stream for the whole run, so every frame is really JPEG-encoded."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+                conn.sendall(b"GET /stream.mjpg HTTP/1.0\r\n\r\n")
+                while conn.recv(1 << 16):
+                    pass
+            return
+        except OSError:
+            time.sleep(0.05)
+
+
+def fake_framebuffer(folder: Path, width: int, height: int):
+    fb = folder / "fb0"
+    fb.write_bytes(bytes(width * height * 2))
+    graphics = folder / "sys" / "class" / "graphics" / "fb0"
+    graphics.mkdir(parents=True, exist_ok=True)
+    (graphics / "virtual_size").write_text(f"{width},{height}\n")
+    (graphics / "bits_per_pixel").write_text("16\n")
+    (graphics / "stride").write_text(f"{width * 2}\n")
+    return fb, folder / "sys"
+
+
+# --- `pidetect run` as a child -------------------------------------------------------------------
+def daemon_process(clip: Path, model: Path, labels: Path, display: str, workdir: Path,
+                   duration: float) -> Dict[str, float]:
+    """Start to READY over a real notify socket; CPU % and peak RSS from wait4()."""
+    notify_path = workdir / "notify.sock"
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(notify_path))
+    receiver.settimeout(30)
+    env = dict(os.environ, NOTIFY_SOCKET=str(notify_path))
+    args = [sys.executable, "-m", "pidetect", "run", "--source", str(clip), "--realtime", "--loop",
+            "--model", str(model), "--labels", str(labels), "--duration", str(duration), "--log-format", "json",
+            "--metrics-interval", "1"]
+    if display == "fb":
+        fb, sysfs = fake_framebuffer(workdir, 1920, 1080)
+        env["PIDETECT_SYSFS"] = str(sysfs)
+        args += ["--display", "fb", "--fb-device", str(fb), "--fb-tty", ""]
+    started = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+    ready_s = None
+    try:
+        while ready_s is None:
+            message = receiver.recv(4096).decode()
+            if "READY=1" in message.split("\n"):
+                ready_s = time.perf_counter() - started
+    except socket.timeout:
+        pass
+    output = proc.stdout.read()
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    receiver.close()
+    notify_path.unlink()
+    rss = [json.loads(line)["rss_mb"] for line in output.splitlines() if '"event": "metrics"' in line]
+    steady = rss[len(rss) // 2:] or rss
+    return {"display": display, "start_to_ready_s": round(ready_s, 3) if ready_s else None,
+            "cpu_percent": round((usage.ru_utime + usage.ru_stime) / wall * 100, 1),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            "steady_rss_mb": round(statistics.median(steady), 1) if steady else None,
+            "exit_code": proc.returncode}
+
+
+def machine_info() -> Dict[str, object]:
+    info = {"machine": platform.machine(), "system": f"{platform.system()} {platform.release()}",
+            "python": platform.python_version(), "cores": os.cpu_count(), "pidetect": __version__,
+            "numpy": np.__version__, "opencv": cv2.__version__}
+    try:
+        model_line = [l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith(("model name", "Model"))]
+        info["cpu"] = model_line[0].split(":", 1)[1].strip() if model_line else platform.processor()
+    except OSError:
+        info["cpu"] = platform.processor()
+    return info
+
+
+def run_bench(model: Path, labels: Path, source: Optional[Path], frames: int, threads_list: List[int],
+              runs: int, size: str, process_seconds: float, say: Callable[[str], None]) -> Dict[str, object]:
+    cores = os.cpu_count() or 1
+    backend = resolve_backend()
+    report: Dict[str, object] = {"machine": machine_info(),
+                                 "backend": {"name": backend.name, "version": backend.version},
+                                 "model": {"path": str(model), "bytes": model.stat().st_size}}
+    with tempfile.TemporaryDirectory(prefix="pidetect-bench-") as tmp:
+        workdir = Path(tmp)
+        width, height = (int(v) for v in size.lower().split("x"))
+        clip = source or make_clip(Path(tempfile.gettempdir()), width, height, frames)
+        report["source"] = {"path": str(clip), "frames": frames,
+                            "size": "x".join(map(str, read_frames(clip, 1)[0].shape[1::-1]))}
+        say(f"ceiling: interpreter only, {runs} runs after warm-up")
+        report["ceiling"] = [ceiling(model, labels, t, runs) for t in threads_list]
+        if cores >= 2:
+            report["ceiling_parallel"] = parallel_ceiling(model, labels, 2, runs // 2)
+        say("stages per frame")
+        report["stages"] = stages(model, labels, clip, frames, cores)
+        say("serial tutorial loop")
+        report["serial"] = serial_loop(model, labels, clip, frames, cores)
+        say("pipeline: display off, fb, mjpeg")
+        report["pipeline"] = [pipeline(model, labels, clip, frames, cores, display, workdir)
+                              for display in ("none", "fb", "mjpeg")]
+        say("daemon process: start to READY, CPU, peak RSS")
+        report["process"] = [daemon_process(clip, model, labels, display, workdir, process_seconds)
+                             for display in ("none", "fb")]
+    top = max(c["inferences_per_s"] for c in report["ceiling"] if c["threads"] == cores) \
+        if any(c["threads"] == cores for c in report["ceiling"]) else max(c["inferences_per_s"] for c in report["ceiling"])
+    report["ratios"] = {
+        "ceiling_all_cores_per_s": top,
+        "serial_to_ceiling": round(report["serial"]["frames_per_s"] / top, 3),
+        **{f"pipeline_{p['display']}_to_ceiling": round(p["frames_per_s"] / top, 3) for p in report["pipeline"]},
+        "pipeline_over_serial": round(report["pipeline"][0]["frames_per_s"] / report["serial"]["frames_per_s"], 3),
+    }
+    report["bench_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return report
+
+
+def format_table(report: Dict[str, object]) -> str:
+    m = report["machine"]
+    lines = [f"pidetect bench — {m['cpu']} ({m['machine']}, {m['cores']} cores), {report['backend']['name']} "
+             f"{report['backend']['version']}, Python {m['python']}, OpenCV {m['opencv']}, numpy {m['numpy']}",
+             f"model {Path(report['model']['path']).name} ({report['model']['bytes'] / 2**20:.1f} MB); "
+             f"source {report['source']['size']}, {report['source']['frames']} frames", "",
+             "ceiling (interpreter only)"]
+    for c in report["ceiling"]:
+        lines.append(f"  {c['threads']} thread(s)           {c['inferences_per_s']:8.1f} inferences/s  ({c['ms']:.1f} ms)")
+    if "ceiling_parallel" in report:
+        p = report["ceiling_parallel"]
+        lines.append(f"  {p['interpreters']} x 1-thread parallel  {p['inferences_per_s']:8.1f} inferences/s")
+    lines += ["", "stages per frame              median      p95"]
+    for name, s in report["stages"].items():
+        lines.append(f"  {name:<26}{s['median_ms']:8.2f} ms{s['p95_ms']:8.2f} ms")
+    r = report["ratios"]
+    lines += ["", "end to end                     frames/s   vs ceiling",
+              f"  serial tutorial loop        {report['serial']['frames_per_s']:9.1f}   {r['serial_to_ceiling']:9.2f}"]
+    for p in report["pipeline"]:
+        lines.append(f"  pipeline, display {p['display']:<9} {p['frames_per_s']:9.1f}   "
+                     f"{r['pipeline_' + p['display'] + '_to_ceiling']:9.2f}   (CPU {p['cpu_percent']:.0f}%)")
+    lines.append(f"  pipeline speed-up over serial  {r['pipeline_over_serial']:.2f}x")
+    lines += ["", "pidetect run (child process)"]
+    for p in report["process"]:
+        lines.append(f"  display {p['display']:<5} start→READY {p['start_to_ready_s']} s, CPU {p['cpu_percent']:.0f}%, "
+                     f"peak RSS {p['peak_rss_mb']} MB, steady RSS {p['steady_rss_mb']} MB")
+    return "\n".join(lines)
