@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--process-seconds", type=float, default=8.0,
                        help="how long the child `pidetect run` runs for RSS/CPU (default 8)")
     bench.add_argument("--json", action="store_true", help="one JSON document instead of the table")
+    bench.add_argument("--check", action="store_true",
+                       help="also judge the README's performance targets; exit 1 if one is missed")
     bench.set_defaults(handler=_cmd_bench)
 
     models = commands.add_parser("models", help="fetch, list or verify the default model files")
@@ -188,7 +190,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import os
 
-    from .bench import format_table, run_bench
+    from .bench import check_targets, format_table, run_bench
     from .models import default_model_dir, load_manifest
 
     manifest = load_manifest()
@@ -205,8 +207,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     say = (lambda line: print(f"bench: {line}", file=sys.stderr, flush=True))
     report = run_bench(model, labels, args.source, args.frames, threads, args.runs, args.size,
                        args.process_seconds, say)
-    print(json.dumps(report, indent=2) if args.json else format_table(report))
-    return 0
+    if args.check:
+        report["targets"] = check_targets(report)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_table(report))
+        for target in report.get("targets", []):
+            print(f"{'PASS' if target['pass'] else 'FAIL'}  {target['description']}: {target['value']}")
+    return 1 if any(not t["pass"] for t in report.get("targets", [])) else 0
 
 
 def _cmd_models(args: argparse.Namespace) -> int:

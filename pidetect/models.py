@@ -14,8 +14,6 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-import urllib.error
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +95,9 @@ class SourceFailed(Exception):
 
 def url_source(url_template: str, timeout: float = 15.0) -> Fetcher:
     def fetch(names: List[str], workdir: Path) -> Dict[str, Path]:
+        import urllib.error  # imported here: urllib pulls in http/email (~7 MB) the daemon never needs
+        import urllib.request
+
         got = {}
         for name in names:
             url = url_template.format(file=name)

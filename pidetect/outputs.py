@@ -56,6 +56,7 @@ class DisplaySink:
                     break  # the last result is shown before stopping, so the screen ends on the last frame
                 continue
             image = self.overlay.draw(result, self.fps())
+            del result  # the overlay holds its own copy; let the frame go
             for display in list(self.displays):
                 try:
                     display.show(image)

@@ -1,6 +1,6 @@
 """The moving parts: a capture thread, a one-frame slot, an inference worker, and the sinks.
 
-    Source --Frame--> LatestFrameSlot --> InferenceWorker --Result--> sinks (events, displays)
+    Source --Frame--> LatestFrameSlot --> InferencePool (1..n workers) --Result--> sinks (events, displays)
 
 The slot keeps only the newest frame, so inference always runs on the freshest image and no
 backlog can build up: a detection is at most about one inference plus one frame interval old.
@@ -11,10 +11,11 @@ inference of the current one.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
-from typing import Callable, List, Optional, Protocol
+from typing import Callable, Deque, Dict, List, Optional, Protocol, Sequence
 
 from .frames import Frame, Result
 from .logs import INFO, WARNING
@@ -142,53 +143,118 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+class InferencePool:
+    """One or more inference workers sharing the slot; results reach the sinks in capture order.
+
+    With one worker this is the plain loop. With two (each with its own one- or few-thread
+    interpreter) consecutive frames are inferred in parallel, which uses the cores better than one
+    interpreter with more threads; results are re-ordered so the tracker always sees frames in the
+    order they were captured. `heartbeat` is the oldest worker's, so a single stuck worker stops
+    the watchdog pings.
+    """
+
+    def __init__(self, detectors: Sequence, slot: LatestFrameSlot, sinks: List[Sink], record: RecordFn,
+                 stop: threading.Event, on_inference: Callable[[float, float], None], max_frames: int = 0,
+                 stall_after_frames: int = 0):
+        self.slot, self.sinks, self.record, self.stop = slot, sinks, record, stop
+        self.on_inference, self.max_frames = on_inference, max_frames
+        self.stall_after_frames = stall_after_frames  # test hook: simulate a hung interpreter
+        self._take_lock = threading.Lock()  # one taker at a time, so take order is capture order
+        self._lock = threading.Lock()  # guards the order book and the sinks
+        self._order: Deque[int] = collections.deque()  # seqs taken, oldest first
+        self._done: Dict[int, Result] = {}  # finished but waiting for an older frame
+        self.taken = 0
+        self.processed = 0
+        self.failed = False
+        self.finished = threading.Event()
+        self.workers = [InferenceWorker(d, self, n) for n, d in enumerate(detectors)]
+        self._running = len(self.workers)
+
+    @property
+    def heartbeat(self) -> float:
+        return min(worker.heartbeat for worker in self.workers)
+
+    @property
+    def quota_reached(self) -> bool:
+        return bool(self.max_frames) and self.taken >= self.max_frames
+
+    def start(self) -> None:
+        for worker in self.workers:
+            worker.start()
+
+    def join(self, timeout: float) -> None:
+        for worker in self.workers:
+            worker.join(timeout)
+
+    def take(self, timeout: float) -> Optional[Frame]:
+        with self._take_lock:
+            if self.quota_reached:
+                return None
+            frame = self.slot.take(timeout)
+            if frame is not None:
+                with self._lock:
+                    self._order.append(frame.seq)
+                    self.taken += 1
+            return frame
+
+    def deliver(self, result: Result) -> None:
+        with self._lock:
+            self._done[result.frame.seq] = result
+            while self._order and self._order[0] in self._done:
+                ready = self._done.pop(self._order.popleft())
+                self._to_sinks(ready)
+
+    def _to_sinks(self, result: Result) -> None:
+        for sink in list(self.sinks):
+            try:
+                sink.handle(result)
+            except Exception as exc:
+                self.sinks.remove(sink)
+                self.record({"event": "log", "level": "error", "logger": "pidetect.pipeline",
+                             "message": f"output {sink.name} failed and was disabled: "
+                                        f"{type(exc).__name__}: {exc}"}, 3)
+        self.processed += 1
+
+    def worker_exited(self, failed: bool) -> None:
+        with self._lock:
+            self.failed = self.failed or failed
+            self._running -= 1
+            if self._running == 0 or failed:
+                self.finished.set()
+
+
 class InferenceWorker(threading.Thread):
-    """Runs the detector on the newest frame and hands each Result to every sink.
+    """Runs its own Detector on the newest frame the pool hands out.
 
     `heartbeat` is bumped on every loop pass, including idle waits, so the service can tell a
     worker that waits for a camera (fine) from one stuck inside an invoke (watchdog must fire).
     """
 
-    def __init__(self, detector, slot: LatestFrameSlot, sinks: List[Sink], record: RecordFn,
-                 stop: threading.Event, on_inference: Callable[[float, float], None], max_frames: int = 0,
-                 stall_after_frames: int = 0):
-        super().__init__(name="pidetect-inference", daemon=True)
-        self.detector, self.slot, self.sinks, self.record, self.stop = detector, slot, sinks, record, stop
-        self.on_inference, self.max_frames = on_inference, max_frames
-        self.stall_after_frames = stall_after_frames  # test hook: simulate a hung interpreter
+    def __init__(self, detector, pool: InferencePool, number: int):
+        super().__init__(name=f"pidetect-inference-{number}", daemon=True)
+        self.detector, self.pool = detector, pool
         self.heartbeat = time.monotonic()
-        self.processed = 0
-        self.last_result: Optional[Result] = None
-        self.finished = threading.Event()
 
     def run(self) -> None:
+        pool, failed = self.pool, False
         try:
-            while not self.stop.is_set():
+            while not pool.stop.is_set():
                 self.heartbeat = time.monotonic()
-                frame = self.slot.take(timeout=0.25)
+                frame = pool.take(timeout=0.25)
                 if frame is None:
-                    if self.slot.finished:
+                    if pool.slot.finished or pool.quota_reached:
                         break
                     continue
-                if self.stall_after_frames and self.processed >= self.stall_after_frames:
+                if pool.stall_after_frames and pool.taken > pool.stall_after_frames:
                     log.warning("test hook: inference worker stalls now (PIDETECT_TEST_STALL_AFTER_FRAMES)")
-                    self.stop.wait()
+                    pool.stop.wait()
                     break
                 result = self.detector.detect(frame)
-                self.on_inference(result.inference_ms, (time.time() - frame.ts) * 1000)
-                self.last_result = result
-                for sink in list(self.sinks):
-                    try:
-                        sink.handle(result)
-                    except Exception as exc:
-                        self.sinks.remove(sink)
-                        self.record({"event": "log", "level": "error", "logger": "pidetect.pipeline",
-                                     "message": f"output {sink.name} failed and was disabled: "
-                                                f"{type(exc).__name__}: {exc}"}, 3)
-                self.processed += 1
-                if self.max_frames and self.processed >= self.max_frames:
-                    break
+                pool.on_inference(result.inference_ms, (time.time() - frame.ts) * 1000)
+                pool.deliver(result)
+                del frame, result  # do not hold a frame (2.7 MB at 720p) while waiting for the next one
         except Exception:
+            failed = True
             log.exception("inference worker failed")
         finally:
-            self.finished.set()
+            pool.worker_exited(failed)

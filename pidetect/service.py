@@ -25,7 +25,7 @@ from .events import EventLogSink, Tracker
 from .logs import ERR, INFO, WARNING, Notifier, RecordLog, watchdog_interval
 from .metrics import Metrics, throttle_flags
 from .models import default_model_dir, load_manifest
-from .pipeline import CaptureThread, InferenceWorker, LatestFrameSlot
+from .pipeline import CaptureThread, InferencePool, LatestFrameSlot
 from .sources import make_source
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,23 @@ def model_paths(config: Config):
 
 
 def make_detector(config: Config) -> Detector:
+    cores = os.cpu_count() or 1
     options = DetectorOptions(threshold=config.threshold, max_results=config.max_results,
                               allow=frozenset(config.only), deny=frozenset(config.ignore),
-                              num_threads=config.threads or None, backend=config.backend)
+                              num_threads=config.threads or max(1, cores // config.interpreters),
+                              backend=config.backend)
     return Detector(*model_paths(config), options)
+
+
+def make_detectors(config: Config) -> List[Detector]:
+    """One Detector (interpreter) per inference worker; the cores are split between them."""
+    return [make_detector(config) for _ in range(config.interpreters)]
+
+
+def detector_settings(config: Config) -> tuple:
+    """What a reload must rebuild the interpreters for."""
+    return (model_paths(config), config.threads, config.backend, config.interpreters, config.threshold,
+            config.only, config.ignore, config.max_results)
 
 
 @dataclass
@@ -56,7 +69,7 @@ class Running:
     stop: threading.Event
     slot: LatestFrameSlot
     capture: CaptureThread
-    worker: InferenceWorker
+    inference: InferencePool
     events: EventLogSink
     outputs: List
 
@@ -92,7 +105,7 @@ class Service:
             signal.signal(sig, self._on_signal)
 
     # --- building ------------------------------------------------------------------------------
-    def _start(self, config: Config, detector: Detector) -> Running:
+    def _start(self, config: Config, detectors: List[Detector]) -> Running:
         from .outputs import build_outputs
 
         stop = threading.Event()
@@ -103,16 +116,16 @@ class Service:
                               config.per_frame, snapshots)
         capture = CaptureThread(source, slot, self.emit, stop, realtime=config.realtime, loop=config.loop,
                                 max_delay=config.reconnect_max_delay)
-        worker = InferenceWorker(detector, slot, [events, *outputs], self.emit, stop, self.metrics.add_inference,
-                                 max_frames=config.max_frames, stall_after_frames=self.stall_after)
+        inference = InferencePool(detectors, slot, [events, *outputs], self.emit, stop, self.metrics.add_inference,
+                                  max_frames=config.max_frames, stall_after_frames=self.stall_after)
         capture.start()
-        worker.start()
-        return Running(config, stop, slot, capture, worker, events, outputs)
+        inference.start()
+        return Running(config, stop, slot, capture, inference, events, outputs)
 
     def _shutdown(self, running: Running) -> None:
         running.stop.set()
         running.slot.close()
-        running.worker.join(JOIN_TIMEOUT)
+        running.inference.join(JOIN_TIMEOUT)
         running.capture.join(JOIN_TIMEOUT)
         running.events.close()
         for output in running.outputs:
@@ -121,47 +134,44 @@ class Service:
             except Exception as exc:
                 log.warning("closing %s failed: %s", output.name, exc)
 
-    def _reload(self, running: Running, detector: Detector):
+    def _reload(self, running: Running, detectors: List[Detector]):
         """SIGHUP: re-read the config; on success restart the pipeline with it."""
         self.reload_requested = False
         if self.config_path is None:
             log.warning("SIGHUP ignored: no config file in use")
-            return running, detector
+            return running, detectors
         try:
             config = build_config(self.config_path, self.overrides)
-            new_detector = make_detector(config) if model_paths(config) != model_paths(running.config) or \
-                config.threads != running.config.threads or config.backend != running.config.backend else None
+            if detector_settings(config) != detector_settings(running.config):
+                detectors = make_detectors(config)
         except PidetectError as exc:
             self.emit({"event": "log", "level": "error", "logger": "pidetect.service",
                        "message": f"reload failed, keeping the running configuration: {exc}"}, ERR)
-            return running, detector
+            return running, detectors
         self.notifier.send(RELOADING=1, STATUS="reloading configuration",
                            MONOTONIC_USEC=int(time.monotonic() * 1e6))
         self._shutdown(running)
-        if new_detector is not None:
-            detector = new_detector
-        elif config.threshold != running.config.threshold or config.only != running.config.only or \
-                config.ignore != running.config.ignore or config.max_results != running.config.max_results:
-            detector = make_detector(config)
         self.config = config
         self.lifecycle("reloaded", config=str(self.config_path))
-        running = self._start(config, detector)
+        running = self._start(config, detectors)
         self.notifier.send(READY=1, STATUS="configuration reloaded")
-        return running, detector
+        return running, detectors
 
     # --- the main loop -------------------------------------------------------------------------
     def run(self) -> int:
         started = time.monotonic()
         self.lifecycle("starting", pid=os.getpid(), source=self.config.source)
         self.notifier.send(STATUS="loading model")
-        detector = make_detector(self.config)
-        self.lifecycle("model_loaded", model=str(detector.model_path), backend=detector.backend.name,
-                       backend_version=detector.backend.version, threads=detector.num_threads)
-        running = self._start(self.config, detector)
+        detectors = make_detectors(self.config)
+        first = detectors[0]
+        self.lifecycle("model_loaded", model=str(first.model_path), backend=first.backend.name,
+                       backend_version=first.backend.version, interpreters=len(detectors),
+                       threads=first.num_threads)
+        running = self._start(self.config, detectors)
         exit_code = 0
         try:
             self._wait_ready(running, started)
-            exit_code = self._supervise(running, detector, started)
+            exit_code = self._supervise(running, detectors, started)
         finally:
             self.notifier.send(STOPPING=1, STATUS="stopping")
             self.lifecycle("stopping")
@@ -176,7 +186,7 @@ class Service:
         deadline = started + self.config.ready_timeout
         told_waiting = False
         while not running.capture.first_frame.is_set() and not self.stop_requested:
-            if running.worker.finished.is_set():
+            if running.inference.finished.is_set():
                 break
             if time.monotonic() >= deadline:
                 break
@@ -189,7 +199,7 @@ class Service:
                            f"running; waiting for camera {self.config.source}")
         self.lifecycle("ready", waited_s=round(time.monotonic() - started, 2), first_frame=have_frame)
 
-    def _supervise(self, running: Running, detector: Detector, started: float) -> int:
+    def _supervise(self, running: Running, detectors: List[Detector], started: float) -> int:
         ping_every = watchdog_interval()
         stall_limit = max(2.0, ping_every or 0.0)
         next_metrics = time.monotonic() + self.config.metrics_interval
@@ -204,22 +214,21 @@ class Service:
             if self.stop_requested:
                 return 0
             if self.reload_requested:
-                running, detector = self._reload(running, detector)
+                running, detectors = self._reload(running, detectors)
                 status_mark = (time.monotonic(), 0, 0)
                 continue
-            if running.worker.finished.is_set():
-                if running.slot.finished or (running.config.max_frames and
-                                             running.worker.processed >= running.config.max_frames):
+            if running.inference.finished.is_set():
+                if not running.inference.failed:
                     return 0
                 self.emit({"event": "log", "level": "error", "logger": "pidetect.service",
                            "message": "the inference worker stopped unexpectedly; exiting so systemd restarts"}, ERR)
                 return 1
             if self.config.duration and now - started >= self.config.duration:
                 return 0
-            healthy = now - running.worker.heartbeat < stall_limit
+            healthy = now - running.inference.heartbeat < stall_limit
             if not healthy and not stalled_reported:
                 self.emit({"event": "log", "level": "error", "logger": "pidetect.service",
-                           "message": f"inference worker made no progress for {now - running.worker.heartbeat:.1f} s; "
+                           "message": f"inference worker made no progress for {now - running.inference.heartbeat:.1f} s; "
                                       "watchdog pings withheld"}, ERR)
                 stalled_reported = True
             if healthy:
@@ -235,9 +244,9 @@ class Service:
             if now >= next_status:
                 mark_time, mark_frames, mark_captured = status_mark
                 span = max(now - mark_time, 1e-6)
-                fps = (running.worker.processed - mark_frames) / span
+                fps = (running.inference.processed - mark_frames) / span
                 cap_fps = (running.slot.captured - mark_captured) / span
-                status_mark = (now, running.worker.processed, running.slot.captured)
+                status_mark = (now, running.inference.processed, running.slot.captured)
                 last = running.events.last_entered or "none yet"
                 self.notifier.send(STATUS=f"{fps:.1f} fps inference, {cap_fps:.1f} fps capture; last: {last}")
                 next_status = now + STATUS_INTERVAL

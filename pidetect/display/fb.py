@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import logging
+import mmap
 import os
 import struct
 import time
@@ -115,17 +116,17 @@ def read_fb_info(fd: int, device: Path, sysfs: Path, pixel_format: str = "auto")
     return info
 
 
-def pack_pixels(bgr: np.ndarray, fmt: str) -> np.ndarray:
-    """BGR image -> the framebuffer's bytes per pixel, using OpenCV's SIMD conversions."""
-    if fmt == "rgb565":
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2BGR565)  # red in bits 11-15
-    if fmt == "bgr565":
-        return cv2.cvtColor(bgr, cv2.COLOR_RGB2BGR565)  # channels swapped: blue in bits 11-15
-    if fmt == "xrgb8888":
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA)  # little-endian 0xXXRRGGBB is B, G, R, X in memory
-    if fmt == "xbgr8888":
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGBA)
-    raise ValueError(fmt)
+PACK_CODES = {
+    "rgb565": cv2.COLOR_BGR2BGR565,  # red in bits 11-15
+    "bgr565": cv2.COLOR_RGB2BGR565,  # channels swapped: blue in bits 11-15
+    "xrgb8888": cv2.COLOR_BGR2BGRA,  # little-endian 0xXXRRGGBB is B, G, R, X in memory
+    "xbgr8888": cv2.COLOR_BGR2RGBA,
+}
+
+
+def pack_pixels(bgr: np.ndarray, fmt: str, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """BGR image -> the framebuffer's bytes per pixel (OpenCV's SIMD conversions), into `out` if given."""
+    return cv2.cvtColor(bgr, PACK_CODES[fmt], dst=out)
 
 
 class FramebufferDisplay:
@@ -139,7 +140,8 @@ class FramebufferDisplay:
         self.tty_fd: Optional[int] = None
         self._next_try = 0.0
         self._canvas: Optional[np.ndarray] = None
-        self._rows: Optional[np.ndarray] = None
+        self._map: Optional[mmap.mmap] = None
+        self._screen: Optional[np.ndarray] = None
         self.frames_written = 0
         self._last_error = ""
 
@@ -155,11 +157,20 @@ class FramebufferDisplay:
         except Exception:
             os.close(fd)
             raise
+        try:
+            self._map = mmap.mmap(fd, self.info.stride * self.info.height, mmap.MAP_SHARED,
+                                  mmap.PROT_READ | mmap.PROT_WRITE)
+        except (OSError, ValueError) as exc:
+            os.close(fd)
+            raise DisplayUnavailable(f"cannot map {self.device}: {exc}") from None
         self.fd = fd
         self._last_error = ""
         info = self.info
         self._canvas = np.zeros((info.height, info.width, 3), np.uint8)
-        self._rows = np.zeros((info.height, info.stride), np.uint8)
+        # The screen itself as an array: rows `stride` bytes apart, so packing writes straight into it.
+        channels = info.bits_per_pixel // 8
+        self._screen = np.ndarray((info.height, info.width, channels), np.uint8, buffer=self._map,
+                                  strides=(info.stride, channels, 1))
         log.info("framebuffer %s: %dx%d, %d bpp %s, stride %d", self.device, info.width, info.height,
                  info.bits_per_pixel, info.pixel_format, info.stride)
         self._console_graphics(True)
@@ -192,26 +203,20 @@ class FramebufferDisplay:
                     log.warning("%s; retrying every %.0f s", exc, RETRY_SECONDS)
                     self._last_error = str(exc)
                 return
-        info = self.info
-        letterbox(image, info.width, info.height, out=self._canvas)
-        packed = pack_pixels(self._canvas, info.pixel_format).reshape(info.height, -1)
-        row_bytes = packed.shape[1]
-        if row_bytes == info.stride:
-            data = packed
-        else:
-            self._rows[:, :row_bytes] = packed
-            data = self._rows
+        letterbox(image, self.info.width, self.info.height, out=self._canvas)
         try:
-            os.pwrite(self.fd, data.data, 0)
+            pack_pixels(self._canvas, self.info.pixel_format, out=self._screen)
             self.frames_written += 1
-        except OSError as exc:
+        except (OSError, ValueError, cv2.error) as exc:
             log.warning("writing to %s failed (%s); display closed, retrying in %.0f s", self.device,
-                        exc.strerror, RETRY_SECONDS)
+                        exc, RETRY_SECONDS)
             self._close_device()
             self._next_try = time.monotonic() + RETRY_SECONDS
 
     def _close_device(self) -> None:
         if self.fd is not None:
+            self._screen = None
+            self._map.close()
             os.close(self.fd)
             self.fd = None
 

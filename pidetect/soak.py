@@ -1,0 +1,99 @@
+"""Soak test: run `pidetect run` for a long time and show that its memory does not grow.
+
+    python -m pidetect.soak --minutes 10 [--display fb] [--interpreters 1]
+
+Runs the daemon as a child on a looping 1280x720 clip paced like a camera (the display writes to
+a stand-in framebuffer file), samples its RSS every few seconds, and compares the median of the
+first and last minute after warm-up. Exit 1 when it grew by more than --max-growth-mb (default 2).
+A script, not a unit test: it takes minutes and measures, it does not check behaviour.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import psutil
+
+from .bench import fake_framebuffer, make_clip
+
+
+def soak(minutes: float, display: str, interpreters: int, sample_s: float, warmup_s: float,
+         say=print) -> Tuple[List[Tuple[float, float]], int]:
+    with tempfile.TemporaryDirectory(prefix="pidetect-soak-") as tmp:
+        workdir = Path(tmp)
+        clip = make_clip(Path(tempfile.gettempdir()), 1280, 720, 300)
+        args = [sys.executable, "-m", "pidetect", "run", "--source", str(clip), "--realtime", "--loop",
+                "--duration", str(minutes * 60), "--log-format", "json", "--metrics-interval", "60",
+                "--interpreters", str(interpreters)]
+        env = dict(os.environ)
+        if display == "fb":
+            fb, sysfs = fake_framebuffer(workdir, 1920, 1080)
+            env["PIDETECT_SYSFS"] = str(sysfs)
+            args += ["--display", "fb", "--fb-device", str(fb), "--fb-tty", ""]
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        child = psutil.Process(proc.pid)
+        samples: List[Tuple[float, float]] = []
+        started = time.monotonic()
+        next_report = started + 60
+        while proc.poll() is None:
+            try:
+                # anonymous memory only: a stand-in framebuffer file's page cache is not the daemon's growth
+                info = child.memory_full_info()
+                samples.append((time.monotonic() - started, (info.rss - getattr(info, "shared", 0)) / 2**20))
+            except psutil.Error:
+                break
+            if time.monotonic() >= next_report:
+                say(f"soak: {samples[-1][0] / 60:4.1f} min, rss (private) {samples[-1][1]:.1f} MB")
+                next_report += 60
+            time.sleep(sample_s)
+        return [s for s in samples if s[0] >= warmup_s], proc.wait()
+
+
+def growth(samples: List[Tuple[float, float]], window_s: float = 60.0) -> Optional[Tuple[float, float, float]]:
+    if not samples:
+        return None
+    end = samples[-1][0]
+    first = [mb for t, mb in samples if t <= samples[0][0] + window_s]
+    last = [mb for t, mb in samples if t >= end - window_s]
+    start_mb, end_mb = statistics.median(first), statistics.median(last)
+    return start_mb, end_mb, end_mb - start_mb
+
+
+def main(argv: Sequence[str] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pidetect.soak", description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--display", choices=["none", "fb"], default="fb")
+    parser.add_argument("--interpreters", type=int, default=1)
+    parser.add_argument("--sample-seconds", type=float, default=5.0)
+    parser.add_argument("--warmup-seconds", type=float, default=30.0)
+    parser.add_argument("--max-growth-mb", type=float, default=2.0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    samples, code = soak(args.minutes, args.display, args.interpreters, args.sample_seconds, args.warmup_seconds,
+                         say=lambda line: print(line, file=sys.stderr, flush=True))
+    result = growth(samples)
+    if code != 0 or result is None:
+        print(f"soak: the daemon exited {code} or gave no samples", file=sys.stderr)
+        return 1
+    start_mb, end_mb, grew = result
+    ok = grew <= args.max_growth_mb
+    report = {"minutes": args.minutes, "display": args.display, "interpreters": args.interpreters,
+              "rss_private_first_minute_mb": round(start_mb, 1), "rss_private_last_minute_mb": round(end_mb, 1),
+              "growth_mb": round(grew, 2), "max_growth_mb": args.max_growth_mb, "pass": ok}
+    print(json.dumps(report) if args.json else
+          f"soak {args.minutes:g} min, display {args.display}: private RSS {start_mb:.1f} MB -> {end_mb:.1f} MB "
+          f"({grew:+.2f} MB; limit {args.max_growth_mb:g}) {'PASS' if ok else 'FAIL'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
