@@ -126,7 +126,7 @@ def open_record_log(fmt: str) -> RecordLog:
         fmt = "text"
     log = RecordLog(fmt)
     if notice:
-        log.emit({"event": "log", "level": "warning", "logger": "pidetect", "message": notice}, WARNING)
+        log.emit(log_record("warning", "pidetect", notice), WARNING)
     return log
 
 
@@ -138,8 +138,8 @@ class RecordHandler(logging.Handler):
         self.records = records
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.records.emit({"event": "log", "level": record.levelname.lower(), "logger": record.name,
-                           "message": record.getMessage()}, _LEVEL_TO_PRIORITY.get(record.levelno, INFO))
+        self.records.emit(log_record(record.levelname.lower(), record.name, record.getMessage()),
+                          _LEVEL_TO_PRIORITY.get(record.levelno, INFO))
 
 
 def route_python_logging(records: RecordLog, level: str) -> None:
@@ -198,3 +198,8 @@ def watchdog_interval() -> Optional[float]:
         return int(usec) / 1e6 / 2
     except ValueError:
         return None
+
+
+def log_record(level: str, logger: str, message: str) -> Dict[str, Any]:
+    """A free-text record (event=log) for what has no record type of its own."""
+    return {"event": "log", "level": level, "logger": logger, "message": message}

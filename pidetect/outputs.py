@@ -17,7 +17,7 @@ from typing import Callable, List, Optional, Tuple
 from .config import Config, sysfs_root
 from .display import DisplayUnavailable
 from .frames import Result
-from .logs import ERR
+from .logs import ERR, log_record
 from .overlay import Overlay
 from .pipeline import LatestFrameSlot
 from .snapshots import Snapshots
@@ -62,9 +62,8 @@ class DisplaySink:
                     display.show(image)
                 except Exception as exc:
                     self.displays.remove(display)
-                    self.emit({"event": "log", "level": "error", "logger": "pidetect.display",
-                               "message": f"display {display.name} failed and was disabled: "
-                                          f"{type(exc).__name__}: {exc}"}, ERR)
+                    message = f"display {display.name} failed and was disabled: {type(exc).__name__}: {exc}"
+                    self.emit(log_record("error", "pidetect.display", message), ERR)
                     _close_quietly(display)
             self.shown += 1
 
@@ -107,8 +106,8 @@ def build_outputs(config: Config, emit: Callable) -> Tuple[List, Optional[Snapsh
         try:
             displays.append(make_display(name, config))
         except DisplayUnavailable as exc:
-            emit({"event": "log", "level": "error", "logger": "pidetect.display",
-                  "message": f"display {name} unavailable, continuing without it: {exc}"}, ERR)
+            message = f"display {name} unavailable, continuing without it: {exc}"
+            emit(log_record("error", "pidetect.display", message), ERR)
     outputs: List = [DisplaySink(displays, emit)] if displays else []
     snapshots = Snapshots(Path(config.snapshot_dir), config.snapshot_max_files, config.snapshot_max_mb) \
         if config.snapshots else None

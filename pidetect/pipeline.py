@@ -18,7 +18,7 @@ import time
 from typing import Callable, Deque, Dict, List, Optional, Protocol, Sequence
 
 from .frames import Frame, Result
-from .logs import INFO, WARNING
+from .logs import ERR, INFO, WARNING, log_record
 from .sources import Source, SourceError
 
 log = logging.getLogger(__name__)
@@ -210,9 +210,8 @@ class InferencePool:
                 sink.handle(result)
             except Exception as exc:
                 self.sinks.remove(sink)
-                self.record({"event": "log", "level": "error", "logger": "pidetect.pipeline",
-                             "message": f"output {sink.name} failed and was disabled: "
-                                        f"{type(exc).__name__}: {exc}"}, 3)
+                message = f"output {sink.name} failed and was disabled: {type(exc).__name__}: {exc}"
+                self.record(log_record("error", "pidetect.pipeline", message), ERR)
         self.processed += 1
 
     def worker_exited(self, failed: bool) -> None:

@@ -22,7 +22,7 @@ from .config import Config, build_config
 from .detector import Detector, DetectorOptions
 from .errors import PidetectError
 from .events import EventLogSink, Tracker
-from .logs import ERR, INFO, WARNING, Notifier, RecordLog, watchdog_interval
+from .logs import ERR, INFO, WARNING, Notifier, RecordLog, log_record, watchdog_interval
 from .metrics import Metrics, throttle_flags
 from .models import default_model_dir, load_manifest
 from .pipeline import CaptureThread, InferencePool, LatestFrameSlot
@@ -145,8 +145,8 @@ class Service:
             if detector_settings(config) != detector_settings(running.config):
                 detectors = make_detectors(config)
         except PidetectError as exc:
-            self.emit({"event": "log", "level": "error", "logger": "pidetect.service",
-                       "message": f"reload failed, keeping the running configuration: {exc}"}, ERR)
+            message = f"reload failed, keeping the running configuration: {exc}"
+            self.emit(log_record("error", "pidetect.service", message), ERR)
             return running, detectors
         self.notifier.send(RELOADING=1, STATUS="reloading configuration",
                            MONOTONIC_USEC=int(time.monotonic() * 1e6))
@@ -220,16 +220,16 @@ class Service:
             if running.inference.finished.is_set():
                 if not running.inference.failed:
                     return 0
-                self.emit({"event": "log", "level": "error", "logger": "pidetect.service",
-                           "message": "the inference worker stopped unexpectedly; exiting so systemd restarts"}, ERR)
+                message = "the inference worker stopped unexpectedly; exiting so systemd restarts"
+                self.emit(log_record("error", "pidetect.service", message), ERR)
                 return 1
             if self.config.duration and now - started >= self.config.duration:
                 return 0
             healthy = now - running.inference.heartbeat < stall_limit
             if not healthy and not stalled_reported:
-                self.emit({"event": "log", "level": "error", "logger": "pidetect.service",
-                           "message": f"inference worker made no progress for {now - running.inference.heartbeat:.1f} s; "
-                                      "watchdog pings withheld"}, ERR)
+                message = (f"inference worker made no progress for {now - running.inference.heartbeat:.1f} s; "
+                           "watchdog pings withheld")
+                self.emit(log_record("error", "pidetect.service", message), ERR)
                 stalled_reported = True
             if healthy:
                 stalled_reported = False

@@ -116,13 +116,14 @@ def test_sighup_reloads_the_config_file(tmp_path, scene_video, model_paths):
         config.write_text('only = ["horse"]\nthreshhold = 3\n')  # a typo must not take the daemon down
         daemon.proc.send_signal(signal.SIGHUP)
         daemon.wait_for(lambda r: r.get("event") == "log" and "reload failed" in r.get("message", ""), what="error")
-        assert daemon.proc.poll() is None
+        assert daemon.proc.poll() is None, "a bad config on reload must not stop the daemon"
         code, _ = daemon.stop()
     finally:
         daemon.kill()
-    assert code == 0
+    assert code == 0, daemon.proc.stderr.read()[-2000:]
     reloaded_at = daemon.records.index(of(daemon.records, "lifecycle", state="reloaded")[0])
-    assert all(r["label"] == "horse" for r in of(daemon.records[reloaded_at:], "detection", state="entered"))
+    after = [r["label"] for r in of(daemon.records[reloaded_at:], "detection", state="entered")]
+    assert set(after) == {"horse"}, (after, daemon.records[reloaded_at - 3: reloaded_at + 5])
     error = [r for r in daemon.records if r.get("event") == "log" and "reload failed" in r["message"]][0]
     assert "unknown key 'threshhold'" in error["message"]
 

@@ -156,7 +156,7 @@ def test_failing_display_is_dropped_and_others_go_on(tmp_path, cat_clip, model_p
                                            "--fb-tty", "", "--mjpeg-port", port, env={"PIDETECT_SYSFS": str(sysfs)})
     assert code == 0, stderr
     errors = [r["message"] for r in records if r.get("level") == "error"]
-    assert any(f"display mjpeg unavailable" in m and f"127.0.0.1:{port}" in m for m in errors), errors
+    assert any("display mjpeg unavailable" in m and f"127.0.0.1:{port}" in m for m in errors), errors
     assert any("display window unavailable" in m and "headless" in m for m in errors), errors
     assert np.frombuffer(fb.read_bytes(), np.uint8).any()
     assert of(records, "detection", label="cat")

@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import subprocess
 import time
 
 import pytest
@@ -108,26 +107,23 @@ def test_pipe_source_with_ffmpeg_standing_in_for_rpicam_vid(tmp_path, model_path
     assert entered[0]["box"][2] <= 639 and entered[0]["box"][3] <= 479
 
 
-def test_pipe_source_command_missing_keeps_retrying(model_paths):
-    daemon = Daemon("--source", "pipe:rpicam-vid-not-installed -o -", "--width", "640", "--height", "480",
-                    "--ready-timeout", "1")
+def first_retry_detail(*args):
+    """Start the daemon on a source that cannot open; return the detail of its first 'retrying' record."""
+    daemon = Daemon(*args, "--ready-timeout", "1")
     try:
         daemon.wait_for(lambda r: r.get("event") == "source" and r.get("state") == "retrying", what="retrying")
         code, _ = daemon.stop()
     finally:
         daemon.kill()
     assert code == 0
-    detail = of(daemon.records, "source", state="retrying")[0]["detail"]
+    return of(daemon.records, "source", state="retrying")[0]["detail"]
+
+
+def test_pipe_source_command_missing_keeps_retrying(model_paths):
+    detail = first_retry_detail("--source", "pipe:rpicam-vid-not-installed -o -", "--width", "640", "--height", "480")
     assert "cannot start 'rpicam-vid-not-installed'" in detail
 
 
 def test_no_camera_for_auto_says_so(model_paths):
-    daemon = Daemon("--source", "auto", "--ready-timeout", "1")
-    try:
-        daemon.wait_for(lambda r: r.get("event") == "source" and r.get("state") == "retrying", what="retrying")
-        code, _ = daemon.stop()
-    finally:
-        daemon.kill()
-    assert code == 0
-    detail = of(daemon.records, "source", state="retrying")[0]["detail"]
+    detail = first_retry_detail("--source", "auto")
     assert detail.startswith("no camera found (picamera2:0: picamera2 is not usable")
