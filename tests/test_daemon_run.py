@@ -71,6 +71,19 @@ def test_lifecycle_and_source_records(scene_run):
     assert of(records, "lifecycle", state="ready")[0]["first_frame"] is True
 
 
+def test_two_interpreters_give_the_same_events_in_capture_order(scene_video, scene_run):
+    """Two workers infer alternating frames; results are re-ordered, so events match the single-worker run."""
+    code, records, stderr = run_daemon("--source", scene_video[0], "--interpreters", 2)
+    assert code == 0, stderr
+    assert of(records, "lifecycle", state="model_loaded")[0]["interpreters"] == 2
+
+    def events(recs):
+        return [(r["state"], r["label"], r["frame_seq"]) for r in of(recs, "detection")]
+
+    assert events(records) == events(scene_run[1])
+    assert of(records, "lifecycle", state="stopped")[0]["frames"] == sum(s.frames for s in scene_video[1])
+
+
 def test_per_frame_records_and_label_filter(scene_video, model_paths):
     code, records, stderr = run_daemon("--source", scene_video[0], "--per-frame", "--only", "cat,horse")
     assert code == 0, stderr
