@@ -51,6 +51,11 @@ class PiHealth:
         return None
 
 
+def throttled_now(value: Optional[str]) -> bool:
+    """Under-voltage, frequency capping, throttling or the soft temperature limit right now (bits 0-3)."""
+    return bool(value) and int(value, 16) & 0xF != 0
+
+
 def throttle_flags(value: Optional[str]) -> List[str]:
     if not value:
         return []

@@ -23,7 +23,7 @@ from .detector import Detector, DetectorOptions
 from .errors import PidetectError
 from .events import EventLogSink, Tracker
 from .logs import ERR, INFO, WARNING, Notifier, RecordLog, log_record, watchdog_interval
-from .metrics import Metrics, throttle_flags
+from .metrics import Metrics, throttled_now
 from .models import default_model_dir, load_manifest
 from .pipeline import CaptureThread, InferencePool, LatestFrameSlot
 from .sources import make_source
@@ -238,8 +238,7 @@ class Service:
                     last_ping = now
             if now >= next_metrics:
                 record = self.metrics.take(running.slot.captured, running.slot.dropped)
-                flags = throttle_flags(record["throttled"])
-                self.emit(record, WARNING if flags and flags[0] in ("under-voltage", "throttled") else INFO)
+                self.emit(record, WARNING if throttled_now(record["throttled"]) else INFO)
                 next_metrics = now + self.config.metrics_interval
             if now >= next_status:
                 mark_time, mark_frames, mark_captured = status_mark
