@@ -90,6 +90,11 @@ class Service:
     def emit(self, record: dict, priority: int = INFO) -> None:
         self.records.emit(record, priority)
 
+    def emit_metrics(self, running: "Running") -> None:
+        """The interval's metrics record; a warning while the Pi is throttled or under-volted."""
+        record = self.metrics.take(running.slot.captured, running.slot.dropped)
+        self.emit(record, WARNING if throttled_now(record["throttled"]) else INFO)
+
     def lifecycle(self, state: str, priority: int = INFO, **extra) -> None:
         self.emit({"event": "lifecycle", "state": state, **extra}, priority)
 
@@ -176,7 +181,7 @@ class Service:
             self.notifier.send(STOPPING=1, STATUS="stopping")
             self.lifecycle("stopping")
             self._shutdown(running)
-            self.emit(self.metrics.take(running.slot.captured, running.slot.dropped))
+            self.emit_metrics(running)
             self.lifecycle("stopped", frames=self.metrics.total_inferred,
                            uptime_s=round(time.monotonic() - started, 1))
             self.notifier.close()
@@ -237,8 +242,7 @@ class Service:
                     self.notifier.send(WATCHDOG=1)
                     last_ping = now
             if now >= next_metrics:
-                record = self.metrics.take(running.slot.captured, running.slot.dropped)
-                self.emit(record, WARNING if throttled_now(record["throttled"]) else INFO)
+                self.emit_metrics(running)
                 next_metrics = now + self.config.metrics_interval
             if now >= next_status:
                 mark_time, mark_frames, mark_captured = status_mark
