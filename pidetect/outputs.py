@@ -19,7 +19,7 @@ from .display import DisplayUnavailable
 from .frames import Result
 from .logs import ERR, log_record
 from .overlay import Overlay
-from .pipeline import LatestFrameSlot
+from .pipeline import LatestFrameSlot, call_each
 from .snapshots import Snapshots
 
 log = logging.getLogger(__name__)
@@ -57,14 +57,7 @@ class DisplaySink:
                 continue
             image = self.overlay.draw(result, self.fps())
             del result  # the overlay holds its own copy; let the frame go
-            for display in list(self.displays):
-                try:
-                    display.show(image)
-                except Exception as exc:
-                    self.displays.remove(display)
-                    message = f"display {display.name} failed and was disabled: {type(exc).__name__}: {exc}"
-                    self.emit(log_record("error", "pidetect.display", message), ERR)
-                    _close_quietly(display)
+            call_each(self.displays, lambda display: display.show(image), self.emit, "display", _close_quietly)
             self.shown += 1
 
     def close(self) -> None:

@@ -143,6 +143,22 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+def call_each(targets: List, call: Callable, record: RecordFn, kind: str,
+              on_failure: Callable = lambda target: None) -> None:
+    """Call every target; one that raises is removed from `targets` with an error record, the rest go on.
+
+    Why: one broken output (a display, a sink) must never stop detection or the other outputs.
+    """
+    for target in list(targets):
+        try:
+            call(target)
+        except Exception as exc:
+            targets.remove(target)
+            message = f"{kind} {target.name} failed and was disabled: {type(exc).__name__}: {exc}"
+            record(log_record("error", "pidetect.pipeline", message), ERR)
+            on_failure(target)
+
+
 class InferencePool:
     """One or more inference workers sharing the slot; results reach the sinks in capture order.
 
@@ -205,13 +221,7 @@ class InferencePool:
                 self._to_sinks(ready)
 
     def _to_sinks(self, result: Result) -> None:
-        for sink in list(self.sinks):
-            try:
-                sink.handle(result)
-            except Exception as exc:
-                self.sinks.remove(sink)
-                message = f"output {sink.name} failed and was disabled: {type(exc).__name__}: {exc}"
-                self.record(log_record("error", "pidetect.pipeline", message), ERR)
+        call_each(self.sinks, lambda sink: sink.handle(result), self.record, "output")
         self.processed += 1
 
     def worker_exited(self, failed: bool) -> None:

@@ -42,3 +42,33 @@ def test_text_grows_with_the_frame():
 def test_colours_differ_between_neighbouring_classes():
     colours = [class_colour(i) for i in range(90)]
     assert len(set(colours)) == 90
+
+
+def test_a_display_that_breaks_is_dropped_and_the_others_go_on():
+    from pidetect.outputs import DisplaySink
+
+    class Screen:
+        def __init__(self, name, broken=False):
+            self.name, self.broken, self.shown, self.closed = name, broken, 0, False
+
+        def show(self, image):
+            if self.broken:
+                raise OSError("device vanished")
+            self.shown += 1
+
+        def close(self):
+            self.closed = True
+
+    broken, good = Screen("fb", broken=True), Screen("mjpeg")
+    records = []
+    sink = DisplaySink([broken, good], lambda record, priority: records.append((record, priority)))
+    image = np.full((120, 160, 3), 114, np.uint8)
+    for seq in range(3):
+        sink.handle(Result(Frame(image, seq + 1, time.time()), (), 5.0))
+        deadline = time.monotonic() + 5
+        while sink.shown <= seq and time.monotonic() < deadline:
+            time.sleep(0.01)
+    sink.close()
+    assert good.shown == 3 and broken.closed and sink.displays == [good]
+    assert [(r["message"], p) for r, p in records] == [
+        ("display fb failed and was disabled: OSError: device vanished", 3)]
