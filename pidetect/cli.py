@@ -196,8 +196,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     manifest = load_manifest()
     model = args.model or default_model_dir() / manifest.default_model
     labels = args.labels or model.parent / manifest.default_labels
-    if args.source is not None and not args.source.is_file():
-        raise UsageError(f"--source {args.source}: no such video file")
+    if args.source is not None:
+        import cv2
+
+        capture = cv2.VideoCapture(str(args.source))
+        readable = args.source.is_file() and capture.isOpened() and capture.read()[0]
+        capture.release()
+        if not readable:
+            raise UsageError(f"--source {args.source}: not a video file OpenCV can read")
+    size = args.size.lower().split("x")
+    if len(size) != 2 or not all(v.isdigit() and int(v) >= 16 for v in size):
+        raise UsageError(f"--size {args.size!r}: give WIDTHxHEIGHT, e.g. 1280x720")
     if args.frames < 10 or args.runs < 10:
         raise UsageError("--frames and --runs must be at least 10")
     try:

@@ -33,3 +33,11 @@ def test_soak_script_reports_growth(model_paths):
     assert done.returncode == (0 if report["pass"] else 1)
     assert report["rss_private_first_minute_mb"] > 30
     assert abs(report["growth_mb"] - (report["rss_private_last_minute_mb"] - report["rss_private_first_minute_mb"])) < 0.1
+
+
+def test_bench_bad_arguments_are_usage_errors():
+    for args, needle in ((["--size", "big"], "--size 'big': give WIDTHxHEIGHT"),
+                         (["--source", REPO / "README.md"], "not a video file OpenCV can read"),
+                         (["--threads", "one"], "--threads 'one': give numbers like 1,2,4")):
+        done = run_pidetect("bench", *args)
+        assert done.returncode == 2 and needle in done.stderr and "Traceback" not in done.stderr, done.stderr
