@@ -134,6 +134,11 @@ class EventLogSink:
                     record["snapshot"] = self.snapshots.save(result, event.track)
             self.emit(record, INFO)
 
+    def source_gap(self, gap) -> None:
+        """The camera was lost (or a looping file starts over): every object in view has left."""
+        for event in self.tracker.flush(gap.after_seq):
+            self.emit(event_record(event, gap.ts), INFO)
+
     def close(self) -> None:
         for event in self.tracker.flush(self.last_seq):
             self.emit(event_record(event, time.time()), INFO)

@@ -24,6 +24,15 @@ class Frame:
 
 
 @dataclass(frozen=True)
+class SourceGap:
+    """Where the stream broke (camera lost, or a looping file starting over): what was in view before
+    it can no longer be seen, so the tracker lets every object leave."""
+
+    after_seq: int
+    ts: float
+
+
+@dataclass(frozen=True)
 class Detection:
     label: str
     class_id: int

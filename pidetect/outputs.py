@@ -42,6 +42,9 @@ class DisplaySink:
         self._arrivals.append(time.monotonic())
         self.slot.put(result)
 
+    def source_gap(self, gap) -> None:
+        """Nothing to draw for a gap: the screen keeps the last picture until the camera is back."""
+
     def fps(self) -> Optional[float]:
         arrivals = list(self._arrivals)
         if len(arrivals) < 2 or arrivals[-1] == arrivals[0]:

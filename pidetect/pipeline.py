@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Callable, Deque, Dict, List, Optional, Protocol, Sequence
 
-from .frames import Frame, Result
+from .frames import Frame, Result, SourceGap
 from .logs import ERR, INFO, WARNING, log_record
 from .sources import Source, SourceError
 
@@ -46,7 +46,16 @@ class LatestFrameSlot:
             self.captured += 1
             self._cond.notify_all()
 
-    def take(self, timeout: float) -> Optional[Frame]:
+    def put_gap(self, gap: SourceGap, stop: Optional[threading.Event] = None) -> None:
+        """Hand over a gap marker once the last frame has been taken (it is not a frame: not counted)."""
+        with self._cond:
+            while self._frame is not None and not self._closed and not (stop and stop.is_set()):
+                self._cond.wait(0.1)
+            self._frame = gap
+            self._cond.notify_all()
+
+    def take(self, timeout: float):
+        """The newest frame (or a SourceGap), or None after `timeout`."""
         with self._cond:
             if self._frame is None and not self._closed:
                 self._cond.wait(timeout)
@@ -103,9 +112,12 @@ class CaptureThread(threading.Thread):
                 if not self.source.live:
                     self._source_record("eof", f"{delivered} frame(s)")
                     if self.loop and delivered:
+                        self.slot.put_gap(SourceGap(self.seq, time.time()), self.stop)
                         continue
                     break
-                self._source_record("lost", f"no frame within the read timeout after {delivered} frame(s)", WARNING)
+                self._source_record("lost", f"the source stopped delivering frames after {delivered} frame(s)",
+                                    WARNING)
+                self.slot.put_gap(SourceGap(self.seq, time.time()), self.stop)
         except Exception:
             log.exception("capture thread failed")
         finally:
@@ -139,6 +151,8 @@ class Sink(Protocol):
     name: str
 
     def handle(self, result: Result) -> None: ...
+
+    def source_gap(self, gap: SourceGap) -> None: ...  # the stream broke: forget what was in view
 
     def close(self) -> None: ...
 
@@ -202,27 +216,35 @@ class InferencePool:
         for worker in self.workers:
             worker.join(timeout)
 
-    def take(self, timeout: float) -> Optional[Frame]:
+    @staticmethod
+    def _key(item) -> object:
+        """Place in the order book: a frame's seq, or the gap after a seq."""
+        return ("gap", item.after_seq) if isinstance(item, SourceGap) else item.seq
+
+    def take(self, timeout: float):
+        """The next Frame or SourceGap for a worker, or None."""
         with self._take_lock:
             if self.quota_reached:
                 return None
-            frame = self.slot.take(timeout)
-            if frame is not None:
+            item = self.slot.take(timeout)
+            if item is not None:
                 with self._lock:
-                    self._order.append(frame.seq)
-                    self.taken += 1
-            return frame
+                    self._order.append(self._key(item))
+                    if isinstance(item, Frame):
+                        self.taken += 1
+            return item
 
-    def deliver(self, result: Result) -> None:
+    def deliver(self, done) -> None:
+        """A Result (or a SourceGap) is finished; pass on everything that is now next in capture order."""
         with self._lock:
-            self._done[result.frame.seq] = result
+            self._done[self._key(done if isinstance(done, SourceGap) else done.frame)] = done
             while self._order and self._order[0] in self._done:
                 ready = self._done.pop(self._order.popleft())
-                self._to_sinks(ready)
-
-    def _to_sinks(self, result: Result) -> None:
-        call_each(self.sinks, lambda sink: sink.handle(result), self.record, "output")
-        self.processed += 1
+                if isinstance(ready, SourceGap):
+                    call_each(self.sinks, lambda sink: sink.source_gap(ready), self.record, "output")
+                else:
+                    call_each(self.sinks, lambda sink: sink.handle(ready), self.record, "output")
+                    self.processed += 1
 
     def worker_exited(self, failed: bool) -> None:
         with self._lock:
@@ -253,6 +275,9 @@ class InferenceWorker(threading.Thread):
                 if frame is None:
                     if pool.slot.finished or pool.quota_reached:
                         break
+                    continue
+                if isinstance(frame, SourceGap):
+                    pool.deliver(frame)
                     continue
                 if pool.stall_after_frames and pool.taken > pool.stall_after_frames:
                     log.warning("test hook: inference worker stalls now (PIDETECT_TEST_STALL_AFTER_FRAMES)")

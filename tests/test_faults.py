@@ -2,7 +2,10 @@
 
 import os
 import shutil
+import socket
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -33,6 +36,9 @@ def test_mjpeg_camera_stopped_and_restarted(model_paths):
             camera.start()
             daemon.wait_for(lambda r: len(of(daemon.records, "source", state="opened")) > opened_before,
                             timeout=20, what="reopened")
+            if cycle < 2:  # the same cat, seen again after the reconnect, enters again
+                daemon.wait_for(lambda r: len(of(daemon.records, "detection", label="cat", state="entered"))
+                                == cycle + 2, timeout=20, what="cat entered again")
         daemon.wait_for(lambda r: r.get("event") == "detection" and r.get("label") == "person", what="person after reconnect")
         time.sleep(0.5)
         fds_now = fd_count(daemon.proc.pid)
@@ -44,7 +50,9 @@ def test_mjpeg_camera_stopped_and_restarted(model_paths):
     assert code == 0 and elapsed < 2.0
     states = [r["state"] for r in of(daemon.records, "source")]
     assert states[0] == "opened" and states.count("lost") == 3 and states.count("opened") == 4
-    assert "cat" in [r["label"] for r in of(daemon.records, "detection", state="left")]
+    # a lost camera makes everything in view leave; each reconnect sees the cat enter again
+    cats = [r["state"] for r in of(daemon.records, "detection", label="cat")]
+    assert cats == ["entered", "left"] * 3, cats
 
 
 def test_source_that_never_exists_keeps_retrying(model_paths):
@@ -127,3 +135,49 @@ def test_pipe_source_command_missing_keeps_retrying(model_paths):
 def test_no_camera_for_auto_says_so(model_paths):
     detail = first_retry_detail("--source", "auto")
     assert detail.startswith("no camera found (picamera2:0: picamera2 is not usable")
+
+
+def rtsp_server_usable():
+    return subprocess.run(["/usr/bin/python3", "-c", "import gi; gi.require_version('GstRtspServer', '1.0'); "
+                           "from gi.repository import GstRtspServer"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not Path("/usr/bin/python3").exists() or not rtsp_server_usable(),
+                    reason="needs Debian's python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good")
+def test_rtsp_camera_lost_and_back(tmp_path, model_paths):
+    import cv2
+
+    picture = tmp_path / "cat.jpg"
+    cv2.imwrite(str(picture), cv2.resize(load_photo("chelsea.png"), (640, 426)))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server_script = Path(__file__).parent / "tools" / "rtsp_server.py"
+
+    def start_server():
+        server = subprocess.Popen(["/usr/bin/python3", str(server_script), str(picture), str(port)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert server.stdout.readline().strip() == "ready"
+        return server
+
+    server = start_server()
+    daemon = Daemon("--source", f"rtsp://127.0.0.1:{port}/cam", *FAST_RETRY)
+    try:
+        daemon.wait_for(lambda r: r.get("event") == "detection" and r.get("label") == "cat", what="cat over RTSP")
+        server.kill()
+        server.wait()
+        daemon.wait_for(lambda r: r.get("event") == "source" and r.get("state") == "retrying", timeout=30,
+                        what="retrying after the RTSP server went away")
+        server = start_server()
+        daemon.wait_for(lambda r: len(of(daemon.records, "source", state="opened")) >= 2, timeout=30,
+                        what="reopened")
+        daemon.wait_for(lambda r: len(of(daemon.records, "detection", label="cat", state="entered")) >= 2,
+                        timeout=30, what="cat again after the reconnect")
+        code, elapsed = daemon.stop()
+    finally:
+        daemon.kill()
+        server.kill()
+    assert code == 0 and elapsed < 2.0
+    assert "lost" in [r["state"] for r in of(daemon.records, "source")]
+    cats = [r["state"] for r in of(daemon.records, "detection", label="cat")]
+    assert cats[:3] == ["entered", "left", "entered"], cats  # left when the stream broke
