@@ -16,6 +16,7 @@ from typing import List, Optional
 from . import __version__
 from .config import DEFAULT_CONFIG_PATH, FIELDS, HELP, build_config
 from .errors import EX_USAGE, PidetectError, UsageError
+from .logs import log_record
 
 log = logging.getLogger("pidetect")
 
@@ -168,10 +169,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
                       notifier=Notifier())
     service.install_signal_handlers()
     try:
-        return service.run()
+        code = service.run()
     except PidetectError as exc:
         records.emit({"event": "lifecycle", "state": "failed", "error": str(exc), "exit_code": exc.exit_code}, 3)
         raise
+    return _exit_now(code, records)
+
+
+def _exit_now(code: int, records) -> int:
+    """End the daemon without Python's interpreter finalization.
+
+    Why: a daemon thread still inside an OpenCV call (a camera read that blocks beyond the join
+    timeout) would be killed by finalization with a forced unwind that OpenCV's catch-all turns
+    into abort() ("FATAL: exception not rethrown"), so a clean stop would end in SIGABRT. The
+    service has already stopped its threads, emitted its last records and sent STOPPING=1.
+    """
+    import os
+    import threading
+
+    left = [t.name for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()]
+    if left:
+        records.emit(log_record("warning", "pidetect.cli", "threads still running at exit: " + ", ".join(left)), 4)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:

@@ -85,6 +85,8 @@ class Service:
         self.stop_requested = False
         self.reload_requested = False
         self.stall_after = int(os.environ.get("PIDETECT_TEST_STALL_AFTER_FRAMES", "0") or 0)
+        self.running: Optional[Running] = None
+        self._counted_captured = self._counted_dropped = 0  # totals of pipelines replaced by a reload
 
     # --- records and notifications -------------------------------------------------------------
     def emit(self, record: dict, priority: int = INFO) -> None:
@@ -92,7 +94,8 @@ class Service:
 
     def emit_metrics(self, running: "Running") -> None:
         """The interval's metrics record; a warning while the Pi is throttled or under-volted."""
-        record = self.metrics.take(running.slot.captured, running.slot.dropped)
+        record = self.metrics.take(self._counted_captured + running.slot.captured,
+                                   self._counted_dropped + running.slot.dropped)
         self.emit(record, WARNING if throttled_now(record["throttled"]) else INFO)
 
     def lifecycle(self, state: str, priority: int = INFO, **extra) -> None:
@@ -156,6 +159,8 @@ class Service:
         self.notifier.send(RELOADING=1, STATUS="reloading configuration",
                            MONOTONIC_USEC=int(time.monotonic() * 1e6))
         self._shutdown(running)
+        self._counted_captured += running.slot.captured  # the new pipeline's slot counts from zero
+        self._counted_dropped += running.slot.dropped
         self.config = config
         self.lifecycle("reloaded", config=str(self.config_path))
         running = self._start(config, detectors)
@@ -172,16 +177,16 @@ class Service:
         self.lifecycle("model_loaded", model=str(first.model_path), backend=first.backend.name,
                        backend_version=first.backend.version, interpreters=len(detectors),
                        threads=first.num_threads)
-        running = self._start(self.config, detectors)
+        self.running = self._start(self.config, detectors)
         exit_code = 0
         try:
-            self._wait_ready(running, started)
-            exit_code = self._supervise(running, detectors, started)
+            self._wait_ready(self.running, started)
+            exit_code = self._supervise(detectors, started)
         finally:
             self.notifier.send(STOPPING=1, STATUS="stopping")
             self.lifecycle("stopping")
-            self._shutdown(running)
-            self.emit_metrics(running)
+            self._shutdown(self.running)  # the current pipeline: a reload replaces self.running
+            self.emit_metrics(self.running)
             self.lifecycle("stopped", frames=self.metrics.total_inferred,
                            uptime_s=round(time.monotonic() - started, 1))
             self.notifier.close()
@@ -204,7 +209,8 @@ class Service:
                            f"running; waiting for camera {self.config.source}")
         self.lifecycle("ready", waited_s=round(time.monotonic() - started, 2), first_frame=have_frame)
 
-    def _supervise(self, running: Running, detectors: List[Detector], started: float) -> int:
+    def _supervise(self, detectors: List[Detector], started: float) -> int:
+        running = self.running
         ping_every = watchdog_interval()
         stall_limit = max(2.0, ping_every or 0.0)
         next_metrics = time.monotonic() + self.config.metrics_interval
@@ -220,6 +226,7 @@ class Service:
                 return 0
             if self.reload_requested:
                 running, detectors = self._reload(running, detectors)
+                self.running = running
                 status_mark = (time.monotonic(), 0, 0)
                 continue
             if running.inference.finished.is_set():

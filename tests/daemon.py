@@ -23,12 +23,20 @@ def of(records, event, **match):
     return [r for r in records if r.get("event") == event and all(r.get(k) == v for k, v in match.items())]
 
 
+def assert_no_thread_left(records):
+    """The daemon says so when a pipeline thread outlives the service; that is always a bug."""
+    left = [r["message"] for r in records if "threads still running at exit" in r.get("message", "")]
+    assert not left, left
+
+
 def run_daemon(*args, timeout=120, env=None):
     """Run to completion; returns (returncode, records, stderr)."""
     full_env = dict(os.environ, **(env or {}))
     done = subprocess.run([sys.executable, "-m", "pidetect", "run", "--log-format", "json", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, env=full_env, cwd=REPO)
-    return done.returncode, parse_records(done.stdout), done.stderr
+    records = parse_records(done.stdout)
+    assert_no_thread_left(records)
+    return done.returncode, records, done.stderr
 
 
 class Daemon:
@@ -73,6 +81,7 @@ class Daemon:
         code = self.proc.wait(timeout)
         elapsed = time.monotonic() - started
         self._reader.join(5)
+        assert_no_thread_left(self.records)
         return code, elapsed
 
     def kill(self):

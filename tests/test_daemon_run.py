@@ -67,6 +67,8 @@ def test_lifecycle_and_source_records(scene_run):
     _, records, _ = scene_run
     states = [r["state"] for r in of(records, "lifecycle")]
     assert states == ["starting", "model_loaded", "ready", "stopping", "stopped"]
+    problems = [r for r in of(records, "log") if r["level"] in ("warning", "error")]
+    assert problems == []  # no warnings, no errors, no thread left behind
     assert [r["state"] for r in of(records, "source")] == ["opened", "eof"]
     assert of(records, "lifecycle", state="ready")[0]["first_frame"] is True
 
@@ -137,6 +139,8 @@ def test_sighup_reloads_the_config_file(tmp_path, scene_video, model_paths):
     reloaded_at = daemon.records.index(of(daemon.records, "lifecycle", state="reloaded")[0])
     after = [r["label"] for r in of(daemon.records[reloaded_at:], "detection", state="entered")]
     assert set(after) == {"horse"}, (after, daemon.records[reloaded_at - 3: reloaded_at + 5])
+    assert not [r for r in daemon.records if "threads still running" in r.get("message", "")]
+    assert all(m["capture_fps"] >= 0 and m["frames_dropped"] >= 0 for m in of(daemon.records, "metrics"))
     error = [r for r in daemon.records if r.get("event") == "log" and "reload failed" in r["message"]][0]
     assert "unknown key 'threshhold'" in error["message"]
 
