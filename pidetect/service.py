@@ -133,6 +133,7 @@ class Service:
     def _shutdown(self, running: Running) -> None:
         running.stop.set()
         running.slot.close()
+        running.capture.source.cancel()
         running.inference.join(JOIN_TIMEOUT)
         running.capture.join(JOIN_TIMEOUT)
         running.events.close()

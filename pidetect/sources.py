@@ -17,6 +17,8 @@ import re
 import select
 import shlex
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import List, Optional, Protocol
 
@@ -42,6 +44,8 @@ class Source(Protocol):
     def open(self) -> None: ...
 
     def read(self) -> Optional[np.ndarray]: ...  # BGR frame, or None at end (file) / on loss (live)
+
+    def cancel(self) -> None: ...  # from another thread: make a blocked read() return soon (best effort)
 
     def close(self) -> None: ...
 
@@ -85,6 +89,9 @@ class OpenCVSource:
         ok, image = self.capture.read()
         return image if ok and image is not None and image.size else None
 
+    def cancel(self) -> None:
+        """OpenCV reads cannot be interrupted; network reads end within read_timeout, V4L2 within ~10 s."""
+
     def close(self) -> None:
         if self.capture is not None:
             self.capture.release()
@@ -102,6 +109,7 @@ class PipeSource:
         self.frame_bytes = self.width * self.height * 3 // 2
         self.buffer = np.empty(self.frame_bytes, np.uint8)
         self.process: Optional[subprocess.Popen] = None
+        self.cancelled = threading.Event()
 
     def open(self) -> None:
         try:
@@ -120,9 +128,12 @@ class PipeSource:
         view, filled = memoryview(self.buffer), 0
         pipe = self.process.stdout
         while filled < self.frame_bytes:
-            ready, _, _ = select.select([pipe], [], [], self.config.read_timeout)
+            deadline = time.monotonic() + self.config.read_timeout
+            ready: list = []
+            while not ready and not self.cancelled.is_set() and time.monotonic() < deadline:
+                ready, _, _ = select.select([pipe], [], [], 0.2)  # short slices so cancel() is honoured
             if not ready:
-                return None  # no data within read_timeout: treat as lost
+                return None  # no data within read_timeout (or cancelled): treat as lost
             count = pipe.readinto(view[filled:])
             if not count:
                 return None  # the command ended
@@ -130,17 +141,20 @@ class PipeSource:
         yuv = self.buffer.reshape(self.height * 3 // 2, self.width)
         return cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420)
 
+    def cancel(self) -> None:
+        self.cancelled.set()
+
     def close(self) -> None:
         if self.process is None:
             return
         process, self.process = self.process, None
+        process.stdout.close()  # the command's next write fails (SIGPIPE), which ends most encoders at once
         process.terminate()
         try:
-            process.wait(timeout=2)
+            process.wait(timeout=0.5)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        process.stdout.close()
 
 
 class Picamera2Source:
@@ -177,6 +191,9 @@ class Picamera2Source:
             return self.camera.capture_array("main")  # RGB888 is BGR in memory, as OpenCV expects
         except Exception:
             return None
+
+    def cancel(self) -> None:
+        """capture_array returns with the next frame (a few tens of ms)."""
 
     def close(self) -> None:
         if self.camera is not None:
@@ -236,6 +253,10 @@ class AutoSource:
             image, self._first = self._first, None
             return image
         return self.chosen.read() if self.chosen else None
+
+    def cancel(self) -> None:
+        if self.chosen is not None:
+            self.chosen.cancel()
 
     def close(self) -> None:
         if self.chosen is not None:
