@@ -45,7 +45,8 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
         if field.type in ("bool", bool):
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=HELP[name])
         else:
-            metavar = {"tuple": "A,B", "str": "TEXT", "int": "N", "float": "X"}.get(str(field.type), "V")
+            kind = str(field.type)
+            metavar = "A,B" if kind.startswith("Tuple") else {"str": "TEXT", "int": "N", "float": "X"}.get(kind, "V")
             parser.add_argument(flag, dest=name, default=None, metavar=metavar, help=HELP[name])
 
 
