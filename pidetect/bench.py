@@ -241,14 +241,16 @@ def _watch_mjpeg(port: int, service) -> None:
             time.sleep(0.05)
 
 
-def fake_framebuffer(folder: Path, width: int, height: int):
+def fake_framebuffer(folder: Path, width: int, height: int, bpp: int = 16, stride: Optional[int] = None):
+    """A plain file standing in for /dev/fb0 plus the sysfs folder describing it (use with $PIDETECT_SYSFS)."""
+    stride = stride or width * bpp // 8
     fb = folder / "fb0"
-    fb.write_bytes(bytes(width * height * 2))
+    fb.write_bytes(bytes(stride * height))
     graphics = folder / "sys" / "class" / "graphics" / "fb0"
     graphics.mkdir(parents=True, exist_ok=True)
     (graphics / "virtual_size").write_text(f"{width},{height}\n")
-    (graphics / "bits_per_pixel").write_text("16\n")
-    (graphics / "stride").write_text(f"{width * 2}\n")
+    (graphics / "bits_per_pixel").write_text(f"{bpp}\n")
+    (graphics / "stride").write_text(f"{stride}\n")
     return fb, folder / "sys"
 
 

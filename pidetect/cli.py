@@ -116,11 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _detector_from_args(args: argparse.Namespace):
     from .detector import Detector, DetectorOptions
-    from .models import default_model_dir, load_manifest
+    from .models import resolve_model_paths
 
-    manifest = load_manifest()
-    model = args.model or default_model_dir() / manifest.default_model
-    labels = args.labels or (model.parent / manifest.default_labels)
+    model, labels = resolve_model_paths(args.model, args.labels)
     threshold = 0.5 if args.threshold is None else args.threshold
     if not 0.0 <= threshold <= 1.0:
         raise UsageError(f"--threshold {threshold}: must be between 0 and 1")
@@ -216,11 +214,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import os
 
     from .bench import check_targets, format_table, run_bench
-    from .models import default_model_dir, load_manifest
+    from .models import resolve_model_paths
 
-    manifest = load_manifest()
-    model = args.model or default_model_dir() / manifest.default_model
-    labels = args.labels or model.parent / manifest.default_labels
+    model, labels = resolve_model_paths(args.model, args.labels)
     if args.source is not None:
         import cv2
 

@@ -17,7 +17,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .errors import ModelError, UnavailableError
 
@@ -70,6 +70,14 @@ def default_model_dir() -> Path:
     if (PACKAGE_CHECKOUT_MODELS / "manifest.json").is_file():
         return PACKAGE_CHECKOUT_MODELS
     return INSTALLED_MODELS
+
+
+def resolve_model_paths(model: Optional[Path] = None, labels: Optional[Path] = None) -> Tuple[Path, Path]:
+    """The model the user named (or the default one) and its labels (named, or the default labels beside it)."""
+    manifest = load_manifest()
+    model = Path(model) if model else default_model_dir() / manifest.default_model
+    labels = Path(labels) if labels else model.parent / manifest.default_labels
+    return model, labels
 
 
 def sha256_of(path: Path) -> str:

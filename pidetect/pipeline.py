@@ -85,7 +85,6 @@ class CaptureThread(threading.Thread):
         self.realtime, self.loop, self.max_delay = realtime, loop, max_delay
         self.seq = 0
         self.first_frame = threading.Event()
-        self.opens = 0
 
     def _source_record(self, state: str, detail: str = "", priority: int = INFO) -> None:
         self.record({"event": "source", "state": state, "source": self.source.name, "detail": detail}, priority)
@@ -102,7 +101,6 @@ class CaptureThread(threading.Thread):
                     self.stop.wait(delay)
                     delay = min(delay * 2, self.max_delay)
                     continue
-                self.opens += 1
                 delay, attempts = 1.0, 0
                 self._source_record("opened", f"{self.source.native_fps:g} fps" if self.source.native_fps else "")
                 delivered = self._read_until_end()

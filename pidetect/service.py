@@ -24,7 +24,7 @@ from .errors import PidetectError
 from .events import EventLogSink, Tracker
 from .logs import ERR, INFO, WARNING, Notifier, RecordLog, log_record, watchdog_interval
 from .metrics import Metrics, throttled_now
-from .models import default_model_dir, load_manifest
+from .models import resolve_model_paths
 from .pipeline import CaptureThread, InferencePool, LatestFrameSlot
 from .sources import make_source
 
@@ -35,10 +35,7 @@ JOIN_TIMEOUT = 1.0
 
 
 def model_paths(config: Config):
-    manifest = load_manifest()
-    model = Path(config.model) if config.model else default_model_dir() / manifest.default_model
-    labels = Path(config.labels) if config.labels else model.parent / manifest.default_labels
-    return model, labels
+    return resolve_model_paths(config.model or None, config.labels or None)
 
 
 def make_detector(config: Config) -> Detector:

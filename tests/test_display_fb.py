@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from daemon import of, run_daemon
+from pidetect.bench import fake_framebuffer
 from pidetect.demo import write_scene_video
 from pidetect.display.fb import FBIOGET_VSCREENINFO, FbInfo, parse_fix_line_length, parse_var_screeninfo
 from pidetect.letterbox import fit_rect, letterbox
@@ -42,15 +43,7 @@ def read_words(fb_file, width, height, stride, bpp, fields):
 
 
 def make_fb(tmp_path, width, height, bpp, stride):
-    fb = tmp_path / "fb0"
-    fb.write_bytes(b"\x00" * stride * height)
-    sysfs = tmp_path / "sys"
-    graphics = sysfs / "class" / "graphics" / "fb0"
-    graphics.mkdir(parents=True)
-    (graphics / "virtual_size").write_text(f"{width},{height}\n")
-    (graphics / "bits_per_pixel").write_text(f"{bpp}\n")
-    (graphics / "stride").write_text(f"{stride}\n")
-    return fb, sysfs
+    return fake_framebuffer(tmp_path, width, height, bpp, stride)
 
 
 @pytest.fixture(scope="module")

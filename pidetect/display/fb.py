@@ -142,7 +142,6 @@ class FramebufferDisplay:
         self._canvas: Optional[np.ndarray] = None
         self._map: Optional[mmap.mmap] = None
         self._screen: Optional[np.ndarray] = None
-        self.frames_written = 0
         self._last_error = ""
 
     def open(self) -> None:
@@ -206,7 +205,6 @@ class FramebufferDisplay:
         letterbox(image, self.info.width, self.info.height, out=self._canvas)
         try:
             pack_pixels(self._canvas, self.info.pixel_format, out=self._screen)
-            self.frames_written += 1
         except (OSError, ValueError, cv2.error) as exc:
             log.warning("writing to %s failed (%s); display closed, retrying in %.0f s", self.device,
                         exc, RETRY_SECONDS)
