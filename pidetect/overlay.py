@@ -1,8 +1,10 @@
 """Draws detections on a copy of the frame: boxes in a colour per class, 'label score' tags kept
 inside the picture, an FPS / inference-time line and an optional timestamp.
 
-Sizes scale with the frame height so the text is readable on a 1080p monitor and on 640x480.
-The frame the detector used is never written to; the copy goes into a reused buffer.
+Sizes scale with the picture height so the text is readable on a 1080p monitor and on 640x480.
+The frame the detector used is never written to: `draw` copies it into a reused buffer (MJPEG,
+snapshots, window), `draw_on` draws onto a picture that already holds the frame scaled, such as
+the framebuffer's screen-sized canvas (no frame-sized copy, and text drawn at screen resolution).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import cv2
 import numpy as np
 
 from .frames import Detection, Result
+from .letterbox import Rect
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -51,11 +54,18 @@ class Overlay:
         ink = (0, 0, 0) if luminance > 128 else (255, 255, 255)
         cv2.putText(canvas, text, (x + pad, top + pad + th), FONT, scale, ink, thickness, cv2.LINE_AA)
 
-    def draw_detections(self, canvas: np.ndarray, detections: Sequence[Detection]) -> None:
+    def draw_detections(self, canvas: np.ndarray, detections: Sequence[Detection],
+                        frame_size: Optional[Tuple[int, int]] = None, rect: Optional[Rect] = None) -> None:
+        """Boxes and tags; `rect` (x, y, w, h) is where a `frame_size` (w, h) frame sits in the canvas."""
         scale, thickness, pad = self._sizes(canvas.shape[0])
+        x0, y0, sx, sy = 0, 0, 1.0, 1.0
+        if rect is not None and frame_size is not None:
+            x0, y0 = rect[0], rect[1]
+            sx, sy = rect[2] / frame_size[0], rect[3] / frame_size[1]
         for d in detections:
             colour = class_colour(d.class_id)
-            x1, y1, x2, y2 = d.box
+            x1, y1, x2, y2 = (round(x0 + d.box[0] * sx), round(y0 + d.box[1] * sy),
+                              round(x0 + d.box[2] * sx), round(y0 + d.box[3] * sy))
             cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness + 1)
             self._tag(canvas, f"{d.label} {d.score:.2f}", x1, y1, colour, scale, thickness, pad)
 
@@ -64,9 +74,15 @@ class Overlay:
         image = result.frame.image
         if self._buffer is None or self._buffer.shape != image.shape:
             self._buffer = np.empty_like(image)
-        canvas = self._buffer
-        np.copyto(canvas, image)
-        self.draw_detections(canvas, result.detections)
+        np.copyto(self._buffer, image)
+        self.draw_on(self._buffer, result, fps)
+        return self._buffer
+
+    def draw_on(self, canvas: np.ndarray, result: Result, fps: Optional[float] = None,
+                rect: Optional[Rect] = None) -> None:
+        """Draw onto `canvas`, which holds the frame scaled into `rect` (default: the whole canvas)."""
+        height, width = result.frame.image.shape[:2]
+        self.draw_detections(canvas, result.detections, (width, height), rect)
         scale, thickness, pad = self._sizes(canvas.shape[0])
         status = f"{result.inference_ms:.0f} ms"
         if fps is not None:
@@ -75,4 +91,3 @@ class Overlay:
         if self.show_timestamp:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(result.frame.ts))
             self._tag(canvas, stamp, 0, canvas.shape[0], (32, 32, 32), scale * 0.8, thickness, pad)
-        return canvas

@@ -23,8 +23,10 @@ def _field(table, slot: int) -> int:
     return table.Offset(4 + 2 * slot)
 
 
-def postprocess_num_classes(model: bytes) -> Optional[int]:
-    """`num_classes` of the model's TFLite_Detection_PostProcess op, or None if there is none."""
+def postprocess_num_classes(model) -> Optional[int]:
+    """`num_classes` of the model's TFLite_Detection_PostProcess op, or None if there is none.
+
+    `model` is any buffer of the file's bytes (bytes, or a read-only mmap: nothing is copied)."""
     from flatbuffers import encode, flexbuffers, number_types, packer
     from flatbuffers.table import Table
 
@@ -38,7 +40,7 @@ def postprocess_num_classes(model: bytes) -> Optional[int]:
         start = table.Vector(offset)
         return [child_table(table, start + 4 * i) for i in range(table.VectorLen(offset))]
 
-    buf = bytearray(model)
+    buf = model
     root = Table(buf, encode.Get(packer.uoffset, buf, 0))
     opcodes = vector_tables(root, 1)  # Model.operator_codes
     custom_names = []

@@ -17,7 +17,7 @@ def test_bench_json_has_every_section(model_paths):
             "ratios", "targets"} <= set(report)
     assert report["source"]["size"] == "320x240"
     assert set(report["stages"]) == {"capture_decode", "preprocess", "invoke", "postprocess", "tracking", "overlay",
-                                     "encode_jpeg", "pack_fb_rgb565_1080p"}
+                                     "encode_jpeg", "fb_1080p_rgb565"}
     assert all(p["frames"] == 12 for p in report["pipeline"])
     assert {p["display"] for p in report["pipeline"]} == {"none", "fb", "mjpeg"}
     for p in report["process"]:

@@ -51,7 +51,7 @@ def test_a_display_that_breaks_is_dropped_and_the_others_go_on():
         def __init__(self, name, broken=False):
             self.name, self.broken, self.shown, self.closed = name, broken, 0, False
 
-        def show(self, image):
+        def show(self, result, fps=None):
             if self.broken:
                 raise OSError("device vanished")
             self.shown += 1
@@ -72,3 +72,19 @@ def test_a_display_that_breaks_is_dropped_and_the_others_go_on():
     assert good.shown == 3 and broken.closed and sink.displays == [good]
     assert [(r["message"], p) for r, p in records] == [
         ("display fb failed and was disabled: OSError: device vanished", 3)]
+
+
+def test_draw_on_maps_boxes_into_the_letterboxed_frame():
+    """The framebuffer draws at screen size: a 640x480 frame sits at x=240, scale 2.25, on 1920x1080."""
+    from pidetect.letterbox import letterbox
+
+    frame = np.full((480, 640, 3), 114, np.uint8)
+    canvas, rect = letterbox(frame, 1920, 1080)
+    assert rect == (240, 0, 1440, 1080)
+    cat = Detection("cat", 16, 0.8, (100, 200, 300, 400))
+    Overlay(show_timestamp=False).draw_on(canvas, result_for(frame, [cat]), None, rect)
+    left, middle = 240 + round(100 * 2.25), round(300 * 2.25)
+    assert tuple(canvas[middle, left]) == class_colour(16)  # the box edge, in screen pixels
+    assert tuple(canvas[middle, left + 20]) == (114, 114, 114)  # inside the box: the frame itself
+    assert tuple(canvas[middle, 100]) == (0, 0, 0)  # the letterbox bar is left alone
+    assert (frame == 114).all(), "the detector's frame must not be drawn on"

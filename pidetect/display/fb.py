@@ -24,7 +24,9 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
+from ..frames import Result
 from ..letterbox import letterbox
+from ..overlay import Overlay
 from . import DisplayUnavailable
 
 log = logging.getLogger(__name__)
@@ -143,6 +145,7 @@ class FramebufferDisplay:
         self._map: Optional[mmap.mmap] = None
         self._screen: Optional[np.ndarray] = None
         self._last_error = ""
+        self.overlay = Overlay()
 
     def open(self) -> None:
         """Open the device now; raise DisplayUnavailable with the reason if it is not usable."""
@@ -190,7 +193,8 @@ class FramebufferDisplay:
             os.close(self.tty_fd)
             self.tty_fd = None
 
-    def show(self, image: np.ndarray) -> None:
+    def show(self, result: Result, fps: Optional[float] = None) -> None:
+        """The frame letterboxed onto a screen-sized canvas, the overlay drawn at screen resolution, packed."""
         if self.fd is None:
             if time.monotonic() < self._next_try:
                 return
@@ -202,7 +206,8 @@ class FramebufferDisplay:
                     log.warning("%s; retrying every %.0f s", exc, RETRY_SECONDS)
                     self._last_error = str(exc)
                 return
-        letterbox(image, self.info.width, self.info.height, out=self._canvas)
+        _, rect = letterbox(result.frame.image, self.info.width, self.info.height, out=self._canvas)
+        self.overlay.draw_on(self._canvas, result, fps, rect)
         try:
             pack_pixels(self._canvas, self.info.pixel_format, out=self._screen)
         except (OSError, ValueError, cv2.error) as exc:

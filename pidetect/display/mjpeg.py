@@ -14,8 +14,9 @@ import threading
 from typing import Optional
 
 import cv2
-import numpy as np
 
+from ..frames import Result
+from ..overlay import Overlay
 from . import DisplayUnavailable
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class MjpegDisplay:
     def __init__(self, address: str = "127.0.0.1", port: int = 8080, quality: int = 80):
         self.address, self.port, self.quality = address, port, quality
         self.latest = LatestJpeg()
+        self.overlay = Overlay()
         self.server = self._make_server()
         self.thread = threading.Thread(target=self.server.serve_forever, name="pidetect-mjpeg", daemon=True)
         self.thread.start()
@@ -139,9 +141,10 @@ class MjpegDisplay:
             raise DisplayUnavailable(f"MJPEG view cannot listen on {self.address}:{self.port}: {exc.strerror} "
                                      "(set mjpeg_port to a free port)") from None
 
-    def show(self, image: np.ndarray) -> None:
+    def show(self, result: Result, fps: Optional[float] = None) -> None:
         if self.latest.viewers == 0:
-            return  # nobody watches: skip the JPEG encode entirely
+            return  # nobody watches: skip drawing and the JPEG encode entirely
+        image = self.overlay.draw(result, fps)
         ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
         if ok:
             self.latest.publish(jpeg.tobytes())

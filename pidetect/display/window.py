@@ -9,9 +9,12 @@ from __future__ import annotations
 import os
 import re
 
-import cv2
-import numpy as np
+from typing import Optional
 
+import cv2
+
+from ..frames import Result
+from ..overlay import Overlay
 from . import DisplayUnavailable
 
 
@@ -33,10 +36,11 @@ class WindowDisplay:
             raise DisplayUnavailable("--display window needs a desktop session (DISPLAY is not set; Wayland-only "
                                      "sessions are not supported by OpenCV's window backends)")
         self.title = title
+        self.overlay = Overlay()
         cv2.namedWindow(title, cv2.WINDOW_NORMAL)
 
-    def show(self, image: np.ndarray) -> None:
-        cv2.imshow(self.title, image)
+    def show(self, result: Result, fps: Optional[float] = None) -> None:
+        cv2.imshow(self.title, self.overlay.draw(result, fps))
         cv2.waitKey(1)
 
     def close(self) -> None:
