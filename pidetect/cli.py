@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--frames", type=int, default=300, help="frames per end-to-end measurement (default 300)")
     bench.add_argument("--runs", type=int, default=200, help="invokes per ceiling measurement (default 200)")
     bench.add_argument("--threads", default=None, help="thread counts for the ceiling, e.g. 1,2,4 (default 1..cores)")
+    bench.add_argument("--rounds", type=int, default=3,
+                       help="interleaved rounds of ceiling, serial loop and pipelines; medians are reported "
+                       "(default 3)")
     bench.add_argument("--process-seconds", type=float, default=8.0,
                        help="how long the child `pidetect run` runs for RSS/CPU (default 8)")
     bench.add_argument("--json", action="store_true", help="one JSON document instead of the table")
@@ -230,13 +233,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError(f"--size {args.size!r}: give WIDTHxHEIGHT, e.g. 1280x720")
     if args.frames < 10 or args.runs < 10:
         raise UsageError("--frames and --runs must be at least 10")
+    if args.rounds < 1:
+        raise UsageError("--rounds must be at least 1")
     try:
         threads = [int(t) for t in args.threads.split(",")] if args.threads else list(range(1, (os.cpu_count() or 1) + 1))
     except ValueError:
         raise UsageError(f"--threads {args.threads!r}: give numbers like 1,2,4") from None
     say = (lambda line: print(f"bench: {line}", file=sys.stderr, flush=True))
     report = run_bench(model, labels, args.source, args.frames, threads, args.runs, args.size,
-                       args.process_seconds, say)
+                       args.process_seconds, say, rounds=args.rounds)
     if args.check:
         report["targets"] = check_targets(report)
     if args.json:

@@ -77,6 +77,8 @@ class Metrics:
         self._started = self._last = time.monotonic()
         self._last_captured = self._last_dropped = 0
         self.total_inferred = 0
+        self.first_inference_at: Optional[float] = None  # monotonic; with the last one, the run's steady rate
+        self.last_inference_at: Optional[float] = None
         self.peak_rss_mb = 0.0
 
     def add_inference(self, inference_ms: float, frame_age_ms: float) -> None:
@@ -86,6 +88,17 @@ class Metrics:
             self._ages.append(frame_age_ms)
             self._inferred += 1
             self.total_inferred += 1
+            self.last_inference_at = time.monotonic()
+            if self.first_inference_at is None:
+                self.first_inference_at = self.last_inference_at
+
+    def steady_fps(self) -> Optional[float]:
+        """Results per second from the first to the last one: the pipeline's rate without start-up
+        (model load, first frame) and shutdown (joining threads, closing displays)."""
+        with self._lock:
+            if self.total_inferred < 2 or self.last_inference_at == self.first_inference_at:
+                return None
+            return (self.total_inferred - 1) / (self.last_inference_at - self.first_inference_at)
 
     def take(self, captured_total: int, dropped_total: int) -> dict:
         """The metrics record for the interval since the previous call."""

@@ -1,32 +1,68 @@
-"""Draws detections on a copy of the frame: boxes in a colour per class, 'label score' tags kept
-inside the picture, an FPS / inference-time line and an optional timestamp.
+"""Draws detections: boxes in a colour per class, 'label score' tags kept inside the picture, an
+FPS / inference-time line and an optional timestamp.
 
-Sizes scale with the picture height so the text is readable on a 1080p monitor and on 640x480.
-The frame the detector used is never written to: `draw` copies it into a reused buffer (MJPEG,
-snapshots, window), `draw_on` draws onto a picture that already holds the frame scaled, such as
-the framebuffer's screen-sized canvas (no frame-sized copy, and text drawn at screen resolution).
+Drawing is two steps. `layout` turns a Result into Shapes in the coordinates of the picture
+(sizes scale with its height, so text is readable on a 1080p monitor and on 640x480); `render`
+draws Shapes onto a canvas, or onto a band of rows of it. The framebuffer display uses the split to
+draw at screen resolution one band at a time (see letterbox.BandedLetterbox); MJPEG, snapshots and
+the window use `draw`, which copies the frame into a reused buffer first. The frame the detector
+used is never written to.
 """
 
 from __future__ import annotations
 
 import colorsys
 import time
-from typing import Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
 
-from .frames import Detection, Result
+from .frames import Result
 from .letterbox import Rect
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
+Colour = Tuple[int, int, int]
+Point = Tuple[int, int]
 
 
-def class_colour(class_id: int) -> Tuple[int, int, int]:
+def class_colour(class_id: int) -> Colour:
     """A stable, saturated BGR colour per class id (golden-ratio hue steps keep neighbours apart)."""
     hue = (class_id * 0.618033988749895) % 1.0
     r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 1.0)
     return int(b * 255), int(g * 255), int(r * 255)
+
+
+@dataclass(frozen=True)
+class Box:
+    """A rectangle outline, or a filled one when thickness is cv2.FILLED."""
+
+    top_left: Point
+    bottom_right: Point
+    colour: Colour
+    thickness: int
+
+    def rows(self) -> Tuple[int, int]:
+        reach = max(self.thickness, 0)
+        return self.top_left[1] - reach, self.bottom_right[1] + reach + 1
+
+
+@dataclass(frozen=True)
+class Text:
+    text: str
+    origin: Point  # bottom-left of the text, as cv2.putText takes it
+    scale: float
+    colour: Colour
+    thickness: int
+    height: int  # rows above the origin
+    depth: int  # rows below the origin (baseline)
+
+    def rows(self) -> Tuple[int, int]:
+        return self.origin[1] - self.height - self.thickness, self.origin[1] + self.depth + self.thickness + 1
+
+
+Shape = Union[Box, Text]
 
 
 class Overlay:
@@ -34,40 +70,66 @@ class Overlay:
         self.show_timestamp = show_timestamp
         self._buffer: Optional[np.ndarray] = None
 
-    def _sizes(self, height: int) -> Tuple[float, int, int]:
+    @staticmethod
+    def _sizes(height: int) -> Tuple[float, int, int]:
         scale = max(0.4, height / 720 * 0.7)
         thickness = max(1, round(height / 360))
         pad = max(2, round(height / 240))
         return scale, thickness, pad
 
-    def _tag(self, canvas: np.ndarray, text: str, x: int, y: int, colour, scale: float, thickness: int,
-             pad: int, above: bool = True) -> None:
-        """A filled label box with text, placed above (x, y) when it fits, else below, and inside the frame."""
-        height, width = canvas.shape[:2]
+    @staticmethod
+    def _tag(shapes: List[Shape], size: Tuple[int, int], text: str, x: int, y: int, colour: Colour, scale: float,
+             thickness: int, pad: int, above: bool = True) -> None:
+        """A filled label box with text, placed above (x, y) when it fits, else below, and inside the picture."""
+        width, height = size
         (tw, th), baseline = cv2.getTextSize(text, FONT, scale, thickness)
         box_w, box_h = tw + 2 * pad, th + baseline + 2 * pad
         x = min(max(0, x), max(0, width - box_w))
         top = y - box_h if above and y - box_h >= 0 else y
         top = min(max(0, top), max(0, height - box_h))
-        cv2.rectangle(canvas, (x, top), (x + box_w, top + box_h), colour, cv2.FILLED)
+        shapes.append(Box((x, top), (x + box_w, top + box_h), colour, cv2.FILLED))
         luminance = 0.114 * colour[0] + 0.587 * colour[1] + 0.299 * colour[2]
         ink = (0, 0, 0) if luminance > 128 else (255, 255, 255)
-        cv2.putText(canvas, text, (x + pad, top + pad + th), FONT, scale, ink, thickness, cv2.LINE_AA)
+        shapes.append(Text(text, (x + pad, top + pad + th), scale, ink, thickness, th, baseline))
 
-    def draw_detections(self, canvas: np.ndarray, detections: Sequence[Detection],
-                        frame_size: Optional[Tuple[int, int]] = None, rect: Optional[Rect] = None) -> None:
-        """Boxes and tags; `rect` (x, y, w, h) is where a `frame_size` (w, h) frame sits in the canvas."""
-        scale, thickness, pad = self._sizes(canvas.shape[0])
-        x0, y0, sx, sy = 0, 0, 1.0, 1.0
-        if rect is not None and frame_size is not None:
-            x0, y0 = rect[0], rect[1]
-            sx, sy = rect[2] / frame_size[0], rect[3] / frame_size[1]
-        for d in detections:
+    def layout(self, result: Result, fps: Optional[float], size: Tuple[int, int],
+               rect: Optional[Rect] = None) -> List[Shape]:
+        """The shapes for `result` on a picture of `size` (w, h) where the frame fills `rect` (default: all)."""
+        frame_h, frame_w = result.frame.image.shape[:2]
+        x0, y0, rect_w, rect_h = rect if rect is not None else (0, 0, size[0], size[1])
+        sx, sy = rect_w / frame_w, rect_h / frame_h
+        scale, thickness, pad = self._sizes(size[1])
+        shapes: List[Shape] = []
+        for d in result.detections:
             colour = class_colour(d.class_id)
-            x1, y1, x2, y2 = (round(x0 + d.box[0] * sx), round(y0 + d.box[1] * sy),
-                              round(x0 + d.box[2] * sx), round(y0 + d.box[3] * sy))
-            cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness + 1)
-            self._tag(canvas, f"{d.label} {d.score:.2f}", x1, y1, colour, scale, thickness, pad)
+            x1, y1 = round(x0 + d.box[0] * sx), round(y0 + d.box[1] * sy)
+            x2, y2 = round(x0 + d.box[2] * sx), round(y0 + d.box[3] * sy)
+            shapes.append(Box((x1, y1), (x2, y2), colour, thickness + 1))
+            self._tag(shapes, size, f"{d.label} {d.score:.2f}", x1, y1, colour, scale, thickness, pad)
+        status = f"{result.inference_ms:.0f} ms"
+        if fps is not None:
+            status = f"{fps:.1f} fps  " + status
+        self._tag(shapes, size, status, size[0], 0, (32, 32, 32), scale, thickness, pad, above=False)
+        if self.show_timestamp:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(result.frame.ts))
+            self._tag(shapes, size, stamp, 0, size[1], (32, 32, 32), scale * 0.8, thickness, pad)
+        return shapes
+
+    @staticmethod
+    def render(shapes: List[Shape], canvas: np.ndarray, top: int = 0) -> None:
+        """Draw `shapes` onto `canvas`, which holds the picture's rows from `top` on (a band, or all of it)."""
+        bottom = top + canvas.shape[0]
+        for shape in shapes:
+            first, last = shape.rows()
+            if last <= top or first >= bottom:
+                continue  # not in this band: skip the call rather than let OpenCV clip it
+            if isinstance(shape, Box):
+                (x1, y1), (x2, y2) = shape.top_left, shape.bottom_right
+                cv2.rectangle(canvas, (x1, y1 - top), (x2, y2 - top), shape.colour, shape.thickness)
+            else:
+                x, y = shape.origin
+                cv2.putText(canvas, shape.text, (x, y - top), FONT, shape.scale, shape.colour, shape.thickness,
+                            cv2.LINE_AA)
 
     def draw(self, result: Result, fps: Optional[float] = None) -> np.ndarray:
         """The overlaid frame, in a buffer this Overlay reuses (valid until the next call)."""
@@ -81,13 +143,4 @@ class Overlay:
     def draw_on(self, canvas: np.ndarray, result: Result, fps: Optional[float] = None,
                 rect: Optional[Rect] = None) -> None:
         """Draw onto `canvas`, which holds the frame scaled into `rect` (default: the whole canvas)."""
-        height, width = result.frame.image.shape[:2]
-        self.draw_detections(canvas, result.detections, (width, height), rect)
-        scale, thickness, pad = self._sizes(canvas.shape[0])
-        status = f"{result.inference_ms:.0f} ms"
-        if fps is not None:
-            status = f"{fps:.1f} fps  " + status
-        self._tag(canvas, status, canvas.shape[1], 0, (32, 32, 32), scale, thickness, pad, above=False)
-        if self.show_timestamp:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(result.frame.ts))
-            self._tag(canvas, stamp, 0, canvas.shape[0], (32, 32, 32), scale * 0.8, thickness, pad)
+        self.render(self.layout(result, fps, (canvas.shape[1], canvas.shape[0]), rect), canvas)

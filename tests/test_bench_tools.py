@@ -10,19 +10,44 @@ from conftest import REPO, run_pidetect
 
 def test_bench_json_has_every_section(model_paths):
     done = run_pidetect("bench", "--frames", 12, "--runs", 10, "--size", "320x240", "--process-seconds", 2,
-                        "--threads", "1", "--json", "--check", timeout=300)
+                        "--threads", "1", "--rounds", 2, "--json", "--check", timeout=400)
     assert done.returncode in (0, 1), done.stderr  # 1 = a target missed at this toy size, still a full report
     report = json.loads(done.stdout)
     assert {"machine", "backend", "model", "source", "ceiling", "stages", "serial", "pipeline", "process",
-            "ratios", "targets"} <= set(report)
+            "ratios", "targets", "rounds"} <= set(report)
+    assert len(report["rounds"]) == 2 and all(len(r["pipeline"]) == len(report["pipeline"]) for r in report["rounds"])
+    assert report["ratios"]["serial_headroom"] > 0
     assert report["source"]["size"] == "320x240"
     assert set(report["stages"]) == {"capture_decode", "preprocess", "invoke", "postprocess", "tracking", "overlay",
                                      "encode_jpeg", "fb_1080p_rgb565"}
     assert all(p["frames"] == 12 for p in report["pipeline"])
     assert {p["display"] for p in report["pipeline"]} == {"none", "fb", "mjpeg"}
+    assert {p["display"] for p in report["process"]} == {"none", "fb", "mjpeg"}
     for p in report["process"]:
         assert p["exit_code"] == 0 and 0 < p["start_to_ready_s"] < 30 and p["peak_rss_mb"] > 30
+        # the 1920x1080 RGB565 stand-in is written whole every frame: all 4 MB of it are resident
+        assert (3.5 < p["fb_standin_rss_mb"] < 4.5) if p["display"] == "fb" else p["fb_standin_rss_mb"] == 0
     assert len(report["targets"]) == 5 and all(isinstance(t["pass"], bool) for t in report["targets"])
+
+
+def test_rounds_are_summarized_as_medians_of_per_round_ratios():
+    """A slow round (the machine busy) must not skew ratios: each ratio is taken within its round."""
+    from pidetect.bench import summarize_rounds
+
+    def one_round(ceiling, serial, none, fb):
+        pipelines = [{"interpreters": 1, "display": d, "frames": 300, "frames_per_s": v, "cpu_percent": 150.0}
+                     for d, v in (("none", none), ("fb", fb))]
+        return {"ceiling_per_s": ceiling, "serial": {"frames_per_s": serial}, "pipeline": pipelines}
+
+    summary = summarize_rounds([one_round(40, 36, 38, 32), one_round(20, 18, 19, 16), one_round(40, 34, 38, 34)])
+    ratios = summary["ratios"]
+    assert ratios["ceiling_all_cores_per_s"] == 40
+    assert ratios["serial_to_ceiling"] == 0.9  # 0.9, 0.9, 0.85
+    assert ratios["pipeline_1x_none_to_ceiling"] == 0.95  # 0.95, 0.95, 0.95
+    assert ratios["pipeline_1x_fb_to_ceiling"] == 0.8  # 0.8, 0.8, 0.85
+    assert ratios["pipeline_1x_over_serial"] == round(38 / 36, 3)  # 1.056, 1.056, 1.118
+    assert ratios["serial_headroom"] == round(40 / 36, 3)
+    assert [p["frames_per_s"] for p in summary["pipeline"]] == [38, 32]
 
 
 def test_soak_script_reports_growth(model_paths):
@@ -38,6 +63,7 @@ def test_soak_script_reports_growth(model_paths):
 def test_bench_bad_arguments_are_usage_errors():
     for args, needle in ((["--size", "big"], "--size 'big': give WIDTHxHEIGHT"),
                          (["--source", REPO / "README.md"], "not a video file OpenCV can read"),
-                         (["--threads", "one"], "--threads 'one': give numbers like 1,2,4")):
+                         (["--threads", "one"], "--threads 'one': give numbers like 1,2,4"),
+                         (["--rounds", "0"], "--rounds must be at least 1")):
         done = run_pidetect("bench", *args)
         assert done.returncode == 2 and needle in done.stderr and "Traceback" not in done.stderr, done.stderr

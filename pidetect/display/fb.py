@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from ..frames import Result
-from ..letterbox import letterbox
+from ..letterbox import BandedLetterbox
 from ..overlay import Overlay
 from . import DisplayUnavailable
 
@@ -141,7 +141,7 @@ class FramebufferDisplay:
         self.info: Optional[FbInfo] = None
         self.tty_fd: Optional[int] = None
         self._next_try = 0.0
-        self._canvas: Optional[np.ndarray] = None
+        self._letterbox: Optional[BandedLetterbox] = None
         self._map: Optional[mmap.mmap] = None
         self._screen: Optional[np.ndarray] = None
         self._last_error = ""
@@ -168,7 +168,7 @@ class FramebufferDisplay:
         self.fd = fd
         self._last_error = ""
         info = self.info
-        self._canvas = np.zeros((info.height, info.width, 3), np.uint8)
+        self._letterbox = BandedLetterbox(info.width, info.height)
         # The screen itself as an array: rows `stride` bytes apart, so packing writes straight into it.
         channels = info.bits_per_pixel // 8
         self._screen = np.ndarray((info.height, info.width, channels), np.uint8, buffer=self._map,
@@ -194,7 +194,8 @@ class FramebufferDisplay:
             self.tty_fd = None
 
     def show(self, result: Result, fps: Optional[float] = None) -> None:
-        """The frame letterboxed onto a screen-sized canvas, the overlay drawn at screen resolution, packed."""
+        """The frame letterboxed onto the screen with the overlay drawn at screen resolution, a band of
+        rows at a time (scaled, drawn, packed straight into the mapped framebuffer): no screen-sized copy."""
         if self.fd is None:
             if time.monotonic() < self._next_try:
                 return
@@ -206,10 +207,13 @@ class FramebufferDisplay:
                     log.warning("%s; retrying every %.0f s", exc, RETRY_SECONDS)
                     self._last_error = str(exc)
                 return
-        _, rect = letterbox(result.frame.image, self.info.width, self.info.height, out=self._canvas)
-        self.overlay.draw_on(self._canvas, result, fps, rect)
+        image = result.frame.image
+        size = (self.info.width, self.info.height)
+        shapes = self.overlay.layout(result, fps, size, self._letterbox.rect(image))
         try:
-            pack_pixels(self._canvas, self.info.pixel_format, out=self._screen)
+            for top, band in self._letterbox.bands(image):
+                self.overlay.render(shapes, band, top)
+                pack_pixels(band, self.info.pixel_format, out=self._screen[top:top + band.shape[0]])
         except (OSError, ValueError, cv2.error) as exc:
             log.warning("writing to %s failed (%s); display closed, retrying in %.0f s", self.device,
                         exc, RETRY_SECONDS)
