@@ -56,6 +56,7 @@ class Config:
     per_frame: bool = False
     # output
     display: Tuple[str, ...] = ("none",)
+    display_nice: int = 10
     fb_device: str = "/dev/fb0"
     fb_tty: str = "/dev/tty1"
     fb_format: str = "auto"
@@ -100,6 +101,9 @@ HELP: Dict[str, str] = {
     "track_iou": "overlap (IoU) needed to match a detection to a tracked object, 0..1",
     "per_frame": "also log every frame's detections (event=frame); verbose",
     "display": "where to show the overlay: none, fb, mjpeg, window (comma-separated for several)",
+    "display_nice": "CPU priority of the drawing thread only, as a nice value 0..19: 10 lets detection keep its "
+                    "rate on a busy CPU and the screen take what is left; 0 shares the CPU equally (smoother "
+                    "screen, slower detection)",
     "fb_device": "framebuffer device for --display fb",
     "fb_format": "framebuffer pixel layout: auto (read from the kernel), rgb565, bgr565, xrgb8888 or xbgr8888; "
                  "set it only if colours look swapped",
@@ -196,6 +200,7 @@ def check(config: Config) -> List[Tuple[str, str]]:
                 "snapshot_max_mb"):
         need(getattr(c, key) > 0, key, "must be more than 0")
     need(1 <= c.mjpeg_port <= 65535, "mjpeg_port", "must be a port number 1..65535")
+    need(0 <= c.display_nice <= 19, "display_nice", "must be between 0 and 19")
     need(bool(c.display) and all(d in DISPLAYS for d in c.display), "display",
          "must be one or more of " + ", ".join(DISPLAYS))
     need(not ("none" in c.display and len(c.display) > 1), "display", "'none' cannot be combined with a display")

@@ -3,10 +3,11 @@
 Displays run on their own thread, so drawing, JPEG encoding or a slow framebuffer never delays
 inference. A result that arrives while the display is still drawing is not kept (keeping it would
 keep its frame, 2.7 MB at 720p): the display shows the first result that arrives once it is free.
-The display thread also runs at the lowest CPU priority (nice 19, that thread only): when the cores
-are saturated, detection keeps its full rate and the screen takes what is left (measured here:
-pipeline with the framebuffer on 0.74 -> 0.85 of the interpreter ceiling, the screen showing
-about half of the results instead of all of them; with spare CPU it still shows every result).
+The display thread also runs at a lower CPU priority (display_nice, default nice 10, that thread
+only): when the cores are saturated, detection keeps its rate and the screen takes what is left.
+Measured here with the framebuffer on (1 interpreter, 3 interleaved rounds): nice 0 -> 0.76 of the
+interpreter ceiling with 95 % of results shown; nice 10 -> 0.85 with 60 % shown; nice 19 -> 0.83
+with 37 % shown. With spare CPU the screen still shows every result.
 Each display draws the overlay itself, at its own resolution: the framebuffer at screen size,
 the MJPEG view at frame size and only while someone watches.
 A display that fails to start or breaks later is dropped with an error record; detection goes on.
@@ -35,8 +36,8 @@ log = logging.getLogger(__name__)
 class DisplaySink:
     name = "display"
 
-    def __init__(self, displays: List, emit: Callable):
-        self.displays, self.emit = displays, emit
+    def __init__(self, displays: List, emit: Callable, nice: int = 10):
+        self.displays, self.emit, self.nice = displays, emit, nice
         self.slot = LatestFrameSlot()
         self.stop = threading.Event()
         self._arrivals: collections.deque = collections.deque(maxlen=30)
@@ -62,7 +63,7 @@ class DisplaySink:
         return (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
 
     def _run(self) -> None:
-        lower_this_thread_priority()
+        lower_this_thread_priority(self.nice)
         while True:
             result = self.slot.take(timeout=0.1)
             if result is None:
@@ -84,7 +85,7 @@ class DisplaySink:
             _close_quietly(display)
 
 
-def lower_this_thread_priority(nice: int = 19) -> None:
+def lower_this_thread_priority(nice: int) -> None:
     """Linux gives each thread its own nice value: setpriority on the thread id lowers only this one."""
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
@@ -126,7 +127,7 @@ def build_outputs(config: Config, emit: Callable) -> Tuple[List, Optional[Snapsh
         except DisplayUnavailable as exc:
             message = f"display {name} unavailable, continuing without it: {exc}"
             emit(log_record("error", "pidetect.display", message), ERR)
-    outputs: List = [DisplaySink(displays, emit)] if displays else []
+    outputs: List = [DisplaySink(displays, emit, config.display_nice)] if displays else []
     snapshots = Snapshots(Path(config.snapshot_dir), config.snapshot_max_files, config.snapshot_max_mb) \
         if config.snapshots else None
     return outputs, snapshots

@@ -27,6 +27,7 @@ import numpy as np
 
 from .config import Config
 from .errors import ConfigError
+from .framepool import FramePool
 
 # V4L2 nodes on a Pi that are codecs or ISPs, not cameras: probing them wastes time or hangs.
 NOT_CAMERAS = re.compile(r"codec|isp|rpivid|pispbe|hevc|bcm2835-|rp1-cfe|unicam-embedded", re.I)
@@ -58,6 +59,7 @@ class OpenCVSource:
         self.config, self.network = config, network
         self.capture: Optional[cv2.VideoCapture] = None
         self.native_fps = 0.0
+        self.pool = FramePool()
 
     def open(self) -> None:
         params: List[int] = []
@@ -90,8 +92,12 @@ class OpenCVSource:
     def read(self) -> Optional[np.ndarray]:
         if self.capture is None:
             return None
-        ok, image = self.capture.read()
-        return image if ok and image is not None and image.size else None
+        buffer = self.pool.free_buffer()
+        ok, image = self.capture.read(buffer) if buffer is not None else self.capture.read()
+        if not ok or image is None or not image.size:
+            return None
+        self.pool.keep(image)
+        return image
 
     def cancel(self) -> None:
         """OpenCV reads cannot be interrupted; network reads end within read_timeout, V4L2 within ~10 s."""
@@ -114,6 +120,7 @@ class PipeSource:
         self.buffer = np.empty(self.frame_bytes, np.uint8)
         self.process: Optional[subprocess.Popen] = None
         self.cancelled = threading.Event()
+        self.pool = FramePool()
 
     def open(self) -> None:
         try:
@@ -143,7 +150,9 @@ class PipeSource:
                 return None  # the command ended
             filled += count
         yuv = self.buffer.reshape(self.height * 3 // 2, self.width)
-        return cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420)
+        image = cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420, dst=self.pool.free_buffer())
+        self.pool.keep(image)
+        return image
 
     def cancel(self) -> None:
         self.cancelled.set()

@@ -126,3 +126,65 @@ def test_snapshot_size_cap_and_unwritable_folder(tmp_path, model_paths):
     errors = [r["message"] for r in records if r.get("level") == "error"]
     assert len(errors) == 1 and "snapshots disabled: cannot write to" in errors[0]
     assert len(of(records, "detection", state="entered")) >= 5  # detection carried on
+
+
+def test_mjpeg_http_routes_errors_and_viewer_count():
+    """The small HTTP server behind the view: page, snapshot, stream, and clear answers to anything else."""
+    import http.client
+    import time
+
+    from pidetect.display.mjpeg import BOUNDARY, MjpegDisplay
+    from pidetect.frames import Detection, Frame, Result
+
+    display = MjpegDisplay("127.0.0.1", free_port())
+    port = display.server.server_address[1]
+    image = np.full((48, 64, 3), 90, np.uint8)
+    running = threading.Event()
+
+    def camera():
+        seq = 0
+        while not running.is_set():
+            seq += 1
+            display.show(Result(Frame(image, seq, time.time()), (Detection("cat", 16, 0.9, (5, 5, 40, 40)),), 7.0))
+            time.sleep(0.02)
+
+    feeder = threading.Thread(target=camera, daemon=True)
+    feeder.start()
+
+    def get(path, method="GET"):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request(method, path)
+        response = conn.getresponse()
+        body = response.read() if method != "HEAD" else b""
+        conn.close()
+        return response.status, response.getheader("Content-Type"), body
+
+    try:
+        status, kind, body = get("/")
+        assert status == 200 and kind.startswith("text/html") and b"/stream.mjpg" in body
+        status, kind, body = get("/snapshot.jpg?t=1")
+        assert status == 200 and kind == "image/jpeg"
+        snapshot = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+        assert snapshot.shape == (48, 64, 3)
+        assert colour_near(snapshot[20:30, 3:8], class_colour(16)).any(), "the box is drawn on the snapshot"
+        assert get("/nothing")[0] == 404
+        assert get("/", "POST")[0] == 405
+        status, kind, _ = get("/stream.mjpg", "HEAD")
+        assert status == 200 and kind == f"multipart/x-mixed-replace; boundary={BOUNDARY.decode()}"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(b"nonsense\r\n\r\n")
+            assert raw.recv(100).startswith(b"HTTP/1.0 400 ")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as viewer:
+            viewer.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n")
+            received = b""
+            while received.count(b"--" + BOUNDARY) < 3:
+                received += viewer.recv(65536)
+            assert received.startswith(b"HTTP/1.0 200 OK\r\n") and display.latest.viewers == 1
+        deadline = time.monotonic() + 5
+        while display.latest.viewers and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert display.latest.viewers == 0, "a viewer that left must stop the encoding"
+    finally:
+        running.set()
+        feeder.join(5)
+        display.close()

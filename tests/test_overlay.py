@@ -88,3 +88,54 @@ def test_draw_on_maps_boxes_into_the_letterboxed_frame():
     assert tuple(canvas[middle, left + 20]) == (114, 114, 114)  # inside the box: the frame itself
     assert tuple(canvas[middle, 100]) == (0, 0, 0)  # the letterbox bar is left alone
     assert (frame == 114).all(), "the detector's frame must not be drawn on"
+
+
+def test_display_thread_runs_at_its_nice_value_and_keeps_no_result_while_busy():
+    """The screen must neither slow detection (lower priority) nor hold frames it has no time to draw."""
+    import gc
+    import threading
+    import weakref
+
+    from pidetect.outputs import DisplaySink
+
+    release = threading.Event()
+
+    class SlowScreen:
+        name = "fb"
+
+        def __init__(self):
+            self.shown = []
+
+        def show(self, result, fps=None):
+            self.shown.append(result.frame.seq)
+            release.wait(5)
+
+        def close(self):
+            pass
+
+    screen = SlowScreen()
+    sink = DisplaySink([screen], lambda record, priority: None, nice=7)
+    image = np.zeros((48, 64, 3), np.uint8)
+    sink.handle(result_for(image, []))
+    deadline = time.monotonic() + 5
+    while not screen.shown and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with open(f"/proc/self/task/{sink.thread.native_id}/stat") as stat:
+        nice = int(stat.read().rsplit(")", 1)[1].split()[16])  # field 19 of proc_pid_stat(5)
+    assert nice == 7
+    late = [Result(Frame(image, seq, time.time()), (), 5.0) for seq in (2, 3, 4)]
+    refs = [weakref.ref(r) for r in late]
+    for result in late:
+        sink.handle(result)
+    del late, result
+    gc.collect()
+    assert sink.skipped == 3 and all(ref() is None for ref in refs), "results that came while drawing were kept"
+    release.set()
+    deadline = time.monotonic() + 5
+    while sink._drawing.is_set() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sink.handle(result_for(image, []))  # the next result after the screen is free is drawn
+    while len(screen.shown) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sink.close()
+    assert screen.shown == [1, 1]
