@@ -6,8 +6,8 @@ keep its frame, 2.7 MB at 720p): the display shows the first result that arrives
 The display thread also runs at a lower CPU priority (display_nice, default nice 10, that thread
 only): when the cores are saturated, detection keeps its rate and the screen takes what is left.
 Measured here with the framebuffer on (1 interpreter, 3 interleaved rounds): nice 0 -> 0.76 of the
-interpreter ceiling with 95 % of results shown; nice 10 -> 0.85 with 60 % shown; nice 19 -> 0.83
-with 37 % shown. With spare CPU the screen still shows every result.
+interpreter ceiling with 95 % of results shown; nice 10 -> 0.80-0.85 with about 60 % shown;
+nice 19 -> 0.83 with 37 % shown. With spare CPU the screen still shows every result.
 Each display draws the overlay itself, at its own resolution: the framebuffer at screen size,
 the MJPEG view at frame size and only while someone watches.
 A display that fails to start or breaks later is dropped with an error record; detection goes on.

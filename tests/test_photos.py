@@ -1,5 +1,7 @@
 """The real default model through the real backend on real photos, checked as a person would."""
 
+import os
+
 import cv2
 import pytest
 
@@ -82,3 +84,20 @@ def test_grey_and_bgra_frames_are_converted(detector):
     assert bgra == expected
     grey = detector.detect_image(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)).detections
     assert grey and grey[0].label == "cat"
+
+
+def test_model_pages_are_released_after_loading_and_detection_still_works(model_paths):
+    """XNNPACK repacks the weights, so the mapped file is dropped from the resident set after loading."""
+    from pidetect.bench import mapped_rss_mb
+    from pidetect.detector import release_cold_model_pages
+
+    model, labels = model_paths
+    model = model.resolve()
+    detector = Detector(model, labels, DetectorOptions(num_threads=1))
+    with open("/proc/self/maps") as maps:
+        assert any(line.rstrip().endswith(str(model)) for line in maps), "the interpreter maps the model file"
+    assert mapped_rss_mb(os.getpid(), model) < 0.5, "the constructor left the model's pages resident"
+    assert abs(release_cold_model_pages(model) - model.stat().st_size) < 1 << 16  # it is the whole file
+    result = detector.detect_image(load_photo("chelsea.png"))
+    assert [d.label for d in result.detections][:1] == ["cat"]
+    assert mapped_rss_mb(os.getpid(), model) < 1.0, "inference read the released weights back in"
