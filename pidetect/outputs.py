@@ -87,10 +87,14 @@ class DisplaySink:
 
 def lower_this_thread_priority(nice: int) -> None:
     """Linux gives each thread its own nice value: setpriority on the thread id lowers only this one."""
+    if nice <= 0:
+        return
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-    except (OSError, AttributeError) as exc:
-        log.debug("display thread keeps its priority: %s", exc)
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
+    except (OSError, AttributeError) as exc:  # e.g. a unit whose SystemCallFilter refuses setpriority
+        log.warning("the display thread keeps its CPU priority (%s): a busy screen will slow detection; "
+                    "set display_nice = 0 to accept that", exc)
 
 
 def _close_quietly(display) -> None:

@@ -62,6 +62,11 @@ as_service 'touch /tmp/pidetect-probe'
 expect private-tmp "the service's /tmp is its own" refuse test -e /tmp/pidetect-probe
 expect no-home "home directories hidden" refuse as_service 'ls /root/.bashrc' 
 expect snapshots "snapshots in the state directory" sh -c 'ls /var/lib/pidetect/snapshots/*.jpg >/dev/null'
+# the display thread lowered its own priority (display_nice = 10): the syscall filter lets setpriority through
+thread_nices() { local task; for task in /proc/"$PID"/task/*; do sed 's/.*) //' "$task"/stat | cut -d' ' -f17; done; }
+thread_nices | sort -n | uniq -c > /out/thread_nice
+has_nice_10() { thread_nices | grep -qx 10; }
+expect display-nice "a thread at nice 10 (count, value: $(tr -s ' \n' ' ' < /out/thread_nice))" has_nice_10
 expect mjpeg-view "MJPEG page served on 127.0.0.1:8080" wait_for 10 sh -c \
     "python3 -c \"import urllib.request; assert b'stream.mjpg' in urllib.request.urlopen('http://127.0.0.1:8080/', timeout=5).read()\""
 
