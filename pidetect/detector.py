@@ -139,7 +139,7 @@ def resolve_output_layout(outputs: Sequence[dict], signature_outputs: Optional[D
 
 
 def release_cold_model_pages(model_path: Path) -> int:
-    """Drop the model file's pages from this process's resident set; return how many bytes were mapped.
+    """Drop the model file's pages from this process's resident set; return how many bytes were released.
 
     Why: XNNPACK repacks every weight it runs into its own buffers when the interpreter is built, so
     the mapped original (5.9 MB for the default model) is never read again, yet it would count in
@@ -164,9 +164,13 @@ def release_cold_model_pages(model_path: Path) -> int:
             return 0
         libc = ctypes.CDLL(None, use_errno=True)
         libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        released = 0
         for start, length in ranges:
-            libc.madvise(start, length, mmap.MADV_DONTNEED)
-        return sum(length for _, length in ranges)
+            if libc.madvise(start, length, mmap.MADV_DONTNEED) == 0:
+                released += length
+            else:
+                log.debug("madvise on the model's pages refused: %s", os.strerror(ctypes.get_errno()))
+        return released
     except (OSError, AttributeError, ValueError) as exc:
         log.debug("could not release the model's pages: %s", exc)
         return 0
