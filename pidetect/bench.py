@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -42,7 +42,8 @@ import numpy as np
 from . import __version__
 from .config import Config
 from .demo import write_scene_video
-from .detector import Detector, DetectorOptions, resolve_backend
+from .detector import BACKENDS, Detector, DetectorOptions, resolve_backend
+from .errors import ModelError, UnavailableError
 from .display.fb import pack_pixels
 from .events import Tracker
 from .frames import Frame, Result
@@ -83,9 +84,10 @@ def read_frames(path: Path, limit: int) -> List[np.ndarray]:
 
 
 # --- ceiling -------------------------------------------------------------------------------------
-def ceiling(model: Path, labels: Path, threads: int, runs: int, warmup: int = 10, repeats: int = 3) -> Dict[str, float]:
+def ceiling(model: Path, labels: Path, threads: int, runs: int, warmup: int = 10, repeats: int = 3,
+            backend: str = "auto") -> Dict[str, float]:
     """Best of `repeats` timed batches: the ceiling is what the interpreter can do, not a noisy average."""
-    detector = Detector(model, labels, DetectorOptions(num_threads=threads))
+    detector = Detector(model, labels, DetectorOptions(num_threads=threads, backend=backend))
     detector._fill_input(np.zeros((detector.input_height, detector.input_width, 3), np.uint8))
     for _ in range(warmup):
         detector.interpreter.invoke()
@@ -122,6 +124,64 @@ def parallel_ceiling(model: Path, labels: Path, interpreters: int, runs: int) ->
     elapsed = time.perf_counter() - started
     return {"interpreters": interpreters, "threads_each": 1,
             "inferences_per_s": round(interpreters * runs / elapsed, 2)}
+
+
+# --- other backends and models --------------------------------------------------------------------
+OTHER_PYTHON_SNIPPET = """
+import json, sys
+from pathlib import Path
+from pidetect.bench import backend_rows
+print(json.dumps(backend_rows(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))))
+"""
+
+
+def backend_rows(model: Path, labels: Path, threads: int, runs: int) -> List[Dict[str, object]]:
+    """Every TFLite backend in this Python: its interpreter-only rate on the model, or that it is missing."""
+    rows: List[Dict[str, object]] = []
+    for name, _module in BACKENDS:
+        where = {"python": platform.python_version(), "numpy": np.__version__, "interpreter": sys.executable}
+        try:
+            found = resolve_backend(name)
+        except UnavailableError:
+            rows.append({"backend": name, "available": False, **where})
+            continue
+        rate = ceiling(model, labels, threads, runs, warmup=3, repeats=1, backend=found.name)
+        rows.append({"backend": found.name, "version": found.version, "available": True, "threads": threads,
+                     "inferences_per_s": rate["inferences_per_s"], "ms": rate["ms"], **where})
+    return rows
+
+
+def compare_backends(model: Path, labels: Path, threads: int, runs: int,
+                     other_pythons: Sequence[Path] = ()) -> List[Dict[str, object]]:
+    """The backends of this Python and of each other Python given.
+
+    Why other Pythons: tflite-runtime 2.14 needs numpy < 2, so it lives in a venv of its own
+    (`make test` builds .venv-tflite with pidetect installed); it is measured there, in a child.
+    """
+    rows = backend_rows(model, labels, threads, runs)
+    for python in other_pythons:
+        done = subprocess.run([str(python), "-c", OTHER_PYTHON_SNIPPET, str(model), str(labels), str(threads),
+                               str(runs)], capture_output=True, text=True, timeout=900)
+        if done.returncode == 0:
+            rows += json.loads(done.stdout.strip().splitlines()[-1])
+        else:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            rows.append({"backend": "?", "available": False, "interpreter": str(python), "detail": last})
+    return rows
+
+
+def compare_models(model: Path, labels: Path, threads: int, runs: int) -> List[Dict[str, object]]:
+    """Every .tflite beside the model: its size and rate, or why it cannot run here (e.g. an Edge TPU build)."""
+    rows: List[Dict[str, object]] = []
+    for path in sorted(model.parent.glob("*.tflite")):
+        row: Dict[str, object] = {"model": path.name, "mb": round(path.stat().st_size / 2**20, 2)}
+        try:
+            rate = ceiling(path, labels, threads, runs, warmup=3, repeats=1)
+            row.update(runs=True, inferences_per_s=rate["inferences_per_s"], ms=rate["ms"])
+        except (ModelError, UnavailableError) as exc:
+            row.update(runs=False, detail=str(exc))
+        rows.append(row)
+    return rows
 
 
 # --- stages --------------------------------------------------------------------------------------
@@ -383,7 +443,7 @@ def machine_info() -> Dict[str, object]:
 
 def run_bench(model: Path, labels: Path, source: Optional[Path], frames: int, threads_list: List[int],
               runs: int, size: str, process_seconds: float, say: Callable[[str], None],
-              rounds: int = 3) -> Dict[str, object]:
+              rounds: int = 3, other_pythons: Sequence[Path] = ()) -> Dict[str, object]:
     cores = os.cpu_count() or 1
     backend = resolve_backend()
     report: Dict[str, object] = {"machine": machine_info(),
@@ -399,6 +459,9 @@ def run_bench(model: Path, labels: Path, source: Optional[Path], frames: int, th
         report["ceiling"] = [ceiling(model, labels, t, runs) for t in threads_list]
         if cores >= 2:
             report["ceiling_parallel"] = parallel_ceiling(model, labels, 2, runs // 2)
+        say("backends and models")
+        report["backends"] = compare_backends(model, labels, cores, max(20, runs // 4), other_pythons)
+        report["models"] = compare_models(model, labels, cores, max(20, runs // 4))
         say("stages per frame")
         report["stages"] = stages(model, labels, clip, frames, cores)
         say(f"end to end: {rounds} interleaved round(s) of ceiling, serial loop and pipelines")
@@ -470,6 +533,22 @@ def format_table(report: Dict[str, object]) -> str:
     if "ceiling_parallel" in report:
         p = report["ceiling_parallel"]
         lines.append(f"  {p['interpreters']} x 1-thread parallel  {p['inferences_per_s']:8.1f} inferences/s")
+    lines += ["", f"backends (interpreter only, {m['cores']} threads)"]
+    for b in report.get("backends", []):
+        where = f"{b['interpreter']} (Python {b.get('python', '?')}, numpy {b.get('numpy', '?')})"
+        if b.get("available"):
+            lines.append(f"  {b['backend']:<16}{b['version']:<9}{b['inferences_per_s']:8.1f} inferences/s "
+                         f"({b['ms']:.1f} ms)  {where}")
+        elif b["backend"] != "?":
+            lines.append(f"  {b['backend']:<16}not installed  {where}")
+        else:
+            lines.append(f"  {b['interpreter']}: failed: {b['detail']}")
+    lines += ["", "models beside the model file"]
+    for row in report.get("models", []):
+        if row["runs"]:
+            lines.append(f"  {row['model']:<58} {row['mb']:5.1f} MB {row['inferences_per_s']:8.1f} inferences/s")
+        else:
+            lines.append(f"  {row['model']:<58} {row['mb']:5.1f} MB  does not run here: {row['detail']}")
     lines += ["", "stages per frame              median      p95"]
     for name, s in report["stages"].items():
         lines.append(f"  {name:<26}{s['median_ms']:8.2f} ms{s['p95_ms']:8.2f} ms")

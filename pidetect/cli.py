@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--frames", type=int, default=300, help="frames per end-to-end measurement (default 300)")
     bench.add_argument("--runs", type=int, default=200, help="invokes per ceiling measurement (default 200)")
     bench.add_argument("--threads", default=None, help="thread counts for the ceiling, e.g. 1,2,4 (default 1..cores)")
+    bench.add_argument("--also-python", type=Path, action="append", default=[], metavar="PYTHON",
+                       help="another Python with pidetect and another backend installed (e.g. "
+                       ".venv-tflite/bin/python for tflite-runtime, which needs numpy<2): its rate is compared too")
     bench.add_argument("--rounds", type=int, default=3,
                        help="interleaved rounds of ceiling, serial loop and pipelines; medians are reported "
                        "(default 3)")
@@ -235,13 +238,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError("--frames and --runs must be at least 10")
     if args.rounds < 1:
         raise UsageError("--rounds must be at least 1")
+    for python in args.also_python:
+        if not (python.is_file() and os.access(python, os.X_OK)):
+            raise UsageError(f"--also-python {python}: not an executable Python")
     try:
         threads = [int(t) for t in args.threads.split(",")] if args.threads else list(range(1, (os.cpu_count() or 1) + 1))
     except ValueError:
         raise UsageError(f"--threads {args.threads!r}: give numbers like 1,2,4") from None
     say = (lambda line: print(f"bench: {line}", file=sys.stderr, flush=True))
     report = run_bench(model, labels, args.source, args.frames, threads, args.runs, args.size,
-                       args.process_seconds, say, rounds=args.rounds)
+                       args.process_seconds, say, rounds=args.rounds, other_pythons=args.also_python)
     if args.check:
         report["targets"] = check_targets(report)
     if args.json:

@@ -2,10 +2,16 @@
 `pidetect bench --check` and the soak script, never by unit tests)."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from conftest import REPO, run_pidetect
+
+TFLITE_PYTHON = os.environ.get("PIDETECT_TFLITE_PYTHON", "")
 
 
 def test_bench_json_has_every_section(model_paths):
@@ -14,7 +20,12 @@ def test_bench_json_has_every_section(model_paths):
     assert done.returncode in (0, 1), done.stderr  # 1 = a target missed at this toy size, still a full report
     report = json.loads(done.stdout)
     assert {"machine", "backend", "model", "source", "ceiling", "stages", "serial", "pipeline", "process",
-            "ratios", "targets", "rounds"} <= set(report)
+            "ratios", "targets", "rounds", "backends", "models"} <= set(report)
+    litert = [b for b in report["backends"] if b["backend"] == "ai_edge_litert"]
+    assert litert and litert[0]["available"] and litert[0]["inferences_per_s"] > 0
+    by_name = {m["model"]: m for m in report["models"]}
+    assert by_name["mobilenet_ssd_v2_coco_quant_postprocess.tflite"]["runs"]
+    assert "Edge TPU" in by_name["mobilenet_ssd_v2_coco_quant_postprocess_edgetpu.tflite"]["detail"]
     assert len(report["rounds"]) == 2 and all(len(r["pipeline"]) == len(report["pipeline"]) for r in report["rounds"])
     assert report["ratios"]["serial_headroom"] > 0
     assert report["source"]["size"] == "320x240"
@@ -50,6 +61,20 @@ def test_rounds_are_summarized_as_medians_of_per_round_ratios():
     assert [p["frames_per_s"] for p in summary["pipeline"]] == [38, 32]
 
 
+@pytest.mark.skipif(not (TFLITE_PYTHON and Path(TFLITE_PYTHON).exists()),
+                    reason="no tflite-runtime venv (make test builds .venv-tflite; PIDETECT_TFLITE_PYTHON)")
+def test_backends_of_another_python_are_measured_in_it(model_paths):
+    """tflite-runtime needs numpy<2, so the bench measures it in its own venv, beside LiteRT here."""
+    from pidetect.bench import compare_backends
+
+    rows = compare_backends(*model_paths, threads=1, runs=3, other_pythons=[Path(TFLITE_PYTHON)])
+    here = [r for r in rows if r["interpreter"] == sys.executable]
+    there = {r["backend"]: r for r in rows if r["interpreter"] == TFLITE_PYTHON}
+    assert {r["backend"] for r in here} == {"ai_edge_litert", "tflite_runtime", "tensorflow.lite"}
+    assert there["tflite_runtime"]["available"] and there["tflite_runtime"]["version"].startswith("2.14")
+    assert there["tflite_runtime"]["numpy"].startswith("1.") and there["tflite_runtime"]["inferences_per_s"] > 0
+
+
 def test_soak_script_reports_growth(model_paths):
     done = subprocess.run([sys.executable, "-m", "pidetect.soak", "--minutes", "0.2", "--warmup-seconds", "2",
                            "--sample-seconds", "0.5", "--json"], capture_output=True, text=True, timeout=300,
@@ -64,6 +89,7 @@ def test_bench_bad_arguments_are_usage_errors():
     for args, needle in ((["--size", "big"], "--size 'big': give WIDTHxHEIGHT"),
                          (["--source", REPO / "README.md"], "not a video file OpenCV can read"),
                          (["--threads", "one"], "--threads 'one': give numbers like 1,2,4"),
-                         (["--rounds", "0"], "--rounds must be at least 1")):
+                         (["--rounds", "0"], "--rounds must be at least 1"),
+                         (["--also-python", REPO / "README.md"], "not an executable Python")):
         done = run_pidetect("bench", *args)
         assert done.returncode == 2 and needle in done.stderr and "Traceback" not in done.stderr, done.stderr
