@@ -69,7 +69,7 @@ def test_backends_of_another_python_are_measured_in_it(model_paths):
 
     rows = compare_backends(*model_paths, threads=1, runs=3, other_pythons=[Path(TFLITE_PYTHON)])
     here = [r for r in rows if r["interpreter"] == sys.executable]
-    there = {r["backend"]: r for r in rows if r["interpreter"] == TFLITE_PYTHON}
+    there = {r["backend"]: r for r in rows if r["interpreter"] == os.path.abspath(TFLITE_PYTHON)}
     assert {r["backend"] for r in here} == {"ai_edge_litert", "tflite_runtime", "tensorflow.lite"}
     assert there["tflite_runtime"]["available"] and there["tflite_runtime"]["version"].startswith("2.14")
     assert there["tflite_runtime"]["numpy"].startswith("1.") and there["tflite_runtime"]["inferences_per_s"] > 0
