@@ -44,11 +44,10 @@ from .config import Config
 from .demo import write_scene_video
 from .detector import BACKENDS, Detector, DetectorOptions, resolve_backend
 from .errors import ModelError, UnavailableError
-from .display.fb import pack_pixels
+from .display.fb import FramebufferDisplay
 from .events import Tracker
 from .frames import Frame, Result
 from .labels import load_labels
-from .letterbox import BandedLetterbox
 from .overlay import Overlay
 
 
@@ -185,21 +184,16 @@ def compare_models(model: Path, labels: Path, threads: int, runs: int) -> List[D
 
 
 # --- stages --------------------------------------------------------------------------------------
-def stages(model: Path, labels: Path, clip: Path, frames: int, threads: int) -> Dict[str, Dict[str, float]]:
+def stages(model: Path, labels: Path, clip: Path, frames: int, threads: int,
+           workdir: Path) -> Dict[str, Dict[str, float]]:
     detector = Detector(model, labels, DetectorOptions(num_threads=threads))
     tracker, overlay = Tracker(), Overlay()
     times: Dict[str, List[float]] = {k: [] for k in ("capture_decode", "preprocess", "invoke", "postprocess",
                                                       "tracking", "overlay", "encode_jpeg", "fb_1080p_rgb565")}
     capture = cv2.VideoCapture(str(clip))
-    fb_letterbox, fb_overlay = BandedLetterbox(1920, 1080), Overlay()
-    fb_screen = np.empty((1080, 1920, 2), np.uint8)
-
-    def draw_fb(result: Result) -> None:
-        """What the framebuffer display does per frame: letterbox, overlay at screen size, pack RGB565."""
-        shapes = fb_overlay.layout(result, 10.0, (1920, 1080), fb_letterbox.rect(result.frame.image))
-        for top, band in fb_letterbox.bands(result.frame.image):
-            fb_overlay.render(shapes, band, top)
-            pack_pixels(band, "rgb565", out=fb_screen[top:top + band.shape[0]])
+    fb_device, sysfs = fake_framebuffer(workdir, 1920, 1080)
+    screen = FramebufferDisplay(str(fb_device), "", "rgb565", sysfs / "class" / "graphics")
+    screen.open()  # opened before timing, as it stays open in the daemon
 
     def timed(name: str, fn: Callable):
         started = time.perf_counter()
@@ -219,8 +213,9 @@ def stages(model: Path, labels: Path, clip: Path, frames: int, threads: int) -> 
         result = Result(Frame(image, seq, time.time()), detections, 0.0)
         drawn = timed("overlay", lambda: overlay.draw(result, 10.0))
         timed("encode_jpeg", lambda: cv2.imencode(".jpg", drawn, [cv2.IMWRITE_JPEG_QUALITY, 80]))
-        timed("fb_1080p_rgb565", lambda: draw_fb(result))
+        timed("fb_1080p_rgb565", lambda: screen.show(result, 10.0))
     capture.release()
+    screen.close()
     return {name: stage_summary(values) for name, values in times.items() if values}
 
 
@@ -365,6 +360,7 @@ def mapped_rss_mb(pid: int, path: Path) -> Optional[float]:
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (a moment ago)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -463,7 +459,7 @@ def run_bench(model: Path, labels: Path, source: Optional[Path], frames: int, th
         report["backends"] = compare_backends(model, labels, cores, max(20, runs // 4), other_pythons)
         report["models"] = compare_models(model, labels, cores, max(20, runs // 4))
         say("stages per frame")
-        report["stages"] = stages(model, labels, clip, frames, cores)
+        report["stages"] = stages(model, labels, clip, frames, cores, workdir)
         say(f"end to end: {rounds} interleaved round(s) of ceiling, serial loop and pipelines")
         configs = [(interpreters, display) for interpreters in sorted({1, min(2, cores)})
                    for display in ("none", "fb", "mjpeg")]

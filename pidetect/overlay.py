@@ -137,10 +137,5 @@ class Overlay:
         if self._buffer is None or self._buffer.shape != image.shape:
             self._buffer = np.empty_like(image)
         np.copyto(self._buffer, image)
-        self.draw_on(self._buffer, result, fps)
+        self.render(self.layout(result, fps, (image.shape[1], image.shape[0])), self._buffer)
         return self._buffer
-
-    def draw_on(self, canvas: np.ndarray, result: Result, fps: Optional[float] = None,
-                rect: Optional[Rect] = None) -> None:
-        """Draw onto `canvas`, which holds the frame scaled into `rect` (default: the whole canvas)."""
-        self.render(self.layout(result, fps, (canvas.shape[1], canvas.shape[0]), rect), canvas)

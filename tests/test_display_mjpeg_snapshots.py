@@ -11,14 +11,9 @@ import numpy as np
 import pytest
 
 from daemon import Daemon, of, run_daemon
+from pidetect.bench import free_port
 from pidetect.demo import write_scene_video
 from pidetect.overlay import class_colour
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +86,16 @@ def test_mjpeg_stream_shows_the_box_to_two_viewers_and_frees_the_port(cat_loop, 
         again.bind(("127.0.0.1", port))
 
 
-def test_snapshots_on_entered_with_count_cap(tmp_path, model_paths):
-    clip = tmp_path / "scenes.avi"
-    write_scene_video(clip, 640, 480, fps=10, frames_per_scene=8, blank_frames=7)
+@pytest.fixture(scope="module")
+def scenes_clip(tmp_path_factory):
+    """The five photos with blank frames between them: five objects enter, one after another."""
+    path = tmp_path_factory.mktemp("snapshots") / "scenes.avi"
+    write_scene_video(path, 640, 480, fps=10, frames_per_scene=8, blank_frames=7)
+    return path
+
+
+def test_snapshots_on_entered_with_count_cap(tmp_path, scenes_clip, model_paths):
+    clip = scenes_clip
     folder = tmp_path / "snapshots"
     code, records, stderr = run_daemon("--source", clip, "--snapshots", "--snapshot-dir", folder,
                                        "--snapshot-max-files", 3)
@@ -110,9 +112,8 @@ def test_snapshots_on_entered_with_count_cap(tmp_path, model_paths):
     assert colour_near(image[y1 + 30:y2 - 30, x1 - 1:x1 + 3], class_colour(horse["class_id"])).any(axis=1).mean() > 0.9
 
 
-def test_snapshot_size_cap_and_unwritable_folder(tmp_path, model_paths):
-    clip = tmp_path / "scenes.avi"
-    write_scene_video(clip, 640, 480, fps=10, frames_per_scene=8, blank_frames=7)
+def test_snapshot_size_cap_and_unwritable_folder(tmp_path, scenes_clip, model_paths):
+    clip = scenes_clip
     folder = tmp_path / "snaps"
     code, records, _ = run_daemon("--source", clip, "--snapshots", "--snapshot-dir", folder,
                                   "--snapshot-max-mb", 0.08)

@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -11,6 +10,7 @@ import pytest
 
 from daemon import Daemon, of, run_daemon
 from mjpeg_server import MjpegCamera
+from pidetect.bench import free_port
 from pidetect.demo import load_photo, write_scene_video
 
 FAST_RETRY = ["--read-timeout", "1", "--open-timeout", "2", "--reconnect-max-delay", "1", "--metrics-interval", "1"]
@@ -149,9 +149,7 @@ def test_rtsp_camera_lost_and_back(tmp_path, model_paths):
 
     picture = tmp_path / "cat.jpg"
     cv2.imwrite(str(picture), cv2.resize(load_photo("chelsea.png"), (640, 426)))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server_script = Path(__file__).parent / "tools" / "rtsp_server.py"
 
     def start_server():

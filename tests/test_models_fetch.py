@@ -58,12 +58,9 @@ def good_server():
 
 
 def closed_port_url():
-    import socket
+    from pidetect.bench import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/{{file}}"
+    return f"http://127.0.0.1:{free_port()}/{{file}}"
 
 
 def test_fetch_places_verified_files(tmp_path, good_server):

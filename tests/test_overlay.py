@@ -74,7 +74,7 @@ def test_a_display_that_breaks_is_dropped_and_the_others_go_on():
         ("display fb failed and was disabled: OSError: device vanished", 3)]
 
 
-def test_draw_on_maps_boxes_into_the_letterboxed_frame():
+def test_layout_maps_boxes_into_the_letterboxed_frame():
     """The framebuffer draws at screen size: a 640x480 frame sits at x=240, scale 2.25, on 1920x1080."""
     from pidetect.letterbox import letterbox
 
@@ -82,7 +82,8 @@ def test_draw_on_maps_boxes_into_the_letterboxed_frame():
     canvas, rect = letterbox(frame, 1920, 1080)
     assert rect == (240, 0, 1440, 1080)
     cat = Detection("cat", 16, 0.8, (100, 200, 300, 400))
-    Overlay(show_timestamp=False).draw_on(canvas, result_for(frame, [cat]), None, rect)
+    overlay = Overlay(show_timestamp=False)
+    overlay.render(overlay.layout(result_for(frame, [cat]), None, (1920, 1080), rect), canvas)
     left, middle = 240 + round(100 * 2.25), round(300 * 2.25)
     assert tuple(canvas[middle, left]) == class_colour(16)  # the box edge, in screen pixels
     assert tuple(canvas[middle, left + 20]) == (114, 114, 114)  # inside the box: the frame itself
