@@ -25,7 +25,7 @@ models: $(STAMP)
 	$(PY) -m pidetect models fetch
 
 demo: $(STAMP)
-	$(PY) -m pidetect.demo $(DEMO) >/dev/null
+	$(PY) -m pidetect.tools.demo $(DEMO) >/dev/null
 
 # The daemon on the first camera that delivers a frame; with no camera, on the demo clip (paced like
 # a camera). Either way the live overlay is at http://127.0.0.1:8080/ and events print below.

@@ -16,7 +16,7 @@ from typing import List, Optional
 from . import __version__
 from .config import DEFAULT_CONFIG_PATH, FIELDS, HELP, build_config
 from .errors import EX_USAGE, PidetectError, UsageError
-from .logs import log_record
+from .records import log_record
 
 log = logging.getLogger("pidetect")
 
@@ -121,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _detector_from_args(args: argparse.Namespace):
-    from .detector import Detector, DetectorOptions
-    from .models import resolve_model_paths
+    from .inference.detector import Detector, DetectorOptions
+    from .inference.model_paths import resolve_model_paths
 
     model, labels = resolve_model_paths(args.model, args.labels)
     threshold = 0.5 if args.threshold is None else args.threshold
@@ -164,8 +164,8 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .logs import Notifier, open_record_log, route_python_logging
-    from .service import Service
+    from .daemon.logs import Notifier, open_record_log, route_python_logging
+    from .daemon.service import Service
 
     config, path, overrides = _config_from_args(args)
     records = open_record_log(config.log_format)
@@ -204,8 +204,8 @@ def _exit_now(code: int, records) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .check import exit_code_for, format_check, run_checks
-    from .service import make_detector
+    from .tools.check import exit_code_for, format_check, run_checks
+    from .daemon.service import make_detector
 
     config, _path, _overrides = _config_from_args(args)
     checks = run_checks(config, make_detector)
@@ -219,8 +219,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import os
 
-    from .bench import check_targets, format_table, run_bench
-    from .models import resolve_model_paths
+    from .tools.bench import check_targets, format_table, run_bench
+    from .inference.model_paths import resolve_model_paths
 
     model, labels = resolve_model_paths(args.model, args.labels)
     if args.source is not None:
@@ -261,8 +261,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from .errors import ModelError
-    from .models import (default_model_dir, fetch_models, folder_source, load_manifest, sources_from_manifest,
-                         verify_models)
+    from .inference.model_paths import default_model_dir, load_manifest
+    from .models.fetch import fetch_models, folder_source, sources_from_manifest, verify_models
 
     manifest = load_manifest()
     dest = args.dest or default_model_dir()

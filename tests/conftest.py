@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pidetect.models import default_model_dir, load_manifest
+from pidetect.inference.model_paths import default_model_dir, load_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,7 +39,7 @@ def model_paths():
 
 @pytest.fixture(scope="session")
 def detector(model_paths):
-    from pidetect.detector import Detector, DetectorOptions
+    from pidetect.inference.detector import Detector, DetectorOptions
 
     return Detector(*model_paths, DetectorOptions(threshold=0.5))
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run_pidetect
-from pidetect.demo import skimage_data_dir
+from pidetect.tools.demo import skimage_data_dir
 
 TFLITE_PYTHON = os.environ.get("PIDETECT_TFLITE_PYTHON", "")
 

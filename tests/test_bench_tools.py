@@ -43,7 +43,7 @@ def test_bench_json_has_every_section(model_paths):
 
 def test_rounds_are_summarized_as_medians_of_per_round_ratios():
     """A slow round (the machine busy) must not skew ratios: each ratio is taken within its round."""
-    from pidetect.bench import summarize_rounds
+    from pidetect.tools.bench import summarize_rounds
 
     def one_round(ceiling, serial, none, fb):
         pipelines = [{"interpreters": 1, "display": d, "frames": 300, "frames_per_s": v, "cpu_percent": 150.0}
@@ -65,7 +65,7 @@ def test_rounds_are_summarized_as_medians_of_per_round_ratios():
                     reason="no tflite-runtime venv (make test builds .venv-tflite; PIDETECT_TFLITE_PYTHON)")
 def test_backends_of_another_python_are_measured_in_it(model_paths):
     """tflite-runtime needs numpy<2, so the bench measures it in its own venv, beside LiteRT here."""
-    from pidetect.bench import compare_backends
+    from pidetect.tools.bench import compare_backends
 
     rows = compare_backends(*model_paths, threads=1, runs=3, other_pythons=[Path(TFLITE_PYTHON)])
     here = [r for r in rows if r["interpreter"] == sys.executable]
@@ -76,7 +76,7 @@ def test_backends_of_another_python_are_measured_in_it(model_paths):
 
 
 def test_soak_script_reports_growth(model_paths):
-    done = subprocess.run([sys.executable, "-m", "pidetect.soak", "--minutes", "0.2", "--warmup-seconds", "2",
+    done = subprocess.run([sys.executable, "-m", "pidetect.tools.soak", "--minutes", "0.2", "--warmup-seconds", "2",
                            "--sample-seconds", "0.5", "--json"], capture_output=True, text=True, timeout=300,
                           cwd=REPO)
     report = json.loads(done.stdout)

@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from daemon import of, run_daemon
-from pidetect.demo import write_scene_video
+from pidetect.tools.demo import write_scene_video
 
 EXPECTED = ["cat", "person", "cup", "motorcycle", "horse"]
 
@@ -150,8 +150,8 @@ def test_no_pipeline_thread_survives_a_run(scene_video, model_paths):
     import io
 
     from pidetect.config import Config
-    from pidetect.logs import RecordLog
-    from pidetect.service import Service
+    from pidetect.daemon.logs import RecordLog
+    from pidetect.daemon.service import Service
 
     out = io.StringIO()
     config = Config(source=str(scene_video[0]), model=str(model_paths[0]), labels=str(model_paths[1]),

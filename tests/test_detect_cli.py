@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import run_pidetect
-from pidetect.demo import skimage_data_dir
+from pidetect.tools.demo import skimage_data_dir
 from tflite_builder import classifier_model
 
 PHOTOS = skimage_data_dir()
@@ -119,7 +119,7 @@ def test_bad_arguments_are_usage_errors(args, needle):
 
 
 def test_check_reports_each_part_and_fails_without_camera(tmp_path, model_paths):
-    from pidetect.demo import write_scene_video
+    from pidetect.tools.demo import write_scene_video
 
     clip = tmp_path / "clip.avi"
     write_scene_video(clip, 320, 240, frames_per_scene=2, blank_frames=1)

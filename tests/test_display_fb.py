@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from daemon import of, run_daemon
-from pidetect.bench import fake_framebuffer
-from pidetect.demo import write_scene_video
-from pidetect.display.fb import FBIOGET_VSCREENINFO, FbInfo, parse_fix_line_length, parse_var_screeninfo
-from pidetect.letterbox import fit_rect, letterbox
-from pidetect.overlay import class_colour
+from pidetect.tools.bench import fake_framebuffer
+from pidetect.tools.demo import write_scene_video
+from pidetect.outputs.fb import FBIOGET_VSCREENINFO, FbInfo, parse_fix_line_length, parse_var_screeninfo
+from pidetect.outputs.letterbox import fit_rect, letterbox
+from pidetect.outputs.overlay import class_colour
 
 BITFIELDS = {  # format -> bpp, (red, green, blue) as (offset, length)
     "rgb565": (16, ((11, 5), (5, 6), (0, 5))),

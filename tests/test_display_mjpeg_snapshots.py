@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from daemon import Daemon, of, run_daemon
-from pidetect.bench import free_port
-from pidetect.demo import write_scene_video
-from pidetect.overlay import class_colour
+from pidetect.tools.bench import free_port
+from pidetect.tools.demo import write_scene_video
+from pidetect.outputs.overlay import class_colour
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_mjpeg_http_routes_errors_and_viewer_count():
     import http.client
     import time
 
-    from pidetect.display.mjpeg import BOUNDARY, MjpegDisplay
+    from pidetect.outputs.mjpeg import BOUNDARY, MjpegDisplay
     from pidetect.frames import Detection, Frame, Result
 
     display = MjpegDisplay("127.0.0.1", free_port())

@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from pidetect.framepool import FramePool
+from pidetect.capture.framepool import FramePool
 from pidetect.frames import Frame
 
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from pidetect.detector import OutputLayout, resolve_output_layout
+from pidetect.inference.detector import OutputLayout, resolve_output_layout
 from pidetect.errors import ModelError
-from pidetect.labels import load_labels, parse_labels
+from pidetect.inference.labels import load_labels, parse_labels
 
 
 def test_coral_format_keeps_ids_with_gaps():

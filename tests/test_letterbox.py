@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pidetect.letterbox import BandedLetterbox, fit_rect, letterbox
+from pidetect.outputs.letterbox import BandedLetterbox, fit_rect, letterbox
 
 
 def photo_like(width, height, seed=1):

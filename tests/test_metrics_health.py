@@ -1,7 +1,7 @@
 """Pi health read from sysfs (stand-in folder here), and how throttling shows in the records."""
 
-from pidetect.logs import journal_fields
-from pidetect.metrics import Metrics, PiHealth, throttle_flags, throttled_now
+from pidetect.daemon.logs import journal_fields
+from pidetect.daemon.metrics import Metrics, PiHealth, throttle_flags, throttled_now
 
 
 def fake_pi(tmp_path, temp_millideg="61234", throttled="50005"):
@@ -46,7 +46,7 @@ def test_metrics_record_counts_interval_rates(tmp_path):
 
 def test_daemon_reports_pi_health_and_warns_when_throttled(tmp_path, model_paths):
     from conftest import run_pidetect
-    from pidetect.demo import write_scene_video
+    from pidetect.tools.demo import write_scene_video
 
     clip = tmp_path / "clip.avi"
     write_scene_video(clip, 320, 240, frames_per_scene=3, blank_frames=2)

@@ -8,7 +8,8 @@ import pytest
 
 from conftest import run_pidetect
 from pidetect.errors import UnavailableError
-from pidetect.models import Manifest, ModelFile, fetch_models, load_manifest, npm_source, url_source, verify_models
+from pidetect.inference.model_paths import Manifest, ModelFile, load_manifest
+from pidetect.models.fetch import fetch_models, npm_source, url_source, verify_models
 
 FILES = {"a.tflite": b"TFL3 pretend model bytes" * 100, "labels.txt": b"0  person\n1  cat\n"}
 
@@ -58,7 +59,7 @@ def good_server():
 
 
 def closed_port_url():
-    from pidetect.bench import free_port
+    from pidetect.tools.bench import free_port
 
     return f"http://127.0.0.1:{free_port()}/{{file}}"
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO
 from daemon import parse_records
 from mjpeg_server import MjpegCamera
-from pidetect.demo import load_photo, write_scene_video
+from pidetect.tools.demo import load_photo, write_scene_video
 
 TOOLS = Path(__file__).parent / "tools"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pidetect.frames import Detection, Frame, Result
-from pidetect.overlay import Overlay, class_colour
+from pidetect.outputs.overlay import Overlay, class_colour
 
 
 def result_for(image, detections):
@@ -45,7 +45,7 @@ def test_colours_differ_between_neighbouring_classes():
 
 
 def test_a_display_that_breaks_is_dropped_and_the_others_go_on():
-    from pidetect.outputs import DisplaySink
+    from pidetect.outputs.sinks import DisplaySink
 
     class Screen:
         def __init__(self, name, broken=False):
@@ -76,7 +76,7 @@ def test_a_display_that_breaks_is_dropped_and_the_others_go_on():
 
 def test_layout_maps_boxes_into_the_letterboxed_frame():
     """The framebuffer draws at screen size: a 640x480 frame sits at x=240, scale 2.25, on 1920x1080."""
-    from pidetect.letterbox import letterbox
+    from pidetect.outputs.letterbox import letterbox
 
     frame = np.full((480, 640, 3), 114, np.uint8)
     canvas, rect = letterbox(frame, 1920, 1080)
@@ -97,7 +97,7 @@ def test_display_thread_runs_at_its_nice_value_and_keeps_no_result_while_busy():
     import threading
     import weakref
 
-    from pidetect.outputs import DisplaySink
+    from pidetect.outputs.sinks import DisplaySink
 
     release = threading.Event()
 

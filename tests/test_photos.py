@@ -6,8 +6,8 @@ import os
 import cv2
 import pytest
 
-from pidetect.demo import load_photo
-from pidetect.detector import Detector, DetectorOptions
+from pidetect.tools.demo import load_photo
+from pidetect.inference.detector import Detector, DetectorOptions
 
 
 def iou(a, b):
@@ -89,8 +89,8 @@ def test_grey_and_bgra_frames_are_converted(detector):
 
 def test_model_pages_are_released_after_loading_and_detection_still_works(model_paths):
     """XNNPACK repacks the weights, so the mapped file is dropped from the resident set after loading."""
-    from pidetect.bench import mapped_rss_mb
-    from pidetect.detector import release_cold_model_pages
+    from pidetect.tools.bench import mapped_rss_mb
+    from pidetect.inference.detector import release_cold_model_pages
 
     model, labels = model_paths
     model = model.resolve()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from pidetect.demo import write_scene_video
+from pidetect.tools.demo import write_scene_video
 
 TOOLS = Path(__file__).parent / "tools"
 UNIT = REPO / "systemd" / "pidetect.service"

@@ -18,15 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
-from .config import Config, build_config
-from .detector import Detector, DetectorOptions
-from .errors import PidetectError
+from ..config import Config, build_config
+from ..inference.detector import Detector, DetectorOptions
+from ..errors import PidetectError
 from .events import EventLogSink, Tracker
 from .logs import ERR, INFO, WARNING, Notifier, RecordLog, log_record, watchdog_interval
 from .metrics import Metrics, throttled_now
-from .models import resolve_model_paths
-from .pipeline import CaptureThread, InferencePool, LatestFrameSlot
-from .sources import make_source
+from ..inference.model_paths import resolve_model_paths
+from ..slots import LatestFrameSlot
+from .pipeline import CaptureThread, InferencePool
+from ..capture.sources import make_source
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class Service:
 
     # --- building ------------------------------------------------------------------------------
     def _start(self, config: Config, detectors: List[Detector]) -> Running:
-        from .outputs import build_outputs
+        from ..outputs.sinks import build_outputs
 
         stop = threading.Event()
         slot = LatestFrameSlot()

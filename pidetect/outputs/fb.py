@@ -25,9 +25,9 @@ import cv2
 import numpy as np
 
 from ..frames import Result
-from ..letterbox import BandedLetterbox
-from ..overlay import Overlay
-from . import DisplayUnavailable
+from .letterbox import BandedLetterbox
+from .overlay import Overlay
+from .display import DisplayUnavailable
 
 log = logging.getLogger(__name__)
 

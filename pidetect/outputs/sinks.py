@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
-from .config import Config, sysfs_root
+from ..config import Config, sysfs_root
 from .display import DisplayUnavailable
-from .frames import Result
-from .logs import ERR, log_record
-from .pipeline import LatestFrameSlot, call_each
+from ..frames import Result
+from ..records import ERR, log_record
+from ..slots import LatestFrameSlot, call_each
 from .snapshots import Snapshots
 
 log = logging.getLogger(__name__)
@@ -106,16 +106,16 @@ def _close_quietly(display) -> None:
 
 def make_display(name: str, config: Config):
     if name == "fb":
-        from .display.fb import FramebufferDisplay
+        from .fb import FramebufferDisplay
 
         return FramebufferDisplay(config.fb_device, config.fb_tty, config.fb_format,
                                   sysfs_root() / "class" / "graphics")
     if name == "mjpeg":
-        from .display.mjpeg import MjpegDisplay
+        from .mjpeg import MjpegDisplay
 
         return MjpegDisplay(config.mjpeg_address, config.mjpeg_port)
     if name == "window":
-        from .display.window import WindowDisplay
+        from .window import WindowDisplay
 
         return WindowDisplay()
     raise ValueError(name)

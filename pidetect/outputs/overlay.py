@@ -19,7 +19,7 @@ from typing import List, Optional, Tuple, Union
 import cv2
 import numpy as np
 
-from .frames import Result
+from ..frames import Result
 from .letterbox import Rect
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX

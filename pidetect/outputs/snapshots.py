@@ -15,7 +15,7 @@ from typing import List, Optional, Tuple
 
 import cv2
 
-from .frames import Result
+from ..frames import Result
 from .overlay import Overlay
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Dict
 
-from .errors import ModelError
+from ..errors import ModelError
 
 _CORAL_LINE = re.compile(r"^\s*(\d+)[\s:,]+(.+?)\s*$")
 

@@ -15,64 +15,14 @@ import collections
 import logging
 import threading
 import time
-from typing import Callable, Deque, Dict, List, Optional, Protocol, Sequence
+from typing import Callable, Deque, Dict, List, Protocol, Sequence
 
-from .frames import Frame, Result, SourceGap
-from .logs import ERR, INFO, WARNING, log_record
-from .sources import Source, SourceError
+from ..capture.sources import Source, SourceError
+from ..frames import Frame, Result, SourceGap
+from ..records import INFO, WARNING
+from ..slots import LatestFrameSlot, RecordFn, call_each
 
 log = logging.getLogger(__name__)
-RecordFn = Callable[[dict, int], None]
-
-
-class LatestFrameSlot:
-    """Holds at most one frame. A new frame replaces an untaken one, which counts as dropped."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._frame: Optional[Frame] = None
-        self._closed = False
-        self.captured = 0
-        self.dropped = 0
-
-    def put(self, frame: Frame, wait_for_taker: bool = False, stop: Optional[threading.Event] = None) -> None:
-        with self._cond:
-            if wait_for_taker:
-                while self._frame is not None and not self._closed and not (stop and stop.is_set()):
-                    self._cond.wait(0.1)
-            if self._frame is not None:
-                self.dropped += 1
-            self._frame = frame
-            self.captured += 1
-            self._cond.notify_all()
-
-    def put_gap(self, gap: SourceGap, stop: Optional[threading.Event] = None) -> None:
-        """Hand over a gap marker once the last frame has been taken (it is not a frame: not counted)."""
-        with self._cond:
-            while self._frame is not None and not self._closed and not (stop and stop.is_set()):
-                self._cond.wait(0.1)
-            self._frame = gap
-            self._cond.notify_all()
-
-    def take(self, timeout: float):
-        """The newest frame (or a SourceGap), or None after `timeout`."""
-        with self._cond:
-            if self._frame is None and not self._closed:
-                self._cond.wait(timeout)
-            frame, self._frame = self._frame, None
-            self._cond.notify_all()
-            return frame
-
-    def close(self) -> None:
-        """No more frames will come (end of a file source)."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    @property
-    def finished(self) -> bool:
-        with self._cond:
-            return self._closed and self._frame is None
 
 
 class CaptureThread(threading.Thread):
@@ -153,22 +103,6 @@ class Sink(Protocol):
     def source_gap(self, gap: SourceGap) -> None: ...  # the stream broke: forget what was in view
 
     def close(self) -> None: ...
-
-
-def call_each(targets: List, call: Callable, record: RecordFn, kind: str,
-              on_failure: Callable = lambda target: None) -> None:
-    """Call every target; one that raises is removed from `targets` with an error record, the rest go on.
-
-    Why: one broken output (a display, a sink) must never stop detection or the other outputs.
-    """
-    for target in list(targets):
-        try:
-            call(target)
-        except Exception as exc:
-            targets.remove(target)
-            message = f"{kind} {target.name} failed and was disabled: {type(exc).__name__}: {exc}"
-            record(log_record("error", "pidetect.pipeline", message), ERR)
-            on_failure(target)
 
 
 class InferencePool:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .frames import Box, Detection
+from ..frames import Box, Detection
 from .logs import DEBUG, INFO
 
 

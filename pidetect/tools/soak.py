@@ -1,6 +1,6 @@
 """Soak test: run `pidetect run` for a long time and show that its memory does not grow.
 
-    python -m pidetect.soak --minutes 10 [--display fb] [--interpreters 1]
+    python -m pidetect.tools.soak --minutes 10 [--display fb] [--interpreters 1]
 
 Runs the daemon as a child on a looping 1280x720 clip paced like a camera (the display writes to
 a stand-in framebuffer file), samples its RSS every few seconds, and compares the median of the
@@ -69,7 +69,7 @@ def growth(samples: List[Tuple[float, float]], window_s: float = 60.0) -> Option
 
 
 def main(argv: Sequence[str] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pidetect.soak", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pidetect.tools.soak", description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--display", choices=["none", "fb"], default="fb")
     parser.add_argument("--interpreters", type=int, default=1)

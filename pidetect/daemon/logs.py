@@ -18,8 +18,8 @@ import threading
 import time
 from typing import Any, Callable, Dict, Optional, TextIO
 
-# syslog priorities
-ERR, WARNING, NOTICE, INFO, DEBUG = 3, 4, 5, 6, 7
+from ..records import DEBUG, ERR, INFO, WARNING, log_record
+
 _LEVEL_TO_PRIORITY = {logging.DEBUG: DEBUG, logging.INFO: INFO, logging.WARNING: WARNING,
                       logging.ERROR: ERR, logging.CRITICAL: ERR}
 SYSLOG_IDENTIFIER = "pidetect"
@@ -198,8 +198,3 @@ def watchdog_interval() -> Optional[float]:
         return int(usec) / 1e6 / 2
     except ValueError:
         return None
-
-
-def log_record(level: str, logger: str, message: str) -> Dict[str, Any]:
-    """A free-text record (event=log) for what has no record type of its own."""
-    return {"event": "log", "level": level, "logger": logger, "message": message}

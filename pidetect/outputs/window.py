@@ -14,8 +14,8 @@ from typing import Optional
 import cv2
 
 from ..frames import Result
-from ..overlay import Overlay
-from . import DisplayUnavailable
+from .overlay import Overlay
+from .display import DisplayUnavailable
 
 
 def gui_backend() -> str:

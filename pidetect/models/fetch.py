@@ -4,81 +4,22 @@ A half-written or unverified model must never sit where the daemon would load it
 downloaded to a temporary name in the destination folder, its SHA256 checked against the manifest,
 and only then renamed into place (rename is atomic on one filesystem).
 
-hashlib, tarfile and zipfile are imported where they are used: the daemon imports this module only
-for `resolve_model_paths`, and hashlib alone maps OpenSSL's libcrypto (3.3 MB of resident memory).
+hashlib, tarfile and zipfile are imported where they are used: the daemon never imports this module
+(it finds its model through inference/model_paths.py), and hashlib alone maps OpenSSL's libcrypto (3.3 MB of resident memory).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence
 
-from .errors import ModelError, UnavailableError
-
-MANIFEST_PATH = Path(__file__).with_name("data") / "manifest.json"
-PACKAGE_CHECKOUT_MODELS = Path(__file__).resolve().parent.parent / "models"
-INSTALLED_MODELS = Path("/opt/pidetect/models")
-
-
-@dataclass(frozen=True)
-class ModelFile:
-    name: str
-    size: int
-    sha256: str
-    what: str
-
-
-@dataclass(frozen=True)
-class Manifest:
-    default_model: str
-    default_labels: str
-    files: Sequence[ModelFile]
-    sources: Sequence[dict]
-
-    def file(self, name: str) -> ModelFile:
-        for entry in self.files:
-            if entry.name == name:
-                return entry
-        raise KeyError(name)
-
-
-def load_manifest(path: Path = MANIFEST_PATH) -> Manifest:
-    data = json.loads(Path(path).read_text())
-    return Manifest(
-        default_model=data["default_model"],
-        default_labels=data["default_labels"],
-        files=tuple(ModelFile(f["name"], int(f["size"]), f["sha256"], f["what"]) for f in data["files"]),
-        sources=tuple(data["sources"]),
-    )
-
-
-def default_model_dir() -> Path:
-    """Where models live when the user names none.
-
-    $PIDETECT_MODEL_DIR wins; a source checkout uses its own models/ folder; an installed
-    service uses /opt/pidetect/models (what deploy/install.sh creates).
-    """
-    env = os.environ.get("PIDETECT_MODEL_DIR")
-    if env:
-        return Path(env)
-    if (PACKAGE_CHECKOUT_MODELS / "manifest.json").is_file():
-        return PACKAGE_CHECKOUT_MODELS
-    return INSTALLED_MODELS
-
-
-def resolve_model_paths(model: Optional[Path] = None, labels: Optional[Path] = None) -> Tuple[Path, Path]:
-    """The model the user named (or the default one) and its labels (named, or the default labels beside it)."""
-    manifest = load_manifest()
-    model = Path(model) if model else default_model_dir() / manifest.default_model
-    labels = Path(labels) if labels else model.parent / manifest.default_labels
-    return model, labels
-
+from ..errors import ModelError, UnavailableError
+from ..inference.model_paths import Manifest, ModelFile
 
 def sha256_of(path: Path) -> str:
     import hashlib

@@ -14,7 +14,7 @@ from typing import List, Optional
 import numpy as np
 import psutil
 
-from .config import sysfs_root
+from ..config import sysfs_root
 
 THROTTLE_BITS = {0: "under-voltage", 1: "arm-frequency-capped", 2: "throttled", 3: "soft-temp-limit",
                  16: "under-voltage-occurred", 17: "frequency-capped-occurred", 18: "throttled-occurred",

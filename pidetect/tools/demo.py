@@ -4,7 +4,7 @@ Why generated, not committed: the photos ship inside scikit-image (installed by 
 extras), so the repository carries no binaries and the clip can be made at any resolution
 (the tests use small clips, the benchmark a 1280x720 one).
 
-    python -m pidetect.demo DIR   # writes DIR/<name>.png samples and DIR/demo.avi
+    python -m pidetect.tools.demo DIR   # writes DIR/<name>.png samples and DIR/demo.avi
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Dict, List, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .errors import UnavailableError
-from .letterbox import letterbox
+from ..errors import UnavailableError
+from ..outputs.letterbox import letterbox
 
 # photo file in skimage/data -> the COCO label a person would say is in it
 SCENES: Tuple[Tuple[str, str], ...] = (
@@ -105,7 +105,7 @@ def write_samples(folder: Path) -> Dict[str, Path]:
 
 
 def main(argv: Sequence[str] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pidetect.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pidetect.tools.demo", description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
     parser.add_argument("--size", default="640x480", help="clip size WxH (default 640x480)")
     args = parser.parse_args(argv)

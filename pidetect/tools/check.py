@@ -12,8 +12,8 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, List, Optional
 
-from .config import Config
-from .errors import EX_CONFIG, EX_UNAVAILABLE, PidetectError
+from ..config import Config
+from ..errors import EX_CONFIG, EX_UNAVAILABLE, PidetectError
 
 
 @dataclass
@@ -25,7 +25,7 @@ class Check:
 
 
 def _probe_camera(config: Config) -> Check:
-    from .sources import SourceError, make_source
+    from ..capture.sources import SourceError, make_source
 
     try:
         source = make_source(config)
@@ -53,8 +53,8 @@ def _probe_camera(config: Config) -> Check:
 
 
 def _probe_display(name: str, config: Config) -> Check:
-    from .display import DisplayUnavailable
-    from .outputs import make_display
+    from ..outputs.display import DisplayUnavailable
+    from ..outputs.sinks import make_display
 
     try:
         display = make_display(name, config)
@@ -73,9 +73,9 @@ def _probe_display(name: str, config: Config) -> Check:
 
 
 def run_checks(config: Config, make_detector: Callable) -> List[Check]:
-    from .detector import resolve_backend
-    from .logs import journal_sender
-    from .metrics import PiHealth
+    from ..inference.detector import resolve_backend
+    from ..daemon.logs import journal_sender
+    from ..daemon.metrics import PiHealth
 
     checks = [Check("system", True, f"{platform.machine()} {platform.system()} {platform.release()}, "
                                     f"Python {platform.python_version()}, {os.cpu_count()} cores", needed=False)]

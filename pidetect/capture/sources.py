@@ -25,8 +25,8 @@ from typing import List, Optional, Protocol
 import cv2
 import numpy as np
 
-from .config import Config
-from .errors import ConfigError
+from ..config import Config
+from ..errors import ConfigError
 from .framepool import FramePool
 
 # V4L2 nodes on a Pi that are codecs or ISPs, not cameras: probing them wastes time or hangs.

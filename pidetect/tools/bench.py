@@ -39,16 +39,16 @@ from typing import Callable, Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from . import __version__
-from .config import Config
+from .. import __version__
+from ..config import Config
 from .demo import write_scene_video
-from .detector import BACKENDS, Detector, DetectorOptions, resolve_backend
-from .errors import ModelError, UnavailableError
-from .display.fb import FramebufferDisplay
-from .events import Tracker
-from .frames import Frame, Result
-from .labels import load_labels
-from .overlay import Overlay
+from ..inference.detector import BACKENDS, Detector, DetectorOptions, resolve_backend
+from ..errors import ModelError, UnavailableError
+from ..outputs.fb import FramebufferDisplay
+from ..daemon.events import Tracker
+from ..frames import Frame, Result
+from ..inference.labels import load_labels
+from ..outputs.overlay import Overlay
 
 
 def percentile(values: List[float], q: float) -> float:
@@ -129,7 +129,7 @@ def parallel_ceiling(model: Path, labels: Path, interpreters: int, runs: int) ->
 OTHER_PYTHON_SNIPPET = """
 import json, sys
 from pathlib import Path
-from pidetect.bench import backend_rows
+from pidetect.tools.bench import backend_rows
 print(json.dumps(backend_rows(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))))
 """
 
@@ -263,8 +263,8 @@ def serial_loop(model: Path, labels_path: Path, clip: Path, frames: int, threads
 def pipeline(model: Path, labels: Path, clip: Path, frames: int, interpreters: int, display: str,
              workdir: Path) -> Dict[str, float]:
     """The real capture thread + slot + worker (+ display thread) on the clip, frame by frame."""
-    from .logs import RecordLog
-    from .service import Service
+    from ..daemon.logs import RecordLog
+    from ..daemon.service import Service
 
     env_before = os.environ.get("PIDETECT_SYSFS")
     viewer: Optional[threading.Thread] = None

@@ -16,8 +16,8 @@ from typing import Optional, Tuple
 import cv2
 
 from ..frames import Result
-from ..overlay import Overlay
-from . import DisplayUnavailable
+from .overlay import Overlay
+from .display import DisplayUnavailable
 
 log = logging.getLogger(__name__)
 BOUNDARY = b"pidetectframe"

@@ -20,8 +20,8 @@ from typing import Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .errors import ModelError, UnavailableError
-from .frames import Detection, Frame, Result
+from ..errors import ModelError, UnavailableError
+from ..frames import Detection, Frame, Result
 from .labels import load_labels
 from .tflite_file import POSTPROCESS_OP, looks_like_tflite, postprocess_num_classes
 
