@@ -135,15 +135,15 @@ def _detector_from_args(args: argparse.Namespace):
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
-    import cv2
+    from .capture.image_files import ImageFileError, read_image
 
     detector = _detector_from_args(args)
     unreadable = []
     for path in args.images:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
-        if image is None:
-            reason = "no such file" if not path.exists() else "not an image OpenCV can decode"
-            print(f"pidetect: cannot read image {path}: {reason}", file=sys.stderr)
+        try:
+            image = read_image(path)
+        except ImageFileError as exc:
+            print(f"pidetect: cannot read image {exc}", file=sys.stderr)
             unreadable.append(path)
             continue
         result = detector.detect_image(image)
@@ -164,6 +164,14 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    import signal
+
+    # Signals that arrive while the heavy modules load and the model is read are kept and handed to
+    # the service: a SIGTERM in the first 0.1 s is a clean stop (exit 0), not a kill (143).
+    early_signals: List[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: early_signals.append(signum))
+
     from .daemon.logs import Notifier, open_record_log, route_python_logging
     from .daemon.service import Service
 
@@ -172,7 +180,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     route_python_logging(records, config.log_level)
     service = Service(config, records, config_path=path if path.exists() else None, overrides=overrides,
                       notifier=Notifier())
-    service.install_signal_handlers()
+    service.install_signal_handlers(early_signals)
     try:
         code = service.run()
     except PidetectError as exc:
@@ -267,9 +275,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
     manifest = load_manifest()
     dest = args.dest or default_model_dir()
     if args.models_command == "fetch":
-        sources = sources_from_manifest(manifest)
-        if args.from_dir:
-            sources.insert(0, (f"folder {args.from_dir}", folder_source(args.from_dir)))
+        # --from DIR is an offline install: the folder or nothing, never a silent download instead
+        sources = ([(f"folder {args.from_dir}", folder_source(args.from_dir))] if args.from_dir
+                   else sources_from_manifest(manifest))
         report = fetch_models(dest, manifest, sources, say=print)
         if report.source:
             print(f"fetched from {report.source}" + (f" after {len(report.failures)} failed source(s)"
@@ -299,6 +307,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`pidetect detect --json … | head -1`): stop quietly as Unix tools do,
+        # with the status a shell reports for a tool ended by SIGPIPE.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -211,20 +211,41 @@ def check(config: Config) -> List[Tuple[str, str]]:
     need(c.backend in ("auto", "ai_edge_litert", "tflite_runtime", "tensorflow.lite"), "backend",
          "must be auto, ai_edge_litert, tflite_runtime or tensorflow.lite")
     need(bool(c.source.strip()), "source", "must not be empty (use auto to find a camera)")
+    need(valid_bind_address(c.mjpeg_address), "mjpeg_address",
+         "must be an IP address to listen on: 127.0.0.1 (this Pi only), 0.0.0.0 or :: (the whole network)")
     if c.source.startswith("pipe:"):
         need(c.width > 0 and c.height > 0, "width", "a pipe: source needs width and height (raw frames have no header)")
+        need(c.width % 2 == 0 and c.height % 2 == 0, "width",
+             f"a pipe: source reads I420 frames, whose width and height must be even (got {c.width}x{c.height})")
     return problems
+
+
+def valid_bind_address(address: str) -> bool:
+    """An IPv4/IPv6 literal or 'localhost'. Empty is refused: it would silently mean every interface."""
+    import ipaddress
+
+    if address == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
 
 
 def load_file(path: Path) -> Tuple[Dict[str, Any], str]:
     """The file's values, coerced and checked for unknown keys; and its text (for line numbers)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # -sig: Windows editors start files with a BOM
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path} (create it from deploy/pidetect.toml, or pass "
                           "--config PATH)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder; pass the TOML file itself") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -240,7 +261,7 @@ def load_file(path: Path) -> Tuple[Dict[str, Any], str]:
         try:
             values[key] = coerce(key, value)
         except ValueError as exc:
-            raise ConfigError(f"{where}: {key} = {value!r}: {exc}") from None
+            raise ConfigError(f"{where}: {key} = {_show(value)}: {exc}") from None
     return values, text
 
 
@@ -257,7 +278,7 @@ def build_config(path: Optional[Path], overrides: Dict[str, Any], path_required:
         try:
             values[key] = coerce(key, value)
         except ValueError as exc:
-            raise UsageError(f"--{key.replace('_', '-')} {value!r}: {exc}") from None
+            raise UsageError(f"--{key.replace('_', '-')} {_show(value)}: {exc}") from None
     config = Config(**values)
     problems = check(config)
     if problems:
@@ -269,7 +290,7 @@ def build_config(path: Optional[Path], overrides: Dict[str, Any], path_required:
     return config
 
 
-def _show(value: Any) -> str:
-    if isinstance(value, tuple):
-        return ",".join(value)
-    return repr(value)
+def _show(value: Any, limit: int = 80) -> str:
+    """A value as the user wrote it, cut short: a 10 MB value must not become a 10 MB error line."""
+    text = ",".join(value) if isinstance(value, tuple) else repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"

@@ -93,7 +93,7 @@ def test_image_unreadable(tmp_path, model_paths):
     not_image.write_text("hello")
     done = run_pidetect("detect", PHOTOS / "chelsea.png", not_image, tmp_path / "gone.png")
     assert done.returncode == 2
-    assert f"cannot read image {not_image}: not an image OpenCV can decode" in done.stderr
+    assert f"cannot read image {not_image}: not an image pidetect can read" in done.stderr
     assert f"cannot read image {tmp_path / 'gone.png'}: no such file" in done.stderr
     assert "chelsea.png" in done.stdout  # the good image is still processed
 

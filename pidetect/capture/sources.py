@@ -11,6 +11,7 @@ I420 frames from a command such as `rpicam-vid -t 0 -n --codec yuv420 --width 64
 
 from __future__ import annotations
 
+import collections
 import glob
 import os
 import re
@@ -28,6 +29,7 @@ import numpy as np
 from ..config import Config
 from ..errors import ConfigError
 from .framepool import FramePool
+from .image_files import check_image_sequence
 
 # V4L2 nodes on a Pi that are codecs or ISPs, not cameras: probing them wastes time or hangs.
 NOT_CAMERAS = re.compile(r"codec|isp|rpivid|pispbe|hevc|bcm2835-|rp1-cfe|unicam-embedded", re.I)
@@ -47,6 +49,8 @@ class Source(Protocol):
     def read(self) -> Optional[np.ndarray]: ...  # BGR frame, or None at end (file) / on loss (live)
 
     def cancel(self) -> None: ...  # from another thread: make a blocked read() return soon (best effort)
+
+    def failure_detail(self) -> str: ...  # why the last session ended, if the source knows ('' if not)
 
     def close(self) -> None: ...
 
@@ -102,6 +106,9 @@ class OpenCVSource:
     def cancel(self) -> None:
         """OpenCV reads cannot be interrupted; network reads end within read_timeout, V4L2 within ~10 s."""
 
+    def failure_detail(self) -> str:
+        return ""
+
     def close(self) -> None:
         if self.capture is not None:
             self.capture.release()
@@ -109,29 +116,61 @@ class OpenCVSource:
 
 
 class PipeSource:
-    """Raw I420 frames on the stdout of a command (rpicam-vid for CSI cameras in a pure-pip venv)."""
+    """Raw I420 frames on the stdout of a command (rpicam-vid for CSI cameras in a pure-pip venv).
+
+    The command's stderr is kept (its last STDERR_LINES lines) so that when it exits, the `source
+    lost` record says why ("no cameras available", a bad option) instead of leaving the user to guess.
+    """
+
+    STDERR_LINES = 5
 
     def __init__(self, command: str, config: Config):
         self.command, self.config = command, config
         self.name = "pipe:" + command
+        try:
+            self.argv = shlex.split(command)
+        except ValueError as exc:
+            raise ConfigError(f"source {self.name!r}: cannot split the command: {exc} (check the quoting)") from None
         self.live, self.native_fps = True, float(config.fps)
         self.width, self.height = config.width, config.height
         self.frame_bytes = self.width * self.height * 3 // 2
         self.buffer = np.empty(self.frame_bytes, np.uint8)
         self.process: Optional[subprocess.Popen] = None
+        self.stderr_tail: collections.deque = collections.deque(maxlen=self.STDERR_LINES)
+        self._stderr_reader: Optional[threading.Thread] = None
         self.cancelled = threading.Event()
         self.pool = FramePool()
 
     def open(self) -> None:
+        self.stderr_tail.clear()
         try:
-            argv = shlex.split(self.command)
-        except ValueError as exc:
-            raise ConfigError(f"source {self.name!r}: cannot split the command: {exc}") from None
-        try:
-            self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            self.process = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                             stdin=subprocess.DEVNULL, bufsize=0)
         except OSError as exc:
-            raise SourceError(f"cannot start {argv[0]!r}: {exc.strerror}") from None
+            raise SourceError(f"cannot start {self.argv[0]!r}: {exc.strerror}") from None
+        self._stderr_reader = threading.Thread(target=self._keep_stderr, args=(self.process.stderr,),
+                                               name="pidetect-pipe-stderr", daemon=True)
+        self._stderr_reader.start()
+
+    def _keep_stderr(self, stream) -> None:
+        for line in iter(stream.readline, b""):
+            text = line.decode("utf-8", "replace").strip()
+            if text:
+                self.stderr_tail.append(text[:300])
+        stream.close()
+
+    def failure_detail(self) -> str:
+        """The command's exit status and last stderr lines, once it has ended."""
+        if self.process is None:
+            return ""
+        try:
+            status = self.process.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            return ""
+        if self._stderr_reader is not None:
+            self._stderr_reader.join(0.5)
+        said = " | ".join(self.stderr_tail)
+        return f"{self.argv[0]} exited with status {status}" + (f", saying: {said}" if said else "")
 
     def read(self) -> Optional[np.ndarray]:
         if self.process is None:
@@ -168,6 +207,9 @@ class PipeSource:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        if self._stderr_reader is not None:
+            self._stderr_reader.join(0.5)
+            self._stderr_reader = None
 
 
 class Picamera2Source:
@@ -207,6 +249,9 @@ class Picamera2Source:
 
     def cancel(self) -> None:
         """capture_array returns with the next frame (a few tens of ms)."""
+
+    def failure_detail(self) -> str:
+        return ""
 
     def close(self) -> None:
         if self.camera is not None:
@@ -271,6 +316,9 @@ class AutoSource:
         if self.chosen is not None:
             self.chosen.cancel()
 
+    def failure_detail(self) -> str:
+        return self.chosen.failure_detail() if self.chosen else ""
+
     def close(self) -> None:
         if self.chosen is not None:
             self.chosen.close()
@@ -309,7 +357,8 @@ def make_source(config: Config) -> Source:
                               "(pip's opencv-python-headless); use apt's python3-opencv in a venv made "
                               "with --system-site-packages, or a pipe: source")
         return OpenCVSource("gstreamer", spec, cv2.CAP_GSTREAMER, True, config)
-    if "%" in spec:
+    if "%" in spec and not os.path.isfile(spec):  # a file that exists is a file, whatever its name
+        check_image_sequence(spec)
         return OpenCVSource(spec, spec, cv2.CAP_IMAGES, False, config)
     if os.path.isdir(spec):
         raise ConfigError(f"source {spec!r} is a folder; give a video file or an image pattern like "

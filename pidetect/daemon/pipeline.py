@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 import time
 from typing import Callable, Deque, Dict, List, Protocol, Sequence
@@ -26,7 +27,17 @@ log = logging.getLogger(__name__)
 
 
 class CaptureThread(threading.Thread):
-    """Opens the source, reads frames into the slot, reconnects with capped exponential backoff."""
+    """Opens the source, reads frames into the slot, reconnects with capped exponential backoff.
+
+    Every way a live source can fail (it will not open, or it opened and then stopped) goes through
+    the same backoff, so a camera command that exits at once is retried at most once a second at
+    first and every reconnect_max_delay seconds later, never in a loop. The delay starts over only
+    after a session that delivered frames for STEADY_SECONDS. An unexpected exception is a bug:
+    it is logged with its cause and `failed` is set, so the service exits non-zero and systemd's
+    Restart=on-failure acts.
+    """
+
+    STEADY_SECONDS = 10.0
 
     def __init__(self, source: Source, slot: LatestFrameSlot, record: RecordFn, stop: threading.Event,
                  realtime: bool = False, loop: bool = False, max_delay: float = 30.0):
@@ -35,42 +46,56 @@ class CaptureThread(threading.Thread):
         self.realtime, self.loop, self.max_delay = realtime, loop, max_delay
         self.seq = 0
         self.first_frame = threading.Event()
+        self.failed = False
 
     def _source_record(self, state: str, detail: str = "", priority: int = INFO) -> None:
         self.record({"event": "source", "state": state, "source": self.source.name, "detail": detail}, priority)
 
     def run(self) -> None:
-        delay, attempts = 1.0, 0
         try:
-            while not self.stop.is_set():
-                try:
-                    self.source.open()
-                except SourceError as exc:
-                    attempts += 1
-                    self._source_record("retrying", f"{exc}; attempt {attempts}, next in {delay:g} s", WARNING)
-                    self.stop.wait(delay)
-                    delay = min(delay * 2, self.max_delay)
-                    continue
-                delay, attempts = 1.0, 0
-                self._source_record("opened", f"{self.source.native_fps:g} fps" if self.source.native_fps else "")
-                delivered = self._read_until_end()
-                self.source.close()
-                if self.stop.is_set():
-                    break
-                if not self.source.live:
-                    self._source_record("eof", f"{delivered} frame(s)")
-                    if self.loop and delivered:
-                        self.slot.put_gap(SourceGap(self.seq, time.time()), self.stop)
-                        continue
-                    break
-                self._source_record("lost", f"the source stopped delivering frames after {delivered} frame(s)",
-                                    WARNING)
-                self.slot.put_gap(SourceGap(self.seq, time.time()), self.stop)
-        except Exception:
-            log.exception("capture thread failed")
+            self._capture()
+        except Exception as exc:
+            self.failed = True
+            log.error("capture thread failed: %s: %s", type(exc).__name__, exc, exc_info=True)
         finally:
             self.source.close()
             self.slot.close()
+
+    def _capture(self) -> None:
+        delay, attempts = 1.0, 0
+        while not self.stop.is_set():
+            if os.environ.get("PIDETECT_TEST_CAPTURE_RAISES"):  # the tests' way to reach the handler above
+                raise RuntimeError("injected by PIDETECT_TEST_CAPTURE_RAISES")
+            try:
+                self.source.open()
+            except SourceError as exc:
+                attempts += 1
+                self._source_record("retrying", f"{exc}; attempt {attempts}, next in {delay:g} s", WARNING)
+                self.stop.wait(delay)
+                delay = min(delay * 2, self.max_delay)
+                continue
+            attempts = 0
+            self._source_record("opened", f"{self.source.native_fps:g} fps" if self.source.native_fps else "")
+            opened = time.monotonic()
+            delivered = self._read_until_end()
+            why = self.source.failure_detail()
+            self.source.close()
+            if self.stop.is_set():
+                break
+            if not self.source.live:
+                self._source_record("eof", f"{delivered} frame(s)")
+                if self.loop and delivered:
+                    self.slot.put_gap(SourceGap(self.seq, time.time()), self.stop)
+                    continue
+                break
+            if delivered and time.monotonic() - opened >= self.STEADY_SECONDS:
+                delay = 1.0
+            detail = f"the source stopped delivering frames after {delivered} frame(s)"
+            self._source_record("lost", detail + (f": {why}" if why else "") + f"; reopening in {delay:g} s",
+                                WARNING)
+            self.slot.put_gap(SourceGap(self.seq, time.time()), self.stop)
+            self.stop.wait(delay)
+            delay = min(delay * 2, self.max_delay)
 
     def _read_until_end(self) -> int:
         """Read frames until the source ends or fails; return how many were delivered."""

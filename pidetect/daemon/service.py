@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from ..config import Config, build_config
 from ..inference.detector import Detector, DetectorOptions
@@ -106,9 +106,12 @@ class Service:
             self.stop_requested = True
         self.wake.set()
 
-    def install_signal_handlers(self) -> None:
+    def install_signal_handlers(self, already_received: Sequence[int] = ()) -> None:
+        """Take over SIGTERM/SIGINT/SIGHUP; signals received before (while starting) are acted on too."""
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
+        for signum in list(already_received):
+            self._on_signal(signum, None)
 
     # --- building ------------------------------------------------------------------------------
     def _start(self, config: Config, detectors: List[Detector]) -> Running:
@@ -148,7 +151,9 @@ class Service:
             log.warning("SIGHUP ignored: no config file in use")
             return running, detectors
         try:
-            config = build_config(self.config_path, self.overrides)
+            # path_required: a config file gone, unreadable or replaced by a folder is an error, never
+            # a silent fall back to the defaults
+            config = build_config(self.config_path, self.overrides, path_required=True)
             if detector_settings(config) != detector_settings(running.config):
                 detectors = make_detectors(config)
         except PidetectError as exc:
@@ -194,6 +199,8 @@ class Service:
     def _wait_ready(self, running: Running, started: float) -> None:
         deadline = started + self.config.ready_timeout
         told_waiting = False
+        if self.config.duration:
+            deadline = min(deadline, started + self.config.duration)
         while not running.capture.first_frame.is_set() and not self.stop_requested:
             if running.inference.finished.is_set():
                 break
@@ -228,6 +235,10 @@ class Service:
                 self.running = running
                 status_mark = (time.monotonic(), 0, 0)
                 continue
+            if running.capture.failed:
+                message = "the capture thread failed (see the error above); exiting so systemd restarts"
+                self.emit(log_record("error", "pidetect.service", message), ERR)
+                return 1
             if running.inference.finished.is_set():
                 if not running.inference.failed:
                     return 0

@@ -20,7 +20,7 @@ from typing import Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from ..errors import ModelError, UnavailableError
+from ..errors import ConfigError, ModelError, UnavailableError
 from ..frames import Detection, Frame, Result
 from .labels import load_labels
 from .tflite_file import POSTPROCESS_OP, looks_like_tflite, postprocess_num_classes
@@ -61,8 +61,38 @@ def resolve_backend(preferred: str = "auto", import_module: Callable = importlib
         return Backend(name, version, module.Interpreter)
     detail = "; ".join(errors)
     if preferred != "auto":
-        raise UnavailableError(f"backend {preferred!r} is not usable ({detail}). {INSTALL_HINT}")
+        others = [name for name, module_name in BACKENDS if name != preferred and _importable(module_name,
+                                                                                               import_module)]
+        also = (f"; installed: {', '.join(others)} (use --backend auto or --backend {others[0]})" if others
+                else f". {INSTALL_HINT}")
+        raise UnavailableError(f"backend {preferred} is not installed or not usable ({detail}){also}")
     raise UnavailableError(f"{INSTALL_HINT} (tried: {detail})")
+
+
+def _importable(module_name: str, import_module: Callable) -> bool:
+    try:
+        import_module(module_name)
+    except Exception:
+        return False
+    return True
+
+
+def check_label_names(known, wanted_by_key: Dict[str, FrozenSet[str]]) -> None:
+    """Names in only/ignore must be labels the model has: a typo would silently filter nothing (or all)."""
+    import difflib
+
+    known = sorted(set(known))
+    problems = []
+    for key, wanted in wanted_by_key.items():
+        hints = []
+        for name in sorted(set(wanted) - set(known)):
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+            hints.append(f"'{name}'" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        if hints:
+            problems.append(f"{key}: the model has no label " + ", ".join(hints))
+    if problems:
+        raise ConfigError("; ".join(problems) + "; write labels as the labels file does, e.g. person, car, cat, "
+                          "dog, tv")
 
 
 def _dist_version(module: str) -> str:
@@ -217,6 +247,7 @@ class Detector:
         self.outputs = {o["index"]: o for o in self.interpreter.get_output_details()}
         self.labels = load_labels(labels_path)
         self._check_labels_cover(self._num_classes(self.model_path), labels_path)
+        check_label_names(self.labels.values(), {"only": options.allow, "ignore": options.deny})
         self._input_view = self.interpreter.tensor(self.input["index"])
         self._rgb = np.empty((self.input_height, self.input_width, 3), np.uint8)
         self._warned_ids: set = set()

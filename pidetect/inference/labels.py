@@ -34,6 +34,9 @@ def parse_labels(text: str, where: str = "labels") -> Dict[int, str]:
         return labels
     if lines[0] == "???":
         lines = lines[1:]
+        if not lines:
+            raise ModelError(f"{where}: the labels file holds only the '???' background line; it needs the "
+                             "class names after it, one per line")
     return dict(enumerate(lines))
 
 

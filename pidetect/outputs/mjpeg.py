@@ -8,7 +8,9 @@ Binds to 127.0.0.1 unless mjpeg_address says otherwise.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import socket
 import socketserver
 import threading
 from typing import Optional, Tuple
@@ -72,6 +74,7 @@ class MjpegServer(socketserver.ThreadingTCPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 64  # listen() backlog: with 5, viewers connecting at once waited for a SYN retry (1 s)
 
     def __init__(self, address: Tuple[str, int], latest: LatestJpeg):
         self.latest = latest
@@ -156,8 +159,16 @@ class MjpegDisplay:
         try:
             return MjpegServer((self.address, self.port), self.latest)
         except OSError as exc:
-            raise DisplayUnavailable(f"MJPEG view cannot listen on {self.address}:{self.port}: {exc.strerror} "
-                                     "(set mjpeg_port to a free port)") from None
+            if exc.errno == errno.EADDRINUSE:
+                hint = "another program uses that port: set mjpeg_port to a free one"
+            elif exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) or isinstance(exc, socket.gaierror):
+                hint = "no interface of this machine has that address: set mjpeg_address to 127.0.0.1 or 0.0.0.0"
+            elif exc.errno == errno.EACCES:
+                hint = "ports below 1024 need root: set mjpeg_port to 1024 or above"
+            else:
+                hint = "check mjpeg_address and mjpeg_port"
+            raise DisplayUnavailable(f"MJPEG view cannot listen on {self.address}:{self.port}: "
+                                     f"{exc.strerror or exc} ({hint})") from None
 
     def show(self, result: Result, fps: Optional[float] = None) -> None:
         if self.latest.viewers == 0:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
 from ..config import Config, sysfs_root
+from ..errors import ConfigError
 from .display import DisplayUnavailable
 from ..frames import Result
 from ..records import ERR, log_record
@@ -132,6 +133,11 @@ def build_outputs(config: Config, emit: Callable) -> Tuple[List, Optional[Snapsh
             message = f"display {name} unavailable, continuing without it: {exc}"
             emit(log_record("error", "pidetect.display", message), ERR)
     outputs: List = [DisplaySink(displays, emit, config.display_nice)] if displays else []
-    snapshots = Snapshots(Path(config.snapshot_dir), config.snapshot_max_files, config.snapshot_max_mb) \
-        if config.snapshots else None
+    snapshots = None
+    if config.snapshots:
+        folder = Path(config.snapshot_dir)
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"snapshot_dir {folder} is a file, not a folder; set snapshot_dir to a folder "
+                              "(it is created if missing)")
+        snapshots = Snapshots(folder, config.snapshot_max_files, config.snapshot_max_mb)
     return outputs, snapshots

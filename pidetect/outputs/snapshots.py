@@ -2,13 +2,21 @@
 
 The SD card must never fill: after each save the oldest files are removed until both caps hold.
 Files are written to a temporary name and renamed, so a reader never sees half a JPEG.
+
+Only files pidetect wrote are ever counted or removed: regular files (not links) directly in the
+folder whose names match OWN_NAME, the pattern `save` writes. Whatever else the folder holds (a
+user's photos, sub-folders, links) is never touched, whatever its name. A write that fails (a full
+card, a read-only remount) removes its temporary file, frees room among pidetect's own files on a
+full disk, is said once per episode and is tried again with the next object.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
+import stat
 import time
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -20,6 +28,27 @@ from .overlay import Overlay
 
 log = logging.getLogger(__name__)
 SAFE = re.compile(r"[^A-Za-z0-9_-]+")
+OWN_NAME = re.compile(r"\d{8}-\d{6}\.\d{3}-[A-Za-z0-9_-]+-\d+\.jpg")
+OWN_TEMPORARY = re.compile(r"\.(\d{8}-\d{6}\.\d{3}-[A-Za-z0-9_-]+-\d+\.jpg)\.tmp")
+
+
+def is_own_file(entry: os.DirEntry) -> bool:
+    """A regular file (not a link, not a folder) named as `Snapshots.save` names its files."""
+    return bool(OWN_NAME.fullmatch(entry.name)) and entry.is_file(follow_symlinks=False)
+
+
+def write_new_file(path: Path, data: bytes) -> None:
+    """Write `data` to a file that must not exist yet; on any failure no file is left behind."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    os.close(fd)
 
 
 class Snapshots:
@@ -27,50 +56,91 @@ class Snapshots:
         self.folder, self.max_files, self.max_bytes = Path(folder), max_files, int(max_mb * 2**20)
         self.quality = quality
         self.overlay = Overlay()
-        self.disabled_reason: Optional[str] = None
+        self.failure: Optional[str] = None  # the current episode of failed writes, said once
         self._files: Optional[List[Tuple[str, int]]] = None  # (name, size), oldest first
 
     def _scan(self) -> List[Tuple[str, int]]:
+        """pidetect's own snapshots in the folder, oldest first; stale temporary files of its own removed."""
         self.folder.mkdir(parents=True, exist_ok=True)
         files = []
         for entry in os.scandir(self.folder):
-            if entry.is_file() and entry.name.endswith(".jpg"):
-                files.append((entry.name, entry.stat().st_size))
+            if is_own_file(entry):
+                files.append((entry.name, entry.stat(follow_symlinks=False).st_size))
+            elif OWN_TEMPORARY.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                _unlink_quietly(Path(entry.path))  # left by a crash or power cut mid-write
         return sorted(files)
 
     def save(self, result: Result, track) -> Optional[str]:
-        """Write the snapshot; return its path, or None (with one warning) when the folder is unusable."""
-        if self.disabled_reason:
-            return None
+        """Write the snapshot; return its path, or None (said once per episode) when it cannot be written."""
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(result.frame.ts))
         millis = int(result.frame.ts * 1000) % 1000
         name = f"{stamp}.{millis:03d}-{SAFE.sub('_', track.label)}-{track.track_id}.jpg"
-        target = self.folder / name
         try:
             if self._files is None:
                 self._files = self._scan()
-            ok, jpeg = cv2.imencode(".jpg", self.overlay.draw(result), [cv2.IMWRITE_JPEG_QUALITY, self.quality])
-            if not ok:
-                return None
-            temporary = self.folder / f".{name}.tmp"
-            temporary.write_bytes(jpeg.tobytes())
-            os.replace(temporary, target)
         except OSError as exc:
-            self.disabled_reason = f"snapshots disabled: cannot write to {self.folder}: {exc.strerror}"
-            log.error(self.disabled_reason)
+            self._report(exc)
             return None
+        ok, jpeg = cv2.imencode(".jpg", self.overlay.draw(result), [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        if not ok:
+            return None
+        for attempt in (1, 2):
+            try:
+                self._write(name, jpeg.tobytes())
+                break
+            except OSError as exc:
+                self._report(exc)
+                if attempt == 2 or exc.errno != errno.ENOSPC or not self._files:
+                    return None
+                self._remove_oldest(max(1, len(self._files) // 10))  # a full card: make room, try once more
+        if self.failure and attempt == 1:
+            log.warning("snapshots are written again to %s", self.folder)
+            self.failure = None
+        self._files = [entry for entry in self._files if entry[0] != name]
         self._files.append((name, len(jpeg)))
         self._prune()
-        return str(target)
+        return str(self.folder / name)
+
+    def _write(self, name: str, data: bytes) -> None:
+        temporary = self.folder / f".{name}.tmp"
+        try:
+            write_new_file(temporary, data)
+            os.replace(temporary, self.folder / name)
+        except OSError:
+            _unlink_quietly(temporary)
+            raise
+
+    def _report(self, exc: OSError) -> None:
+        """Said once per episode of failed writes (a full disk, a read-only remount, a missing folder)."""
+        if self.failure is None:
+            self.failure = (f"cannot write snapshots to {self.folder}: {exc.strerror or exc}; "
+                            + ("removing the oldest of pidetect's own snapshots to make room, "
+                               if exc.errno == errno.ENOSPC else "") + "trying again with the next object")
+            log.error(self.failure)
 
     def _prune(self) -> None:
         total = sum(size for _name, size in self._files)
-        while self._files and (len(self._files) > self.max_files or total > self.max_bytes):
-            name, size = self._files.pop(0)
-            total -= size
+        excess = 0
+        while excess < len(self._files) and (len(self._files) - excess > self.max_files or total > self.max_bytes):
+            total -= self._files[excess][1]
+            excess += 1
+        self._remove_oldest(excess)
+
+    def _remove_oldest(self, count: int) -> None:
+        for name, _size in self._files[:count]:
+            path = self.folder / name
             try:
-                (self.folder / name).unlink()
+                if stat.S_ISREG(path.lstat().st_mode):  # still our regular file, never a link put there since
+                    path.unlink()
             except FileNotFoundError:
                 pass
             except OSError as exc:
                 log.warning("cannot remove old snapshot %s: %s", name, exc.strerror)
+        del self._files[:count]
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass

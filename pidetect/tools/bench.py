@@ -59,14 +59,52 @@ def stage_summary(values_ms: List[float]) -> Dict[str, float]:
     return {"median_ms": round(statistics.median(values_ms), 3), "p95_ms": round(percentile(values_ms, 95), 3)}
 
 
+def clip_cache_dir() -> Path:
+    """Where generated clips are kept between runs: a private folder (0700) in the user's cache.
+
+    Not a fixed name in /tmp: there any local user could put a file or a symlink in its place
+    beforehand, and a root bench would read or overwrite what it points to.
+    """
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    folder = base / "pidetect"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if folder.is_symlink() or folder.stat().st_uid != os.getuid():
+        raise UnavailableError(f"clip cache {folder} is not a folder owned by this user; remove it or set "
+                               "XDG_CACHE_HOME")
+    folder.chmod(0o700)
+    return folder
+
+
+def count_frames(path: Path, at_least: int) -> int:
+    """Frames OpenCV can read from `path`, counting up to `at_least`."""
+    capture = cv2.VideoCapture(str(path))
+    count = 0
+    while count < at_least and capture.isOpened() and capture.grab():
+        count += 1
+    capture.release()
+    return count
+
+
 def make_clip(folder: Path, width: int, height: int, frames: int) -> Path:
-    """A 1280x720 (by default) mp4 of real photos with empty frames between them."""
+    """A 1280x720 (by default) mp4 of real photos with empty frames between them, cached in `folder`.
+
+    A cached clip is used only if it is a regular file that still holds `frames` readable frames;
+    a new one is written to a temporary name and renamed into place.
+    """
     path = folder / f"bench_{width}x{height}_{frames}.mp4"
-    if not path.exists():
-        per_scene = max(1, frames // 10)
-        repeat = max(1, math.ceil(frames / (5 * 2 * per_scene)))  # at least `frames` frames
-        write_scene_video(path, width, height, fps=30, frames_per_scene=per_scene, blank_frames=per_scene,
-                          repeat=repeat)
+    if path.is_file() and not path.is_symlink() and count_frames(path, frames) >= frames:
+        return path
+    per_scene = max(1, frames // 10)
+    repeat = max(1, math.ceil(frames / (5 * 2 * per_scene)))  # at least `frames` frames
+    fd, temporary = tempfile.mkstemp(prefix=".bench_", suffix=".mp4", dir=folder)
+    os.close(fd)
+    try:
+        write_scene_video(Path(temporary), width, height, fps=30, frames_per_scene=per_scene,
+                          blank_frames=per_scene, repeat=repeat)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
     return path
 
 
@@ -448,7 +486,7 @@ def run_bench(model: Path, labels: Path, source: Optional[Path], frames: int, th
     with tempfile.TemporaryDirectory(prefix="pidetect-bench-") as tmp:
         workdir = Path(tmp)
         width, height = (int(v) for v in size.lower().split("x"))
-        clip = source or make_clip(Path(tempfile.gettempdir()), width, height, frames)
+        clip = source or make_clip(clip_cache_dir(), width, height, frames)
         report["source"] = {"path": str(clip), "frames": frames,
                             "size": "x".join(map(str, read_frames(clip, 1)[0].shape[1::-1]))}
         say(f"ceiling: interpreter only, {runs} runs after warm-up")

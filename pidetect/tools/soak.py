@@ -23,14 +23,14 @@ from typing import List, Optional, Sequence, Tuple
 
 import psutil
 
-from .bench import fake_framebuffer, make_clip
+from .bench import clip_cache_dir, fake_framebuffer, make_clip
 
 
 def soak(minutes: float, display: str, interpreters: int, sample_s: float, warmup_s: float,
          say=print) -> Tuple[List[Tuple[float, float]], int]:
     with tempfile.TemporaryDirectory(prefix="pidetect-soak-") as tmp:
         workdir = Path(tmp)
-        clip = make_clip(Path(tempfile.gettempdir()), 1280, 720, 300)
+        clip = make_clip(clip_cache_dir(), 1280, 720, 300)
         args = [sys.executable, "-m", "pidetect", "run", "--source", str(clip), "--realtime", "--loop",
                 "--duration", str(minutes * 60), "--log-format", "json", "--metrics-interval", "60",
                 "--interpreters", str(interpreters)]
