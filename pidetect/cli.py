@@ -1,4 +1,4 @@
-"""Command line: `pidetect run | detect | bench | models | check`.
+"""Command line: `pidetect run | detect | eval | bench | models | check`.
 
 Every user mistake surfaces as a PidetectError whose message is printed on one line (no
 traceback) and whose exit code follows ARCHITECTURE.md: 2 usage, 78 config/model, 69 unavailable.
@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -30,9 +31,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", type=Path, help="TFLite SSD model (default: the fetched Coral SSD MobileNetV2)")
-    parser.add_argument("--labels", type=Path, help="labels file (default: coco_labels.txt beside the default model)")
+    parser.add_argument("--model", type=Path, help="TFLite detection model, SSD or Ultralytics YOLO (default: the "
+                        "fetched Coral SSD MobileNetV2)")
+    parser.add_argument("--labels", type=Path, help="labels file (default: the labels the model carries, else "
+                        "coco_labels.txt beside the model)")
     parser.add_argument("--threshold", type=float, help="minimum score, 0..1 (default 0.5)")
+    parser.add_argument("--max-results", type=int, help="at most this many detections per image (default 10)")
+    parser.add_argument("--nms-iou", type=float, help="NMS overlap for YOLO models, 0..1 (default 0.45)")
     parser.add_argument("--threads", type=int, help="interpreter threads (default: all cores)")
     parser.add_argument("--backend", choices=["auto", "ai_edge_litert", "tflite_runtime", "tensorflow.lite"],
                         help="inference backend (default auto: the first installed, in that order)")
@@ -84,8 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="measure: interpreter ceiling, stages, serial loop, pipeline, RSS",
                                 description="Benchmark the model and the pipeline on a video (default: a generated "
                                 "1280x720 clip of scikit-image's photos). Prints a table, or JSON with --json.")
-    bench.add_argument("--model", type=Path, help="TFLite SSD model (default: the fetched Coral SSD MobileNetV2)")
-    bench.add_argument("--labels", type=Path, help="labels file (default: coco_labels.txt beside the model)")
+    bench.add_argument("--model", type=Path, help="TFLite detection model, SSD or Ultralytics YOLO (default: the "
+                       "fetched Coral SSD MobileNetV2)")
+    bench.add_argument("--labels", type=Path, help="labels file (default: the model's own, else coco_labels.txt "
+                       "beside it)")
     bench.add_argument("--source", type=Path, help="video file to measure on (default: generated clip)")
     bench.add_argument("--size", default="1280x720", help="size of the generated clip (default 1280x720)")
     bench.add_argument("--frames", type=int, default=300, help="frames per end-to-end measurement (default 300)")
@@ -103,6 +110,32 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--check", action="store_true",
                        help="also judge the README's performance targets; exit 1 if one is missed")
     bench.set_defaults(handler=_cmd_bench)
+
+    evaluate = commands.add_parser("eval", help="accuracy (COCO mAP) and speed of models on labelled images",
+                                   description="Measure models on a labelled dataset (COCO JSON, YOLO or Pascal "
+                                   "VOC, detected from the folder): COCO mAP50-95 and mAP50 by pycocotools, "
+                                   "precision and recall at the threshold, latency, size and numeric format, "
+                                   "all models on the same images in one run.")
+    evaluate.add_argument("dataset", type=Path, metavar="DATASET",
+                          help="dataset folder, or a file in it (instances_*.json, data.yaml)")
+    evaluate.add_argument("--model", type=Path, action="append", default=[],
+                          help="a model to measure (repeat to compare; default: the default model)")
+    evaluate.add_argument("--labels", type=Path, action="append", default=[],
+                          help="labels file: once for every model, or once per --model in the same order "
+                          "(default: the labels each model carries, else coco_labels.txt beside it)")
+    evaluate.add_argument("--threshold", type=float, default=0.5,
+                          help="score at which precision and recall are reported, as the daemon's threshold "
+                          "(default 0.5; the mAP uses every box down to 0.001)")
+    evaluate.add_argument("--map", dest="class_map", action="append", default=[], metavar="DATASET=MODEL",
+                          help="join a dataset class to a model label by hand, e.g. --map person_walking=person")
+    evaluate.add_argument("--threads", type=int, help="interpreter threads (default: all cores)")
+    evaluate.add_argument("--limit", type=int, help="only the first N images")
+    evaluate.add_argument("--skip-missing", action="store_true",
+                          help="go on when images listed in the labels are missing on disk (they are counted)")
+    evaluate.add_argument("--json", action="store_true", help="one JSON object per model per line")
+    evaluate.add_argument("--plot", type=Path, metavar="PNG",
+                          help="write accuracy-vs-latency and precision-recall curves (needs pidetect[plot])")
+    evaluate.set_defaults(handler=_cmd_eval)
 
     models = commands.add_parser("models", help="fetch, list or verify the default model files")
     models_cmd = models.add_subparsers(dest="models_command", metavar="ACTION", parser_class=_Parser)
@@ -130,7 +163,14 @@ def _detector_from_args(args: argparse.Namespace):
         raise UsageError(f"--threshold {threshold}: must be between 0 and 1")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads {args.threads}: must be 1 or more")
-    options = DetectorOptions(threshold=threshold, num_threads=args.threads, backend=args.backend or "auto")
+    max_results = 10 if args.max_results is None else args.max_results
+    if max_results < 1:
+        raise UsageError(f"--max-results {max_results}: must be 1 or more")
+    nms_iou = 0.45 if args.nms_iou is None else args.nms_iou
+    if not 0.0 < nms_iou <= 1.0:
+        raise UsageError(f"--nms-iou {nms_iou}: must be more than 0 and at most 1")
+    options = DetectorOptions(threshold=threshold, num_threads=args.threads, backend=args.backend or "auto",
+                              max_results=max_results, nms_iou=nms_iou)
     return Detector(model, labels, options)
 
 
@@ -265,6 +305,61 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         for target in report.get("targets", []):
             print(f"{'PASS' if target['pass'] else 'FAIL'}  {target['description']}: {target['value']}")
     return 1 if any(not t["pass"] for t in report.get("targets", [])) else 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .inference.model_paths import resolve_model_paths
+    from .models.datasets import load_dataset
+    from .models.eval_report import format_table, json_lines, plot
+    from .models.evaluate import coco_library, evaluate_model
+
+    if not 0.0 <= args.threshold <= 1.0:
+        raise UsageError(f"--threshold {args.threshold}: must be between 0 and 1")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit {args.limit}: must be 1 or more")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads {args.threads}: must be 1 or more")
+    models = args.model or [None]
+    if len(args.labels) not in (0, 1, len(models)):
+        raise UsageError(f"--labels given {len(args.labels)} times for {len(models)} model(s): give it once for "
+                         "all, or once per --model")
+    by_hand = {}
+    for item in args.class_map:
+        dataset_name, sep, model_name = item.partition("=")
+        if not sep or not dataset_name.strip() or not model_name.strip():
+            raise UsageError(f"--map {item!r}: write DATASET_CLASS=MODEL_LABEL, e.g. --map tvmonitor=tv")
+        by_hand[dataset_name.strip()] = model_name.strip()
+    if args.plot is not None and args.plot.suffix.lower() != ".png":
+        raise UsageError(f"--plot {args.plot}: give a .png file name")
+    coco_library()  # say now, not after the first model ran, that the extra is missing
+    dataset = load_dataset(args.dataset, skip_missing=args.skip_missing)
+    if args.limit:
+        dataset = dataset.limited(args.limit)
+    say = (lambda text: print(text, file=sys.stderr, flush=True))
+    say(dataset.summary())
+    interactive = sys.stderr.isatty()
+    reports = []
+    for number, model in enumerate(models):
+        labels = args.labels[number] if len(args.labels) == len(models) else (args.labels[0] if args.labels else None)
+        model_path, labels_path = resolve_model_paths(model, labels)
+        started = time.monotonic()
+
+        def progress(done: int, total: int, name=model_path.name) -> None:
+            if interactive:
+                bar = "#" * (30 * done // total)
+                print(f"\reval {name}: [{bar:<30}] {done}/{total} images", end="", file=sys.stderr, flush=True)
+
+        report = evaluate_model(dataset, model_path, labels_path, args.threshold, args.threads, by_hand, progress)
+        if interactive:
+            print(file=sys.stderr)
+        say(f"eval {model_path.name}: mAP50-95 {report.map:.3f}, mAP50 {report.map50:.3f} on {report.images} "
+            f"images in {time.monotonic() - started:.1f} s")
+        reports.append(report)
+    print(json_lines(reports) if args.json else format_table(reports), flush=True)
+    if args.plot is not None:
+        plot(reports, args.plot, dataset.summary())
+        say(f"plot written to {args.plot}")
+    return 0
 
 
 def _cmd_models(args: argparse.Namespace) -> int:

@@ -47,6 +47,7 @@ class Config:
     interpreters: int = 1
     threshold: float = 0.5
     max_results: int = 10
+    nms_iou: float = 0.45
     only: Tuple[str, ...] = ()
     ignore: Tuple[str, ...] = ()
     # events
@@ -86,14 +87,17 @@ HELP: Dict[str, str] = {
     "open_timeout": "seconds to wait when opening a network stream",
     "read_timeout": "seconds without a frame before a live source counts as lost",
     "reconnect_max_delay": "cap of the exponential backoff between reconnect attempts, seconds",
-    "model": "TFLite SSD model (default: the fetched Coral SSD MobileNetV2)",
-    "labels": "labels file (default: coco_labels.txt beside the model)",
+    "model": "TFLite detection model: SSD with post-processing, or an Ultralytics YOLOv5/v8/11 export "
+             "(default: the fetched Coral SSD MobileNetV2)",
+    "labels": "labels file (default: the labels the model carries, else coco_labels.txt beside the model)",
     "backend": "auto, ai_edge_litert, tflite_runtime or tensorflow.lite",
     "threads": "threads per interpreter (0: the cores divided between the interpreters)",
     "interpreters": "inference workers, each with its own interpreter, on alternating frames (see README: "
                     "2 can beat 1 on throughput, at the cost of memory and per-frame latency)",
     "threshold": "minimum detection score, 0..1",
     "max_results": "at most this many detections per frame",
+    "nms_iou": "overlap (IoU) above which NMS keeps only the best box of a class, 0..1 (YOLO models; SSD "
+               "does NMS inside the model)",
     "only": "report only these labels (comma-separated on the command line)",
     "ignore": "never report these labels",
     "enter_frames": "an object must be seen in this many consecutive frames to be 'entered'",
@@ -189,6 +193,7 @@ def check(config: Config) -> List[Tuple[str, str]]:
     c = config
     need(0.0 <= c.threshold <= 1.0, "threshold", "must be between 0 and 1")
     need(0.0 <= c.track_iou <= 1.0, "track_iou", "must be between 0 and 1")
+    need(0.0 < c.nms_iou <= 1.0, "nms_iou", "must be more than 0 and at most 1")
     for key in ("width", "height", "threads", "max_frames"):
         need(getattr(c, key) >= 0, key, "must be 0 or more")
     need(1 <= c.interpreters <= 8, "interpreters", "must be between 1 and 8")

@@ -29,7 +29,8 @@ def test_bench_json_has_every_section(model_paths):
     assert len(report["rounds"]) == 2 and all(len(r["pipeline"]) == len(report["pipeline"]) for r in report["rounds"])
     assert report["ratios"]["serial_headroom"] > 0
     assert report["source"]["size"] == "320x240"
-    assert set(report["stages"]) == {"capture_decode", "preprocess", "invoke", "postprocess", "tracking", "overlay",
+    assert set(report["stages"]) == {"capture_decode", "preprocess", "invoke", "postprocess", "postprocess_eval",
+                                     "tracking", "overlay",
                                      "encode_jpeg", "fb_1080p_rgb565"}
     assert all(p["frames"] == 12 for p in report["pipeline"])
     assert {p["display"] for p in report["pipeline"]} == {"none", "fb", "mjpeg"}

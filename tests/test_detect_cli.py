@@ -62,7 +62,7 @@ def test_classifier_is_not_an_ssd_detector(tmp_path, model_paths):
     classifier.write_bytes(classifier_model())
     done = run_pidetect("detect", PHOTOS / "chelsea.png", "--model", classifier, "--labels", model_paths[1])
     assert done.returncode == 78
-    assert "not an SSD detector" in done.stderr
+    assert "not a detection model pidetect can read" in done.stderr
     assert "MobilenetV2/Predictions/Softmax [1, 192]" in done.stderr  # what was found
     assert "boxes [1,N,4]" in done.stderr  # what was expected
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pidetect.inference.detector import OutputLayout, resolve_output_layout
+from pidetect.inference.ssd import OutputLayout, resolve_output_layout
 from pidetect.errors import ModelError
 from pidetect.inference.labels import load_labels, parse_labels
 

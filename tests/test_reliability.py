@@ -346,7 +346,7 @@ def test_named_backend_not_installed_names_what_is(monkeypatch):
     import importlib
 
     from pidetect.errors import UnavailableError
-    from pidetect.inference.detector import resolve_backend
+    from pidetect.inference.backends import resolve_backend
 
     def only_litert(name):
         if name.startswith("tflite_runtime"):

@@ -105,3 +105,133 @@ def classifier_model(side: int = 8, classes_out_name: str = "MobilenetV2/Predict
     model = tflite.ModelEnd(b)
     b.Finish(model, file_identifier=b"TFL3")
     return bytes(b.Output())
+
+
+def constant_outputs_model(outputs, input_side: int = 64, float16: bool = False,
+                           input_type=tflite.TensorType.FLOAT32) -> bytes:
+    """A real model whose outputs are fixed arrays: input [1, side, side, 3] (unused) -> each output.
+
+    Each output is RESHAPE(constant, its shape); with float16=True the constant is stored as float16
+    and DEQUANTIZE turns it into float32 first, the op pattern of a float16 export.
+    It lets a test give a model family exactly the raw head it decodes (a YOLOv5 layout, say).
+    """
+    b = flatbuffers.Builder(4096)
+    buffers_data = [b""]
+    tensors_spec = [("input", [1, input_side, input_side, 3], input_type, 0)]
+    operators_spec = []
+    output_indices = []
+    for number, value in enumerate(outputs):
+        value = np.asarray(value, np.float32)
+        shape = list(value.shape)
+        if float16:
+            buffers_data.append(value.astype(np.float16).tobytes())
+            tensors_spec.append((f"const_{number}", shape, tflite.TensorType.FLOAT16, len(buffers_data) - 1))
+            tensors_spec.append((f"dequantized_{number}", shape, tflite.TensorType.FLOAT32, 0))
+            operators_spec.append((1, [len(tensors_spec) - 2], [len(tensors_spec) - 1]))
+            buffers_data.append(np.array(shape, np.int32).tobytes())
+            tensors_spec.append((f"shape_{number}", [len(shape)], tflite.TensorType.INT32, len(buffers_data) - 1))
+            tensors_spec.append((f"output_{number}", shape, tflite.TensorType.FLOAT32, 0))
+            operators_spec.append((0, [len(tensors_spec) - 3, len(tensors_spec) - 2], [len(tensors_spec) - 1]))
+        else:
+            buffers_data.append(value.tobytes())
+            tensors_spec.append((f"const_{number}", shape, tflite.TensorType.FLOAT32, len(buffers_data) - 1))
+            buffers_data.append(np.array(shape, np.int32).tobytes())
+            tensors_spec.append((f"shape_{number}", [len(shape)], tflite.TensorType.INT32, len(buffers_data) - 1))
+            tensors_spec.append((f"output_{number}", shape, tflite.TensorType.FLOAT32, 0))
+            operators_spec.append((0, [len(tensors_spec) - 3, len(tensors_spec) - 2], [len(tensors_spec) - 1]))
+        output_indices.append(len(tensors_spec) - 1)
+
+    def offsets_vector(start_fn, offsets):
+        start_fn(b, len(offsets))
+        for off in reversed(offsets):
+            b.PrependUOffsetTRelative(off)
+        return b.EndVector()
+
+    def buffer(data: bytes):
+        vector = b.CreateByteVector(data) if data else None
+        tflite.BufferStart(b)
+        if vector is not None:
+            tflite.BufferAddData(b, vector)
+        return tflite.BufferEnd(b)
+
+    buffers = [buffer(data) for data in buffers_data]
+    tensors = []
+    for name, shape, ttype, buffer_index in tensors_spec:
+        name_off = b.CreateString(name)
+        shape_off = _int_vector(b, tflite.TensorStartShapeVector, shape)
+        tflite.TensorStart(b)
+        tflite.TensorAddShape(b, shape_off)
+        tflite.TensorAddType(b, ttype)
+        tflite.TensorAddBuffer(b, buffer_index)
+        tflite.TensorAddName(b, name_off)
+        if ttype == tflite.TensorType.INT8 and name == "input":
+            scale = _float_vector(b, tflite.QuantizationParametersStartScaleVector, [1 / 255])
+            zero = _long_vector(b, tflite.QuantizationParametersStartZeroPointVector, [-128])
+            tflite.QuantizationParametersStart(b)
+            tflite.QuantizationParametersAddScale(b, scale)
+            tflite.QuantizationParametersAddZeroPoint(b, zero)
+            quant = tflite.QuantizationParametersEnd(b)
+            tflite.TensorAddQuantization(b, quant)
+        tensors.append(tflite.TensorEnd(b))
+    operators = []
+    for opcode_index, inputs, outs in operators_spec:
+        ins = _int_vector(b, tflite.OperatorStartInputsVector, inputs)
+        outv = _int_vector(b, tflite.OperatorStartOutputsVector, outs)
+        tflite.OperatorStart(b)
+        tflite.OperatorAddOpcodeIndex(b, opcode_index)
+        tflite.OperatorAddInputs(b, ins)
+        tflite.OperatorAddOutputs(b, outv)
+        operators.append(tflite.OperatorEnd(b))
+    opcodes = []
+    for code in (tflite.BuiltinOperator.RESHAPE, tflite.BuiltinOperator.DEQUANTIZE):
+        tflite.OperatorCodeStart(b)
+        tflite.OperatorCodeAddDeprecatedBuiltinCode(b, code)
+        tflite.OperatorCodeAddBuiltinCode(b, code)
+        tflite.OperatorCodeAddVersion(b, 1)
+        opcodes.append(tflite.OperatorCodeEnd(b))
+    tensors_vec = offsets_vector(tflite.SubGraphStartTensorsVector, tensors)
+    ops_vec = offsets_vector(tflite.SubGraphStartOperatorsVector, operators)
+    inputs_vec = _int_vector(b, tflite.SubGraphStartInputsVector, [0])
+    outputs_vec = _int_vector(b, tflite.SubGraphStartOutputsVector, output_indices)
+    tflite.SubGraphStart(b)
+    tflite.SubGraphAddTensors(b, tensors_vec)
+    tflite.SubGraphAddOperators(b, ops_vec)
+    tflite.SubGraphAddInputs(b, inputs_vec)
+    tflite.SubGraphAddOutputs(b, outputs_vec)
+    subgraph = tflite.SubGraphEnd(b)
+    subgraphs_vec = offsets_vector(tflite.ModelStartSubgraphsVector, [subgraph])
+    opcodes_vec = offsets_vector(tflite.ModelStartOperatorCodesVector, opcodes)
+    buffers_vec = offsets_vector(tflite.ModelStartBuffersVector, buffers)
+    tflite.ModelStart(b)
+    tflite.ModelAddVersion(b, 3)
+    tflite.ModelAddOperatorCodes(b, opcodes_vec)
+    tflite.ModelAddSubgraphs(b, subgraphs_vec)
+    tflite.ModelAddBuffers(b, buffers_vec)
+    model = tflite.ModelEnd(b)
+    b.Finish(model, file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def _float_vector(builder, start_fn, values):
+    start_fn(builder, len(values))
+    for value in reversed(values):
+        builder.PrependFloat32(value)
+    return builder.EndVector()
+
+
+def _long_vector(builder, start_fn, values):
+    start_fn(builder, len(values))
+    for value in reversed(values):
+        builder.PrependInt64(value)
+    return builder.EndVector()
+
+
+def with_ultralytics_metadata(model: bytes, meta: dict) -> bytes:
+    """The model with a zip holding temp_meta.txt appended, as Ultralytics' TFLite export writes it."""
+    import io
+    import zipfile
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("temp_meta.txt", repr(meta))
+    return model + archive.getvalue()

@@ -24,7 +24,7 @@ from ..errors import ConfigError, UsageError
 log = logging.getLogger(__name__)
 
 MAX_PIXELS = 50_000_000  # 50 megapixels: a 48 MP phone photo passes, and decodes to 150 MB of BGR
-HEADER_BYTES = 64 * 1024  # JPEG markers before the frame header (EXIF, thumbnails) fit in this
+HEADER_BYTES = 4096  # every header but JPEG's sits in the first bytes; JPEG is walked segment by segment
 FORMATS = "JPEG, PNG, BMP, WebP, TIFF, PPM/PGM"
 
 
@@ -52,14 +52,21 @@ def read_header(path: Path) -> ImageHeader:
             size = handle.tell()
             handle.seek(max(0, size - 32))
             tail = handle.read()
+            try:
+                found = _parse(head, tail)
+                if head.startswith(b"\xff\xd8"):
+                    jpeg_size = _jpeg_size(handle)
+                    found = ("JPEG", *jpeg_size, not tail.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9")) \
+                        if jpeg_size else None
+                elif head[:4] in (b"II*\x00", b"MM\x00*"):
+                    tiff_size = _tiff_size(handle, head[:2])
+                    found = ("TIFF", *tiff_size, False) if tiff_size else None
+            except (struct.error, IndexError, ValueError):  # a header cut short or with fields out of range
+                found = None
     except FileNotFoundError:
         raise ImageFileError(f"{path}: no such file") from None
     except OSError as exc:
         raise ImageFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        found = _parse(head, tail)
-    except (struct.error, IndexError, ValueError):  # a header cut short or with fields out of range
-        found = None
     if found is None:
         raise ImageFileError(f"{path}: not an image pidetect can read (it reads {FORMATS})")
     kind, width, height, truncated = found
@@ -105,10 +112,7 @@ def check_image_sequence(pattern: str, max_pixels: int = MAX_PIXELS) -> None:
 
 def _parse(head: bytes, tail: bytes) -> Optional[Tuple[str, int, int, bool]]:
     if head.startswith(b"\xff\xd8"):
-        size = _jpeg_size(head)
-        if size is None:
-            return None
-        return ("JPEG", *size, not tail.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"))
+        return None  # read by _jpeg_size from the file itself
     if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR" and len(head) >= 24:
         width, height = struct.unpack(">II", head[16:24])
         return "PNG", width, height, b"IEND" not in tail
@@ -118,34 +122,45 @@ def _parse(head: bytes, tail: bytes) -> Optional[Tuple[str, int, int, bool]]:
     if head.startswith(b"RIFF") and head[8:12] == b"WEBP" and len(head) >= 30:
         return _webp_size(head)
     if head[:4] in (b"II*\x00", b"MM\x00*"):
-        size = _tiff_size(head)
-        return ("TIFF", *size, False) if size else None
+        return None  # read by _tiff_size from the file itself
     if re.match(rb"P[1-6]\s", head[:3]):
         fields = re.match(rb"P[1-6](?:\s+|#[^\n]*\n)+(\d+)(?:\s+|#[^\n]*\n)+(\d+)", head)
         return ("PNM", int(fields.group(1)), int(fields.group(2)), False) if fields else None
     return None
 
 
-def _jpeg_size(data: bytes) -> Optional[Tuple[int, int]]:
-    """Walk the markers to the first SOFn frame header (baseline, progressive, lossless…)."""
-    index = 2
-    while index + 9 < len(data):
-        if data[index] != 0xFF:
+def _jpeg_size(handle) -> Optional[Tuple[int, int]]:
+    """Walk the markers to the first SOFn frame header (baseline, progressive, lossless…).
+
+    Seeks over each segment, so EXIF, ICC and XMP blocks of any size before the frame header
+    (a phone photo's EXIF alone can exceed 64 KB) cost a seek each, not a read.
+    """
+    handle.seek(2)
+    for _ in range(10000):  # a real file has a few dozen segments before its frame header
+        marker = handle.read(2)
+        if len(marker) < 2 or marker[0] != 0xFF:
             return None
-        marker = data[index + 1]
-        if marker == 0xFF:  # fill byte
-            index += 1
+        code = marker[1]
+        while code == 0xFF:  # fill bytes
+            byte = handle.read(1)
+            if not byte:
+                return None
+            code = byte[0]
+        if code in (0xD8, 0x01) or 0xD0 <= code <= 0xD7:
             continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            index += 2
-            continue
-        (length,) = struct.unpack(">H", data[index + 2:index + 4])
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            height, width = struct.unpack(">HH", data[index + 5:index + 9])
+        length_bytes = handle.read(2)
+        if len(length_bytes) < 2:
+            return None
+        (length,) = struct.unpack(">H", length_bytes)
+        if 0xC0 <= code <= 0xCF and code not in (0xC4, 0xC8, 0xCC):
+            frame = handle.read(5)
+            if len(frame) < 5:
+                return None
+            height, width = struct.unpack(">HH", frame[1:5])
             return width, height
         if length < 2:
             return None
-        index += 2 + length
+        handle.seek(length - 2, 1)
     return None
 
 
@@ -162,18 +177,18 @@ def _webp_size(data: bytes) -> Optional[Tuple[str, int, int, bool]]:
     return None
 
 
-def _tiff_size(data: bytes) -> Optional[Tuple[int, int]]:
-    order = "<" if data[:2] == b"II" else ">"
-    (offset,) = struct.unpack(order + "I", data[4:8])
-    if offset + 2 > len(data):
-        return None
-    (count,) = struct.unpack(order + "H", data[offset:offset + 2])
+def _tiff_size(handle, order_mark: bytes) -> Optional[Tuple[int, int]]:
+    """ImageWidth and ImageLength from the first IFD, wherever in the file it is (often at the end)."""
+    order = "<" if order_mark == b"II" else ">"
+    handle.seek(4)
+    (offset,) = struct.unpack(order + "I", handle.read(4))
+    handle.seek(offset)
+    (count,) = struct.unpack(order + "H", handle.read(2))
+    entries = handle.read(12 * min(count, 4096))
     found = {}
-    for entry in range(count):
-        start = offset + 2 + entry * 12
-        if start + 12 > len(data):
-            return None
-        tag, kind = struct.unpack(order + "HH", data[start:start + 4])
+    for start in range(0, len(entries) - 11, 12):
+        tag, kind = struct.unpack(order + "HH", entries[start:start + 4])
         if tag in (256, 257):  # ImageWidth, ImageLength: SHORT or LONG
-            found[tag] = struct.unpack(order + ("H" if kind == 3 else "I"), data[start + 8:start + (10 if kind == 3 else 12)])[0]
+            value = entries[start + 8:start + (10 if kind == 3 else 12)]
+            found[tag] = struct.unpack(order + ("H" if kind == 3 else "I"), value)[0]
     return (found[256], found[257]) if len(found) == 2 else None

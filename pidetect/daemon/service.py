@@ -44,7 +44,7 @@ def make_detector(config: Config) -> Detector:
     options = DetectorOptions(threshold=config.threshold, max_results=config.max_results,
                               allow=frozenset(config.only), deny=frozenset(config.ignore),
                               num_threads=config.threads or max(1, cores // config.interpreters),
-                              backend=config.backend)
+                              backend=config.backend, nms_iou=config.nms_iou)
     return Detector(*model_paths(config), options)
 
 
@@ -56,7 +56,7 @@ def make_detectors(config: Config) -> List[Detector]:
 def detector_settings(config: Config) -> tuple:
     """What a reload must rebuild the interpreters for."""
     return (model_paths(config), config.threads, config.backend, config.interpreters, config.threshold,
-            config.only, config.ignore, config.max_results)
+            config.only, config.ignore, config.max_results, config.nms_iou)
 
 
 @dataclass

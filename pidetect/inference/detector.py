@@ -1,80 +1,44 @@
-"""Runs an SSD TFLite model on a frame and returns Detections in pixels of that frame.
+"""Runs a TFLite detection model on a frame and returns Detections in pixels of that frame.
 
-Backend resolution: ai_edge_litert (LiteRT) -> tflite_runtime -> tensorflow.lite. One interpreter per
-Detector, created once. The input tensor is written in place (resize straight into the
-interpreter's own buffer, colour conversion in place), so the hot path allocates nothing per frame
+One interpreter per Detector, created once. The model's family (SSD, YOLO, …: one module each,
+listed in FAMILIES) is recognised from the file itself and decides how the frame is placed into
+the input and how outputs become boxes; the Detector owns the interpreter, the input dtype, labels
+and filtering. The input tensor is written in place (the family resizes straight into the
+interpreter's own buffer when it holds plain RGB bytes, otherwise into one reused buffer that a
+256-entry lookup table converts to int8 or float32), so the hot path allocates nothing per frame
 beyond the small output arrays.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import mmap
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, List, Optional, Tuple
 
 import cv2
 import numpy as np
 
-from ..errors import ConfigError, ModelError, UnavailableError
+from ..errors import ConfigError, ModelError
 from ..frames import Detection, Frame, Result
+from . import ssd, yolo
+from .backends import Backend, resolve_backend
+from .family import Candidates, ModelFacts, ModelFamily, Placement
 from .labels import load_labels
-from .tflite_file import POSTPROCESS_OP, looks_like_tflite, postprocess_num_classes
+from .model_metadata import EmbeddedMetadata, MetadataError, read_embedded_metadata
+from .tflite_file import looks_like_tflite, numeric_format, postprocess_num_classes
 
 log = logging.getLogger(__name__)
 
-BACKENDS = (
-    ("ai_edge_litert", "ai_edge_litert.interpreter"),
-    ("tflite_runtime", "tflite_runtime.interpreter"),
-    ("tensorflow.lite", "tensorflow.lite"),
+# The model families pidetect reads, asked in this order. A new family is one module and one line here.
+FAMILIES = (
+    (ssd.recognise, ssd.EXPECTS),
+    (yolo.recognise, yolo.EXPECTS),
 )
-INSTALL_HINT = ("no TFLite backend is installed: run 'pip install ai-edge-litert' (recommended), "
-                "or 'pip install \"pidetect[tflite]\"' for tflite-runtime 2.14 (numpy<2)")
-
-
-@dataclass(frozen=True)
-class Backend:
-    name: str
-    version: str
-    interpreter_class: type
-
-
-def resolve_backend(preferred: str = "auto", import_module: Callable = importlib.import_module) -> Backend:
-    """The first importable backend (or exactly `preferred`), with its version for logs and bench."""
-    candidates = [b for b in BACKENDS if preferred in ("auto", b[0])]
-    if not candidates:
-        raise UnavailableError(f"unknown backend {preferred!r}; choose auto, "
-                               + ", ".join(b[0] for b in BACKENDS))
-    errors = []
-    for name, module_name in candidates:
-        try:
-            module = import_module(module_name)
-        except Exception as exc:  # a broken install (e.g. numpy ABI mismatch) is as unusable as a missing one
-            errors.append(f"{name}: {type(exc).__name__}: {exc}")
-            continue
-        top = import_module(name.split(".")[0])
-        version = getattr(top, "__version__", None) or _dist_version(name)
-        return Backend(name, version, module.Interpreter)
-    detail = "; ".join(errors)
-    if preferred != "auto":
-        others = [name for name, module_name in BACKENDS if name != preferred and _importable(module_name,
-                                                                                               import_module)]
-        also = (f"; installed: {', '.join(others)} (use --backend auto or --backend {others[0]})" if others
-                else f". {INSTALL_HINT}")
-        raise UnavailableError(f"backend {preferred} is not installed or not usable ({detail}){also}")
-    raise UnavailableError(f"{INSTALL_HINT} (tried: {detail})")
-
-
-def _importable(module_name: str, import_module: Callable) -> bool:
-    try:
-        import_module(module_name)
-    except Exception:
-        return False
-    return True
+DEFAULT_LABELS_NAME = "coco_labels.txt"  # beside the default model (manifest: default_labels)
 
 
 def check_label_names(known, wanted_by_key: Dict[str, FrozenSet[str]]) -> None:
@@ -95,17 +59,6 @@ def check_label_names(known, wanted_by_key: Dict[str, FrozenSet[str]]) -> None:
                           "dog, tv")
 
 
-def _dist_version(module: str) -> str:
-    from importlib import metadata
-
-    dist = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime",
-            "tensorflow.lite": "tensorflow"}[module]
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 @dataclass(frozen=True)
 class DetectorOptions:
     threshold: float = 0.5
@@ -114,58 +67,7 @@ class DetectorOptions:
     deny: FrozenSet[str] = frozenset()
     num_threads: Optional[int] = None  # None: all cores
     backend: str = "auto"
-    float_mean: float = 127.5  # float32 models: (pixel - mean) / std
-    float_std: float = 127.5
-
-
-@dataclass(frozen=True)
-class OutputLayout:
-    """Which output tensor index holds boxes, classes, scores and the count."""
-
-    boxes: int
-    classes: int
-    scores: int
-    count: int
-
-
-def resolve_output_layout(outputs: Sequence[dict], signature_outputs: Optional[Dict[str, int]] = None) -> OutputLayout:
-    """Map the four SSD post-processing outputs to their roles, by name and shape, never by position.
-
-    TF1 exports name them TFLite_Detection_PostProcess, :1, :2, :3 (boxes, classes, scores,
-    count). TF2 exports name them StatefulPartitionedCall:N in another order, but carry a
-    signature whose output keys say detection_boxes / _classes / _scores / num_detections.
-    """
-    found = ", ".join(f"{o['name']} {[int(d) for d in o['shape']]}" for o in outputs) or "none"
-    expected = ("4 outputs of TFLite_Detection_PostProcess: boxes [1,N,4], classes [1,N], scores [1,N], "
-                "count [1]")
-    if len(outputs) != 4:
-        raise ModelError(f"this model is not an SSD detector with post-processing: it has {len(outputs)} "
-                         f"output(s) ({found}); expected {expected}. Classifiers and raw SSD heads are not supported.")
-    shapes = {o["index"]: tuple(int(d) for d in o["shape"]) for o in outputs}
-    boxes = [i for i, s in shapes.items() if len(s) == 3 and s[-1] == 4]
-    counts = [i for i, s in shapes.items() if len(s) == 1 or int(np.prod(s)) == 1]
-    pairs = [i for i, s in shapes.items() if len(s) == 2 and s[0] == 1 and s[1] > 1]
-    if len(boxes) != 1 or len(counts) != 1 or len(pairs) != 2:
-        raise ModelError(f"the model's outputs do not have SSD post-processing shapes: found {found}; "
-                         f"expected {expected}")
-    if signature_outputs:
-        roles = {"detection_classes": None, "detection_scores": None}
-        for key, index in signature_outputs.items():
-            for role in roles:
-                if key.endswith(role) or key == role.replace("detection_", ""):
-                    roles[role] = index
-        if roles["detection_classes"] in pairs and roles["detection_scores"] in pairs:
-            return OutputLayout(boxes[0], roles["detection_classes"], roles["detection_scores"], counts[0])
-    by_name = {o["index"]: o["name"] for o in outputs}
-    if all(by_name[i].startswith(POSTPROCESS_OP) for i in pairs):
-        suffix = {i: by_name[i].rpartition(":")[2] for i in pairs}
-        classes = [i for i in pairs if suffix[i] == "1"]
-        scores = [i for i in pairs if suffix[i] == "2"]
-        if classes and scores:
-            return OutputLayout(boxes[0], classes[0], scores[0], counts[0])
-    raise ModelError(f"cannot tell the classes output from the scores output: found {found} and no "
-                     "signature naming detection_classes/detection_scores; re-export the model with a "
-                     "serving signature or TF1 post-processing names")
+    nms_iou: float = 0.45  # families that run NMS themselves (YOLO); SSD's is inside the model
 
 
 def release_cold_model_pages(model_path: Path) -> int:
@@ -207,13 +109,21 @@ def release_cold_model_pages(model_path: Path) -> int:
 
 
 class Detector:
-    """Owns one interpreter. Not thread-safe: use one Detector per thread."""
+    """Owns one interpreter. Not thread-safe: use one Detector per thread.
 
-    def __init__(self, model_path: Path, labels_path: Path, options: DetectorOptions = DetectorOptions(),
-                 backend: Optional[Backend] = None):
+    `labels_path` is the file the user named; without one, labels come from the model itself
+    (Ultralytics or TFLite metadata), else from coco_labels.txt beside the model.
+    """
+
+    def __init__(self, model_path: Path, labels_path: Optional[Path] = None,
+                 options: DetectorOptions = DetectorOptions(), backend: Optional[Backend] = None):
         self.model_path = Path(model_path)
         self.options = options
         self._check_model_file(self.model_path)
+        metadata = self._metadata(labels_path)
+        if metadata.task and metadata.task != "detect":
+            raise ModelError(f"{self.model_path} is not a detection model: its metadata says task "
+                             f"'{metadata.task}' (pidetect runs detection exports: task 'detect')")
         self.backend = backend or resolve_backend(options.backend)
         self.num_threads = options.num_threads or os.cpu_count() or 1
         try:
@@ -232,6 +142,8 @@ class Detector:
                              f"{message}.{hint}") from None
         log.info("backend %s %s, %d thread(s), model %s", self.backend.name, self.backend.version,
                  self.num_threads, self.model_path)
+        self.numeric_format = numeric_format(self.interpreter.get_tensor_details(),
+                                             self.interpreter.get_input_details()[0])
         release_cold_model_pages(self.model_path)
         inputs = self.interpreter.get_input_details()
         if len(inputs) != 1 or len(inputs[0]["shape"]) != 4 or inputs[0]["shape"][3] != 3:
@@ -243,11 +155,14 @@ class Detector:
         if self.input_dtype not in (np.uint8, np.int8, np.float32):
             raise ModelError(f"{self.model_path}: input type {self.input_dtype} is not supported "
                              "(uint8, int8 or float32)")
-        self.layout = resolve_output_layout(self.interpreter.get_output_details(), self._signature_outputs())
-        self.outputs = {o["index"]: o for o in self.interpreter.get_output_details()}
-        self.labels = load_labels(labels_path)
-        self._check_labels_cover(self._num_classes(self.model_path), labels_path)
+        self.labels, labels_from = self._labels(labels_path, metadata)
+        self.family: ModelFamily = self._recognise(len(self.labels) if self.labels else None)
+        if self.labels is None:
+            self.labels, labels_from = self._labels_beside_model()
+        self.labels_from = labels_from
+        self._check_labels_cover(labels_from)
         check_label_names(self.labels.values(), {"only": options.allow, "ignore": options.deny})
+        self._lut = self._input_lut()
         self._input_view = self.interpreter.tensor(self.input["index"])
         self._rgb = np.empty((self.input_height, self.input_width, 3), np.uint8)
         self._warned_ids: set = set()
@@ -287,87 +202,122 @@ class Detector:
         except Exception:  # older backends without signature support: fall back to names
             return None
 
-    def _check_labels_cover(self, num_classes: Optional[int], labels_path: Path) -> None:
+    def _metadata(self, labels_path: Optional[Path]) -> EmbeddedMetadata:
+        try:
+            return read_embedded_metadata(self.model_path)
+        except MetadataError as exc:
+            if labels_path is None:
+                raise
+            log.warning("%s; using the labels in %s", exc, labels_path)
+            return EmbeddedMetadata()
+
+    def _labels(self, labels_path: Optional[Path], metadata: EmbeddedMetadata):
+        """The user's labels file wins; then what the model carries; None: look beside the model later."""
+        if labels_path is not None:
+            return load_labels(labels_path), f"labels file {labels_path}"
+        if metadata.names:
+            return dict(metadata.names), f"the labels in {self.model_path} ({metadata.where})"
+        return None, ""
+
+    def _labels_beside_model(self):
+        beside = self.model_path.parent / DEFAULT_LABELS_NAME
+        if isinstance(self.family, ssd.SsdFamily) and beside.is_file():
+            return load_labels(beside), f"labels file {beside}"
+        raise ModelError(f"{self.model_path} carries no labels and none were given: pass --labels FILE (one class "
+                         "name per line, in the order of the model's classes)")
+
+    def _recognise(self, label_count: Optional[int]) -> ModelFamily:
+        outputs = self.interpreter.get_output_details()
+        facts = ModelFacts(outputs, self._signature_outputs(), self.input_height, self.input_width, label_count,
+                           self._num_classes(self.model_path))
+        for recognise, _expects in FAMILIES:
+            family = recognise(facts)
+            if family is not None:
+                return family
+        found = ", ".join(f"{o['name']} {[int(d) for d in o['shape']]}" for o in outputs) or "none"
+        expected = "; ".join(expects for _recognise, expects in FAMILIES)
+        raise ModelError(f"{self.model_path} is not a detection model pidetect can read: it has {len(outputs)} "
+                         f"output(s) ({found}); expected {expected}. Classifiers, segmentation and pose "
+                         "models are not supported.")
+
+    def _check_labels_cover(self, labels_from: str) -> None:
+        num_classes = self.family.num_classes
         if num_classes is None:
             return
         highest = max(self.labels)
         if highest + 1 < num_classes:
-            raise ModelError(f"labels file {labels_path} has {len(self.labels)} entries (ids up to {highest}) "
+            raise ModelError(f"{labels_from} has {len(self.labels)} entries (ids up to {highest}) "
                              f"but the model can return class ids up to {num_classes - 1}; "
-                             "use the labels file that belongs to this model")
+                             "use the labels that belong to this model")
+
+    def _input_lut(self) -> Optional[np.ndarray]:
+        """pixel 0..255 -> the input tensor's value; None when the tensor takes the RGB bytes as they are."""
+        real = (np.arange(256, dtype=np.float64) - self.family.pixel_mean) / self.family.pixel_std
+        if self.input_dtype == np.float32:
+            return real.astype(np.float32)
+        scale, zero = self.input["quantization"]
+        if not scale:
+            raise ModelError(f"{self.model_path}: the {self.input_dtype} input has no quantization parameters")
+        limits = np.iinfo(self.input_dtype)
+        lut = np.clip(np.round(real / scale + zero), limits.min, limits.max).astype(self.input_dtype)
+        if self.input_dtype == np.uint8 and np.array_equal(lut, np.arange(256)):
+            return None
+        return lut
 
     # --- per frame -------------------------------------------------------------------------
-    def _fill_input(self, image: np.ndarray) -> None:
-        """Resize the BGR frame into the interpreter's input buffer as RGB, in the model's dtype."""
-        size = (self.input_width, self.input_height)
+    def prepare(self, image: np.ndarray) -> Placement:
+        """Place the BGR frame into the interpreter's input as the model's family expects it."""
         if image.ndim == 2 or image.shape[2] != 3:  # grey or BGRA frames from some cameras/files
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR if image.ndim == 2 else cv2.COLOR_BGRA2BGR)
         tensor = self._input_view()[0]
-        if self.input_dtype == np.uint8:
-            cv2.resize(image, size, dst=tensor, interpolation=cv2.INTER_LINEAR)
-            cv2.cvtColor(tensor, cv2.COLOR_BGR2RGB, dst=tensor)
+        if self._lut is None:
+            placement = self.family.place(image, tensor)
         else:
-            cv2.resize(image, size, dst=self._rgb, interpolation=cv2.INTER_LINEAR)
-            cv2.cvtColor(self._rgb, cv2.COLOR_BGR2RGB, dst=self._rgb)
-            if self.input_dtype == np.int8:
-                scale, zero = self.input["quantization"]
-                if scale and abs(scale * 128 - 1) > 1e-3 or zero not in (0, -128):
-                    real = (self._rgb.astype(np.float32) - self.options.float_mean) / self.options.float_std
-                    tensor[...] = np.clip(np.round(real / scale + zero), -128, 127)
-                else:  # the common int8 quantization (pixel - 128): flip the top bit
-                    np.bitwise_xor(self._rgb, 0x80, out=tensor.view(np.uint8))
-            else:
-                np.subtract(self._rgb, self.options.float_mean, out=tensor, casting="unsafe")
-                tensor /= self.options.float_std
+            placement = self.family.place(image, self._rgb)
+            cv2.LUT(self._rgb, self._lut, dst=tensor)
         del tensor  # the interpreter refuses to run while a view of its buffers is alive
+        return placement
 
-    def _output(self, index: int) -> np.ndarray:
-        detail = self.outputs[index]
-        value = self.interpreter.get_tensor(index)
-        scale, zero = detail.get("quantization", (0.0, 0))
-        if np.dtype(detail["dtype"]) != np.float32 and scale:
-            value = (value.astype(np.float32) - zero) * scale
-        return value
+    def invoke(self) -> None:
+        self.interpreter.invoke()
 
-    def _parse(self, width: int, height: int) -> Tuple[Detection, ...]:
-        layout, opts = self.layout, self.options
-        boxes = self._output(layout.boxes)[0]
-        classes = self._output(layout.classes)[0]
-        scores = self._output(layout.scores)[0]
-        count = min(int(self._output(layout.count).reshape(-1)[0]), len(scores))
-        found: List[Detection] = []
-        for i in range(count):
-            score = float(scores[i])
-            if score < opts.threshold:
-                continue
-            class_id = int(classes[i])
+    def candidates(self, placement: Placement) -> Candidates:
+        opts = self.options
+        return self.family.decode(self.interpreter.get_tensor, placement, opts.threshold, opts.nms_iou,
+                                  max(opts.max_results, 1) if not (opts.allow or opts.deny) else 10 ** 6)
+
+    def decode(self, placement: Placement) -> Tuple[Detection, ...]:
+        """Candidates -> labelled Detections with integer pixel boxes, filtered, best first, capped."""
+        found = self.candidates(placement)
+        opts = self.options
+        width, height = placement.frame_width, placement.frame_height
+        detections: List[Detection] = []
+        for box, score, class_id in zip(found.boxes.tolist(), found.scores.tolist(), found.class_ids.tolist()):
             label = self.labels.get(class_id)
             if label is None:
                 label = f"class_{class_id}"
                 if class_id not in self._warned_ids:
                     self._warned_ids.add(class_id)
-                    log.warning("model returned class id %d, which the labels file does not name", class_id)
+                    log.warning("model returned class id %d, which its labels do not name", class_id)
             if (opts.allow and label not in opts.allow) or label in opts.deny:
                 continue
-            ymin, xmin, ymax, xmax = (float(v) for v in boxes[i])
-            x1 = min(max(int(round(xmin * width)), 0), width - 1)
-            y1 = min(max(int(round(ymin * height)), 0), height - 1)
-            x2 = min(max(int(round(xmax * width)), 0), width - 1)
-            y2 = min(max(int(round(ymax * height)), 0), height - 1)
+            x1 = min(max(int(round(box[0])), 0), width - 1)
+            y1 = min(max(int(round(box[1])), 0), height - 1)
+            x2 = min(max(int(round(box[2])), 0), width - 1)
+            y2 = min(max(int(round(box[3])), 0), height - 1)
             if x2 <= x1 or y2 <= y1:
                 continue
-            found.append(Detection(label, class_id, score, (x1, y1, x2, y2)))
-        found.sort(key=lambda d: d.score, reverse=True)
-        return tuple(found[:opts.max_results])
+            detections.append(Detection(label, class_id, score, (x1, y1, x2, y2)))
+        detections.sort(key=lambda d: d.score, reverse=True)
+        return tuple(detections[:opts.max_results])
 
     def detect(self, frame: Frame) -> Result:
         started = time.perf_counter()
-        height, width = frame.image.shape[:2]
-        self._fill_input(frame.image)
+        placement = self.prepare(frame.image)
         invoke_start = time.perf_counter()
         self.interpreter.invoke()
         invoke_ms = (time.perf_counter() - invoke_start) * 1000
-        detections = self._parse(width, height)
+        detections = self.decode(placement)
         return Result(frame, detections, (time.perf_counter() - started) * 1000, invoke_ms)
 
     def detect_image(self, image: np.ndarray) -> Result:

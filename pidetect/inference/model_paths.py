@@ -64,9 +64,9 @@ def default_model_dir() -> Path:
     return INSTALLED_MODELS
 
 
-def resolve_model_paths(model: Optional[Path] = None, labels: Optional[Path] = None) -> Tuple[Path, Path]:
-    """The model the user named (or the default one) and its labels (named, or the default labels beside it)."""
+def resolve_model_paths(model: Optional[Path] = None, labels: Optional[Path] = None) -> Tuple[Path, Optional[Path]]:
+    """The model the user named (or the default one) and the labels file the user named (None: the
+    Detector takes the labels the model carries, or the default labels beside it)."""
     manifest = load_manifest()
     model = Path(model) if model else default_model_dir() / manifest.default_model
-    labels = Path(labels) if labels else model.parent / manifest.default_labels
-    return model, labels
+    return model, Path(labels) if labels else None

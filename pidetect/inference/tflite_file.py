@@ -60,3 +60,36 @@ def postprocess_num_classes(model) -> Optional[int]:
             options = flexbuffers.GetRoot(bytes(buf[start:start + length])).AsMap
             return int(options["num_classes"].AsInt)
     return None
+
+
+def numeric_format(tensors, model_input: dict) -> str:
+    """The model's numeric format as a user would name it, from the interpreter's tensor details.
+
+    uint8 per-tensor (TF1/Coral quantization-aware models), int8 per-channel or per-tensor (full
+    integer), dynamic-range int8 (int8 weights, float activations), float16 or float32; "float I/O"
+    when the inside is integer but the input is float (Ultralytics' `_integer_quant`).
+    """
+    import numpy as np
+
+    kinds = {"int8": 0, "uint8": 0, "float16": 0, "float32": 0}
+    per_channel = False
+    for tensor in tensors:
+        name = np.dtype(tensor["dtype"]).name
+        if name in kinds:
+            kinds[name] += 1
+        scales = tensor.get("quantization_parameters", {}).get("scales")
+        if name == "int8" and scales is not None and len(scales) > 1:
+            per_channel = True
+    float_input = np.dtype(model_input["dtype"]) == np.float32
+    integer = kinds["int8"] + kinds["uint8"]
+    if kinds["uint8"] > kinds["int8"] and kinds["uint8"] >= kinds["float32"]:
+        text = "uint8 per-tensor"
+    elif integer and integer >= kinds["float32"]:
+        text = "int8 per-channel" if per_channel else "int8 per-tensor"
+    elif kinds["int8"]:
+        return "dynamic-range int8"
+    elif kinds["float16"]:
+        return "float16"
+    else:
+        return "float32"
+    return text + (", float I/O" if float_input else "")

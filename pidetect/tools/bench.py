@@ -42,12 +42,12 @@ import numpy as np
 from .. import __version__
 from ..config import Config
 from .demo import write_scene_video
-from ..inference.detector import BACKENDS, Detector, DetectorOptions, resolve_backend
+from ..inference.backends import BACKENDS, resolve_backend
+from ..inference.detector import Detector, DetectorOptions
 from ..errors import ModelError, UnavailableError
 from ..outputs.fb import FramebufferDisplay
 from ..daemon.events import Tracker
 from ..frames import Frame, Result
-from ..inference.labels import load_labels
 from ..outputs.overlay import Overlay
 
 
@@ -125,7 +125,7 @@ def ceiling(model: Path, labels: Path, threads: int, runs: int, warmup: int = 10
             backend: str = "auto") -> Dict[str, float]:
     """Best of `repeats` timed batches: the ceiling is what the interpreter can do, not a noisy average."""
     detector = Detector(model, labels, DetectorOptions(num_threads=threads, backend=backend))
-    detector._fill_input(np.zeros((detector.input_height, detector.input_width, 3), np.uint8))
+    detector.prepare(np.zeros((detector.input_height, detector.input_width, 3), np.uint8))
     for _ in range(warmup):
         detector.interpreter.invoke()
     best = float("inf")
@@ -141,7 +141,7 @@ def parallel_ceiling(model: Path, labels: Path, interpreters: int, runs: int) ->
     """`interpreters` one-thread interpreters invoking concurrently (the alternating-frames idea's limit)."""
     detectors = [Detector(model, labels, DetectorOptions(num_threads=1)) for _ in range(interpreters)]
     for d in detectors:
-        d._fill_input(np.zeros((d.input_height, d.input_width, 3), np.uint8))
+        d.prepare(np.zeros((d.input_height, d.input_width, 3), np.uint8))
         for _ in range(5):
             d.interpreter.invoke()
     barrier = threading.Barrier(interpreters + 1)
@@ -168,7 +168,8 @@ OTHER_PYTHON_SNIPPET = """
 import json, sys
 from pathlib import Path
 from pidetect.tools.bench import backend_rows
-print(json.dumps(backend_rows(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))))
+print(json.dumps(backend_rows(Path(sys.argv[1]), Path(sys.argv[2]) if sys.argv[2] else None, int(sys.argv[3]),
+                               int(sys.argv[4]))))
 """
 
 
@@ -197,7 +198,7 @@ def compare_backends(model: Path, labels: Path, threads: int, runs: int,
     """
     rows = backend_rows(model, labels, threads, runs)
     for python in other_pythons:
-        done = subprocess.run([str(python), "-c", OTHER_PYTHON_SNIPPET, str(model), str(labels), str(threads),
+        done = subprocess.run([str(python), "-c", OTHER_PYTHON_SNIPPET, str(model), str(labels or ""), str(threads),
                                str(runs)], capture_output=True, text=True, timeout=900)
         if done.returncode == 0:
             rows += json.loads(done.stdout.strip().splitlines()[-1])
@@ -227,7 +228,8 @@ def stages(model: Path, labels: Path, clip: Path, frames: int, threads: int,
     detector = Detector(model, labels, DetectorOptions(num_threads=threads))
     tracker, overlay = Tracker(), Overlay()
     times: Dict[str, List[float]] = {k: [] for k in ("capture_decode", "preprocess", "invoke", "postprocess",
-                                                      "tracking", "overlay", "encode_jpeg", "fb_1080p_rgb565")}
+                                                      "postprocess_eval", "tracking", "overlay", "encode_jpeg",
+                                                      "fb_1080p_rgb565")}
     capture = cv2.VideoCapture(str(clip))
     fb_device, sysfs = fake_framebuffer(workdir, 1920, 1080)
     screen = FramebufferDisplay(str(fb_device), "", "rgb565", sysfs / "class" / "graphics")
@@ -243,10 +245,12 @@ def stages(model: Path, labels: Path, clip: Path, frames: int, threads: int,
         ok, image = timed("capture_decode", capture.read)
         if not ok:
             break
-        height, width = image.shape[:2]
-        timed("preprocess", lambda: detector._fill_input(image))
-        timed("invoke", detector.interpreter.invoke)
-        detections = timed("postprocess", lambda: detector._parse(width, height))
+        placement = timed("preprocess", lambda: detector.prepare(image))
+        timed("invoke", detector.invoke)
+        detections = timed("postprocess", lambda: detector.decode(placement))
+        # decode (+ NMS for YOLO) as eval runs it: threshold 0.001, IoU 0.7, up to 100 boxes
+        timed("postprocess_eval", lambda: detector.family.decode(detector.interpreter.get_tensor, placement,
+                                                                 0.001, 0.7, 100))
         timed("tracking", lambda: tracker.update(detections, seq))
         result = Result(Frame(image, seq, time.time()), detections, 0.0)
         drawn = timed("overlay", lambda: overlay.draw(result, 10.0))
@@ -260,10 +264,18 @@ def stages(model: Path, labels: Path, clip: Path, frames: int, threads: int,
 # --- the serial tutorial loop --------------------------------------------------------------------
 def serial_loop(model: Path, labels_path: Path, clip: Path, frames: int, threads: int,
                 threshold: float = 0.5) -> Dict[str, float]:
-    """The loop of the usual Pi tutorial: everything in one thread of control, one frame at a time."""
+    """The loop of the usual Pi tutorial: everything in one thread of control, one frame at a time.
+
+    The tutorial's own code for SSD models (set_tensor from a resized copy, a Python loop over the
+    four outputs); for other families the same single-threaded order through the Detector.
+    """
+    probe = Detector(model, labels_path, DetectorOptions(num_threads=threads, threshold=threshold))
+    if probe.family.name != "ssd":
+        return serial_detector_loop(probe, clip, frames)
+    labels = probe.labels
+    del probe
     interpreter = resolve_backend().interpreter_class(model_path=str(model), num_threads=threads)
     interpreter.allocate_tensors()
-    labels = load_labels(labels_path)
     input_detail = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()
     h, w = int(input_detail["shape"][1]), int(input_detail["shape"][2])
@@ -297,6 +309,25 @@ def serial_loop(model: Path, labels_path: Path, clip: Path, frames: int, threads
     return {"frames": count, "frames_per_s": round((count - 1) / elapsed, 2)}
 
 
+def serial_detector_loop(detector: Detector, clip: Path, frames: int) -> Dict[str, float]:
+    """Read, detect and draw one frame at a time in one thread, with pidetect's own Detector."""
+    overlay = Overlay()
+    capture = cv2.VideoCapture(str(clip))
+    count = 0
+    started = time.perf_counter()
+    while count < frames:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        overlay.draw(detector.detect_image(frame))
+        count += 1
+        if count == 1:
+            started = time.perf_counter()
+    elapsed = time.perf_counter() - started
+    capture.release()
+    return {"frames": count, "frames_per_s": round((count - 1) / elapsed, 2)}
+
+
 # --- the daemon's pipeline, in process -----------------------------------------------------------
 def pipeline(model: Path, labels: Path, clip: Path, frames: int, interpreters: int, display: str,
              workdir: Path) -> Dict[str, float]:
@@ -313,7 +344,7 @@ def pipeline(model: Path, labels: Path, clip: Path, frames: int, interpreters: i
         overrides = {"display": ("fb",), "fb_device": str(fb), "fb_tty": ""}
     elif display == "mjpeg":
         overrides = {"display": ("mjpeg",), "mjpeg_port": free_port()}
-    config = Config(source=str(clip), model=str(model), labels=str(labels), interpreters=interpreters,
+    config = Config(source=str(clip), model=str(model), labels=str(labels or ""), interpreters=interpreters,
                     max_frames=frames, metrics_interval=3600, **overrides)
     sink = open(os.devnull, "w")
     service = Service(config, RecordLog("json", stream=sink))
@@ -413,8 +444,8 @@ def daemon_process(clip: Path, model: Path, labels: Path, display: str, workdir:
     receiver.settimeout(30)
     env = dict(os.environ, NOTIFY_SOCKET=str(notify_path))
     args = [sys.executable, "-m", "pidetect", "run", "--source", str(clip), "--realtime", "--loop",
-            "--model", str(model), "--labels", str(labels), "--duration", str(duration), "--log-format", "json",
-            "--metrics-interval", "1", "--interpreters", str(interpreters)]
+            "--model", str(model), *(["--labels", str(labels)] if labels else []), "--duration", str(duration),
+            "--log-format", "json", "--metrics-interval", "1", "--interpreters", str(interpreters)]
     fb: Optional[Path] = None
     if display == "fb":
         fb, sysfs = fake_framebuffer(workdir, 1920, 1080)

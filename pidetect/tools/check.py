@@ -73,7 +73,7 @@ def _probe_display(name: str, config: Config) -> Check:
 
 
 def run_checks(config: Config, make_detector: Callable) -> List[Check]:
-    from ..inference.detector import resolve_backend
+    from ..inference.backends import resolve_backend
     from ..daemon.logs import journal_sender
     from ..daemon.metrics import PiHealth
 

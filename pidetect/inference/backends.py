@@ -1,0 +1,73 @@
+"""Which TFLite interpreter to use: ai_edge_litert (LiteRT) -> tflite_runtime -> tensorflow.lite.
+
+The first importable one wins unless the user names one; the name and version go into the logs
+and into bench, so a figure always says what produced it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import UnavailableError
+
+BACKENDS = (
+    ("ai_edge_litert", "ai_edge_litert.interpreter"),
+    ("tflite_runtime", "tflite_runtime.interpreter"),
+    ("tensorflow.lite", "tensorflow.lite"),
+)
+INSTALL_HINT = ("no TFLite backend is installed: run 'pip install ai-edge-litert' (recommended), "
+                "or 'pip install \"pidetect[tflite]\"' for tflite-runtime 2.14 (numpy<2)")
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    version: str
+    interpreter_class: type
+
+
+def resolve_backend(preferred: str = "auto", import_module: Callable = importlib.import_module) -> Backend:
+    """The first importable backend (or exactly `preferred`), with its version for logs and bench."""
+    candidates = [b for b in BACKENDS if preferred in ("auto", b[0])]
+    if not candidates:
+        raise UnavailableError(f"unknown backend {preferred!r}; choose auto, "
+                               + ", ".join(b[0] for b in BACKENDS))
+    errors = []
+    for name, module_name in candidates:
+        try:
+            module = import_module(module_name)
+        except Exception as exc:  # a broken install (e.g. numpy ABI mismatch) is as unusable as a missing one
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+            continue
+        top = import_module(name.split(".")[0])
+        version = getattr(top, "__version__", None) or _dist_version(name)
+        return Backend(name, version, module.Interpreter)
+    detail = "; ".join(errors)
+    if preferred != "auto":
+        others = [name for name, module_name in BACKENDS if name != preferred and _importable(module_name,
+                                                                                               import_module)]
+        also = (f"; installed: {', '.join(others)} (use --backend auto or --backend {others[0]})" if others
+                else f". {INSTALL_HINT}")
+        raise UnavailableError(f"backend {preferred} is not installed or not usable ({detail}){also}")
+    raise UnavailableError(f"{INSTALL_HINT} (tried: {detail})")
+
+
+def _importable(module_name: str, import_module: Callable) -> bool:
+    try:
+        import_module(module_name)
+    except Exception:
+        return False
+    return True
+
+
+def _dist_version(module: str) -> str:
+    from importlib import metadata
+
+    dist = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime",
+            "tensorflow.lite": "tensorflow"}[module]
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "unknown"
