@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install (or upgrade, or remove) pidetect as a systemd service on Raspberry Pi OS Bookworm.
 #
-#   sudo ./deploy/install.sh [--source SPEC] [--display fb|mjpeg|none|fb,mjpeg] [--no-start]
+#   sudo ./deploy/install.sh [--source SPEC] [--display fb|mjpeg|none|fb,mjpeg] [--model FILE] [--no-start]
 #   sudo ./deploy/install.sh --uninstall [--purge]
 #
 # Idempotent: re-running upgrades the package, the model and the unit in place. It never
@@ -27,6 +27,8 @@ START=1
 UNINSTALL=0
 PURGE=0
 MODELS_FROM=""
+MODEL_FILE=""
+MODEL_PATH=""
 FORCE=0
 
 say()  { printf 'pidetect-install: %s\n' "$*"; }
@@ -41,6 +43,8 @@ Options:
   --display LIST       fb (HDMI screen), mjpeg (web view on 127.0.0.1:8080), none, or fb,mjpeg (default fb)
   --no-start           install and enable, but do not start now
   --models-from DIR    take the model files from DIR (verified against the manifest) instead of downloading
+  --model FILE         your own .tflite (an Ultralytics YOLO export, or an SSD): checked, copied to
+                       /opt/pidetect/models and named in a new config (the default model is installed too)
   --uninstall          stop and remove the service and /opt/pidetect; keep config and snapshots
   --purge              with --uninstall: also remove /etc/pidetect, /var/lib/pidetect and the pidetect user
   --force              install on an OS or architecture that is not supported
@@ -53,6 +57,7 @@ while [ $# -gt 0 ]; do
         --display) [ $# -ge 2 ] || die "--display needs a value" 2; DISPLAY_OUT=$2; shift 2 ;;
         --no-start) START=0; shift ;;
         --models-from) [ $# -ge 2 ] || die "--models-from needs a folder" 2; MODELS_FROM=$2; shift 2 ;;
+        --model) [ $# -ge 2 ] || die "--model needs a .tflite file" 2; MODEL_FILE=$2; shift 2 ;;
         --uninstall) UNINSTALL=1; shift ;;
         --purge) PURGE=1; shift ;;
         --force) FORCE=1; shift ;;
@@ -62,6 +67,7 @@ while [ $# -gt 0 ]; do
 done
 [ "$(id -u)" = 0 ] || die "run as root: sudo $0 $*" 2
 [ $PURGE = 0 ] || [ $UNINSTALL = 1 ] || die "--purge only goes with --uninstall" 2
+[ -z "$MODEL_FILE" ] || [ -f "$MODEL_FILE" ] || die "--model $MODEL_FILE: no such file" 2
 case "${DISPLAY_OUT:-fb}" in
     none|fb|mjpeg|fb,mjpeg|mjpeg,fb) ;;
     *) die "--display must be fb, mjpeg, none or fb,mjpeg (got '$DISPLAY_OUT')" 2 ;;
@@ -153,6 +159,29 @@ cp "$REPO/README.md" "$PREFIX/README.md"
 fetch_args=(models fetch --dest "$MODELS")
 [ -n "$MODELS_FROM" ] && fetch_args+=(--from "$MODELS_FROM")
 "$VENV/bin/pidetect" "${fetch_args[@]}" || die "could not fetch the model (see above)" 69
+if [ -n "$MODEL_FILE" ]; then
+    # the user's model goes in only once pidetect has loaded it (family, labels, input all readable)
+    name=$(basename "$MODEL_FILE")
+    install -m 0644 "$MODEL_FILE" "$MODELS/.$name.tmp"
+    if "$VENV/bin/python" - "$MODELS/.$name.tmp" <<'PY'
+import sys
+from pidetect.errors import PidetectError
+from pidetect.inference.detector import Detector
+try:
+    found = Detector(sys.argv[1])
+except PidetectError as exc:
+    sys.exit(f"pidetect-install: error: {exc}")
+print(f"pidetect-install: model checked: {found.family.name}, {found.numeric_format}, {len(found.labels)} classes "
+      f"({found.labels_from})")
+PY
+    then
+        mv -f "$MODELS/.$name.tmp" "$MODELS/$name"
+        MODEL_PATH=$MODELS/$name
+    else
+        rm -f "$MODELS/.$name.tmp"
+        die "--model $MODEL_FILE: pidetect cannot use this model (see above)" 78
+    fi
+fi
 chmod -R a+rX "$PREFIX"
 
 # --- 6. Configuration: written once, never overwritten --------------------------------------------
@@ -173,6 +202,7 @@ if [ ! -e "$CONFIG" ]; then
         echo "# Written by deploy/install.sh on $(date -u +%Y-%m-%d). Every key and its default is listed below."
         echo "source = $(toml_string "${SOURCE:-auto}")"
         [ -n "$CAMERA_SIZE" ] && echo "$CAMERA_SIZE"
+        [ -n "$MODEL_PATH" ] && echo "model = $(toml_string "$MODEL_PATH")"
         echo "display = \"${DISPLAY_OUT:-fb}\""
         echo "snapshots = true"
         echo
@@ -184,6 +214,9 @@ else
     say "kept your $CONFIG"
     if [ -n "$SOURCE$DISPLAY_OUT" ]; then
         say "note: --source/--display only apply to a new config; edit $CONFIG and run: sudo systemctl reload pidetect"
+    fi
+    if [ -n "$MODEL_PATH" ]; then
+        say "note: installed $MODEL_PATH; to use it set model = \"$MODEL_PATH\" in $CONFIG and run: sudo systemctl reload pidetect"
     fi
     if [ -e "$EXAMPLE" ] && ! cmp -s "$EXAMPLE" "$REPO/deploy/pidetect.toml"; then
         say "the example config changed in this version; compare: diff -u $EXAMPLE $REPO/deploy/pidetect.toml"

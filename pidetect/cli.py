@@ -1,4 +1,4 @@
-"""Command line: `pidetect run | detect | eval | bench | models | check`.
+"""Command line: `pidetect run | detect | eval | quantize | bench | models | check`.
 
 Every user mistake surfaces as a PidetectError whose message is printed on one line (no
 traceback) and whose exit code follows ARCHITECTURE.md: 2 usage, 78 config/model, 69 unavailable.
@@ -136,6 +136,29 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--plot", type=Path, metavar="PNG",
                           help="write accuracy-vs-latency and precision-recall curves (needs pidetect[plot])")
     evaluate.set_defaults(handler=_cmd_eval)
+
+    quantize = commands.add_parser("quantize", help="make an int8 model (about 2x faster on XNNPACK), verified",
+                                   description="Quantize a model to int8 with per-channel weights. uint8 and int8 "
+                                   "per-tensor models (TF1/Coral) need no data: they carry their activation "
+                                   "ranges. Float and dynamic-range models are calibrated on images "
+                                   "(pidetect[quantize]). The result is compared with the source before it is "
+                                   "kept.")
+    quantize.add_argument("model", type=Path, metavar="MODEL", help="the .tflite to quantize")
+    quantize.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="the int8 .tflite to write")
+    quantize.add_argument("--labels", type=Path, help="labels file, if the model carries none")
+    quantize.add_argument("--calibration", type=Path, metavar="DIR",
+                          help="folder of images like the camera's (50-200), to calibrate and verify")
+    quantize.add_argument("--calibration-source", metavar="SPEC",
+                          help="take calibration frames from a camera, stream or video file instead "
+                          "(auto, /dev/video0, rtsp://…, clip.mp4), spread over time")
+    quantize.add_argument("--frames", type=int, default=100, help="frames to take from --calibration-source "
+                          "(default 100)")
+    quantize.add_argument("--frame-spacing", type=float, default=1.0,
+                          help="seconds between frames taken from a live source (default 1)")
+    quantize.add_argument("--eval", dest="eval_dataset", type=Path, metavar="DATASET",
+                          help="also measure source and result with pidetect eval on this labelled dataset")
+    quantize.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    quantize.set_defaults(handler=_cmd_quantize)
 
     models = commands.add_parser("models", help="fetch, list or verify the default model files")
     models_cmd = models.add_subparsers(dest="models_command", metavar="ACTION", parser_class=_Parser)
@@ -362,10 +385,60 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from .models.calibration import frames_from_source, images_from_folder
+    from .models.quantize import check_source, quantize_model
+
+    if args.calibration and args.calibration_source:
+        raise UsageError("give --calibration DIR or --calibration-source SPEC, not both")
+    if args.frame_spacing <= 0:
+        raise UsageError(f"--frame-spacing {args.frame_spacing}: must be more than 0")
+    check_source(args.model)
+    if args.output.exists() and not args.force:
+        raise UsageError(f"-o {args.output}: the file exists; pass --force to replace it")
+    say = (lambda text: print(text, file=sys.stderr, flush=True))
+    calibration = []
+    if args.calibration:
+        calibration = images_from_folder(args.calibration)
+        say(f"{len(calibration)} calibration image(s) from {args.calibration}")
+    elif args.calibration_source:
+        calibration = frames_from_source(args.calibration_source, args.frames, args.frame_spacing)
+        say(f"{len(calibration)} calibration frame(s) from {args.calibration_source}")
+    verification = calibration[:: max(1, len(calibration) // 32)][:32] if calibration else _bundled_photos(say)
+    outcome = quantize_model(args.model, args.output, args.labels, calibration, verification, args.force, say)
+    print(f"{args.model} ({outcome.source_format}) -> {outcome.output}: {outcome.method}")
+    for note in outcome.notes:
+        print(f"  {note}")
+    print(f"  verified: {outcome.agreement.describe()}")
+    print(f"  size {args.model.stat().st_size / 2**20:.2f} MB -> {outcome.output.stat().st_size / 2**20:.2f} MB")
+    if args.eval_dataset:
+        from .models.datasets import load_dataset
+        from .models.eval_report import format_table
+        from .models.evaluate import evaluate_model
+
+        dataset = load_dataset(args.eval_dataset, skip_missing=True)
+        say(dataset.summary())
+        reports = [evaluate_model(dataset, path, args.labels, 0.5) for path in (args.model, outcome.output)]
+        print(format_table(reports))
+    return 0
+
+
+def _bundled_photos(say) -> list:
+    """scikit-image's photos, when nothing else was given to verify on."""
+    from .errors import UnavailableError
+    from .tools.demo import SCENES, load_photo
+
+    try:
+        return [load_photo(name) for name, _label in SCENES]
+    except UnavailableError:
+        raise UsageError("nothing to verify the result on: pass --calibration DIR with a few photos like the "
+                         "camera's (or install scikit-image for its bundled photos)") from None
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from .errors import ModelError
     from .inference.model_paths import default_model_dir, load_manifest
-    from .models.fetch import fetch_models, folder_source, sources_from_manifest, verify_models
+    from .models.fetch import derive_models, fetch_models, folder_source, sources_from_manifest, verify_models
 
     manifest = load_manifest()
     dest = args.dest or default_model_dir()
@@ -377,9 +450,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
         if report.source:
             print(f"fetched from {report.source}" + (f" after {len(report.failures)} failed source(s)"
                                                       if report.failures else ""))
+        derive_models(dest, manifest, say=print)
         return 0
     states = verify_models(dest, manifest)
-    for (name, state), entry in zip(states, manifest.files):
+    for (name, state), entry in zip(states, [*manifest.files, *manifest.derived]):
         if args.models_command == "list":
             print(f"{name:<58} {state:<8} {entry.size:>9} B  {entry.what}")
         else:

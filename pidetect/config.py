@@ -25,6 +25,7 @@ DEFAULT_CONFIG_PATH = Path("/etc/pidetect/pidetect.toml")
 DISPLAYS = ("none", "fb", "mjpeg", "window")
 LOG_FORMATS = ("auto", "journal", "text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+ON_OFF_AUTO = ("motion",)  # string keys that also take true / false
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,13 @@ class Config:
     nms_iou: float = 0.45
     only: Tuple[str, ...] = ()
     ignore: Tuple[str, ...] = ()
+    # motion gate
+    motion: str = "auto"
+    motion_threshold: int = 25
+    motion_min_area: float = 0.002
+    detect_interval: float = 10.0
+    stationary_interval: float = 1.0
+    show_motion: bool = False
     # events
     enter_frames: int = 2
     leave_frames: int = 5
@@ -100,6 +108,13 @@ HELP: Dict[str, str] = {
                "does NMS inside the model)",
     "only": "report only these labels (comma-separated on the command line)",
     "ignore": "never report these labels",
+    "motion": "run the model only when something moves: auto (on for cameras and streams, off for files), "
+              "on or off",
+    "motion_threshold": "grey levels (1..255) a pixel must change by to count as motion",
+    "motion_min_area": "smallest moving blob, as a share of the frame (0.002 = 0.2 percent)",
+    "detect_interval": "with motion on and nothing moving or in view, still look every this many seconds",
+    "stationary_interval": "with motion on, re-check objects in view that stand still every this many seconds",
+    "show_motion": "draw the motion gate's boxes on the overlay (thin grey)",
     "enter_frames": "an object must be seen in this many consecutive frames to be 'entered'",
     "leave_frames": "an object missing for this many frames has 'left'",
     "track_iou": "overlap (IoU) needed to match a detection to a tracked object, 0..1",
@@ -177,6 +192,11 @@ def coerce(name: str, value: Any) -> Any:
         else:
             raise ValueError("must be a list of strings, e.g. [\"person\", \"cat\"]")
         return tuple(v for v in items if v)
+    if name in ON_OFF_AUTO:
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+            return "on" if value.lower() in ("true", "yes", "1") else "off"
     if not isinstance(value, (str, int)) or isinstance(value, bool):
         raise ValueError("must be a string")
     return str(value)
@@ -194,6 +214,11 @@ def check(config: Config) -> List[Tuple[str, str]]:
     need(0.0 <= c.threshold <= 1.0, "threshold", "must be between 0 and 1")
     need(0.0 <= c.track_iou <= 1.0, "track_iou", "must be between 0 and 1")
     need(0.0 < c.nms_iou <= 1.0, "nms_iou", "must be more than 0 and at most 1")
+    need(c.motion in ("auto", "on", "off"), "motion", "must be auto, on or off (true and false work too)")
+    need(1 <= c.motion_threshold <= 255, "motion_threshold", "must be between 1 and 255")
+    need(0.0 < c.motion_min_area < 1.0, "motion_min_area", "must be a share of the frame between 0 and 1")
+    for key in ("detect_interval", "stationary_interval"):
+        need(getattr(c, key) > 0, key, "must be more than 0")
     for key in ("width", "height", "threads", "max_frames"):
         need(getattr(c, key) >= 0, key, "must be 0 or more")
     need(1 <= c.interpreters <= 8, "interpreters", "must be between 1 and 8")

@@ -21,6 +21,7 @@ class Frame:
     seq: int  # per-source counter of delivered frames, starting at 1
     ts: float  # wall-clock capture time (time.time())
     source: str = ""
+    motion: Tuple[Box, ...] = ()  # where the motion gate saw movement (kept only with show_motion)
 
 
 @dataclass(frozen=True)

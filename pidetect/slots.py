@@ -78,3 +78,24 @@ def call_each(targets: List, call: Callable, record: RecordFn, kind: str,
             message = f"{kind} {target.name} failed and was disabled: {type(exc).__name__}: {exc}"
             record(log_record("error", "pidetect.pipeline", message), ERR)
             on_failure(target)
+
+
+class InView:
+    """How many objects the tracker follows now: written by the events sink, read by the motion gate.
+
+    The one value that flows back up the pipeline, kept to a single integer behind a lock so the
+    capture stage never sees the tracker itself.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def set(self, count: int) -> None:
+        with self._lock:
+            self._count = count
+
+    @property
+    def occupied(self) -> bool:
+        with self._lock:
+            return self._count > 0

@@ -50,3 +50,17 @@ def run_pidetect(*args, env=None, timeout=120, **kwargs):
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "pidetect", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=full_env, cwd=kwargs.pop("cwd", REPO), **kwargs)
+
+
+SHARED = REPO.parent / "shared"
+
+
+def shared_path(*parts):
+    """A file of ../shared (models and datasets kept beside the project, never in it), or a skip that says so.
+
+    CI has ../shared and sets PIDETECT_REQUIRE_ALL=1, so there the skip is a failure."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is not here: the test models and datasets live in ../shared beside the project "
+                    "(the team's checkout and CI), not in a user's clone")
+    return path

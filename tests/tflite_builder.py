@@ -111,6 +111,7 @@ def constant_outputs_model(outputs, input_side: int = 64, float16: bool = False,
                            input_type=tflite.TensorType.FLOAT32) -> bytes:
     """A real model whose outputs are fixed arrays: input [1, side, side, 3] (unused) -> each output.
 
+    `outputs`: arrays, or (name, array) pairs to name an output as a converter would.
     Each output is RESHAPE(constant, its shape); with float16=True the constant is stored as float16
     and DEQUANTIZE turns it into float32 first, the op pattern of a float16 export.
     It lets a test give a model family exactly the raw head it decodes (a YOLOv5 layout, say).
@@ -121,6 +122,9 @@ def constant_outputs_model(outputs, input_side: int = 64, float16: bool = False,
     operators_spec = []
     output_indices = []
     for number, value in enumerate(outputs):
+        output_name = f"output_{number}"
+        if isinstance(value, tuple):
+            output_name, value = value
         value = np.asarray(value, np.float32)
         shape = list(value.shape)
         if float16:
@@ -130,14 +134,14 @@ def constant_outputs_model(outputs, input_side: int = 64, float16: bool = False,
             operators_spec.append((1, [len(tensors_spec) - 2], [len(tensors_spec) - 1]))
             buffers_data.append(np.array(shape, np.int32).tobytes())
             tensors_spec.append((f"shape_{number}", [len(shape)], tflite.TensorType.INT32, len(buffers_data) - 1))
-            tensors_spec.append((f"output_{number}", shape, tflite.TensorType.FLOAT32, 0))
+            tensors_spec.append((output_name, shape, tflite.TensorType.FLOAT32, 0))
             operators_spec.append((0, [len(tensors_spec) - 3, len(tensors_spec) - 2], [len(tensors_spec) - 1]))
         else:
             buffers_data.append(value.tobytes())
             tensors_spec.append((f"const_{number}", shape, tflite.TensorType.FLOAT32, len(buffers_data) - 1))
             buffers_data.append(np.array(shape, np.int32).tobytes())
             tensors_spec.append((f"shape_{number}", [len(shape)], tflite.TensorType.INT32, len(buffers_data) - 1))
-            tensors_spec.append((f"output_{number}", shape, tflite.TensorType.FLOAT32, 0))
+            tensors_spec.append((output_name, shape, tflite.TensorType.FLOAT32, 0))
             operators_spec.append((0, [len(tensors_spec) - 3, len(tensors_spec) - 2], [len(tensors_spec) - 1]))
         output_indices.append(len(tensors_spec) - 1)
 

@@ -114,8 +114,9 @@ class EventLogSink:
 
     name = "events"
 
-    def __init__(self, tracker: Tracker, emit, per_frame: bool = False, snapshots=None):
+    def __init__(self, tracker: Tracker, emit, per_frame: bool = False, snapshots=None, in_view=None):
         self.tracker, self.emit, self.per_frame, self.snapshots = tracker, emit, per_frame, snapshots
+        self.in_view = in_view  # tells the motion gate whether anything is being followed
         self.last_seq = 0
         self.last_entered: Optional[str] = None  # "cat 0.91 at 12:01:02", for the systemd STATUS line
 
@@ -133,11 +134,15 @@ class EventLogSink:
                 if self.snapshots is not None:
                     record["snapshot"] = self.snapshots.save(result, event.track)
             self.emit(record, INFO)
+        if self.in_view is not None:
+            self.in_view.set(len(self.tracker.tracks))
 
     def source_gap(self, gap) -> None:
         """The camera was lost (or a looping file starts over): every object in view has left."""
         for event in self.tracker.flush(gap.after_seq):
             self.emit(event_record(event, gap.ts), INFO)
+        if self.in_view is not None:
+            self.in_view.set(0)
 
     def close(self) -> None:
         for event in self.tracker.flush(self.last_seq):

@@ -47,6 +47,8 @@ def describe(record: Dict[str, Any]) -> str:
             parts.append(f"{record['temp_c']:.1f}°C")
         if record.get("throttled"):
             parts.append(f"throttled {record['throttled']}")
+        if "motion_share" in record:
+            parts.append(f"motion {record['motion_share']:.0%} of frames, {record['frames_gated']} gated")
         return "metrics: " + ", ".join(parts)
     if event == "source":
         return f"source {record['source']} {record['state']}" + (f": {record['detail']}" if record.get("detail") else "")

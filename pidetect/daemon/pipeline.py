@@ -16,8 +16,9 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, Deque, Dict, List, Protocol, Sequence
+from typing import Callable, Deque, Dict, List, Optional, Protocol, Sequence
 
+from ..capture.gate import MotionGate
 from ..capture.sources import Source, SourceError
 from ..frames import Frame, Result, SourceGap
 from ..records import INFO, WARNING
@@ -40,10 +41,12 @@ class CaptureThread(threading.Thread):
     STEADY_SECONDS = 10.0
 
     def __init__(self, source: Source, slot: LatestFrameSlot, record: RecordFn, stop: threading.Event,
-                 realtime: bool = False, loop: bool = False, max_delay: float = 30.0):
+                 realtime: bool = False, loop: bool = False, max_delay: float = 30.0,
+                 gate: Optional[MotionGate] = None, keep_motion_boxes: bool = False):
         super().__init__(name="pidetect-capture", daemon=True)
         self.source, self.slot, self.record, self.stop = source, slot, record, stop
         self.realtime, self.loop, self.max_delay = realtime, loop, max_delay
+        self.gate, self.keep_motion_boxes = gate, keep_motion_boxes
         self.seq = 0
         self.first_frame = threading.Event()
         self.failed = False
@@ -86,6 +89,8 @@ class CaptureThread(threading.Thread):
                 self._source_record("eof", f"{delivered} frame(s)")
                 if self.loop and delivered:
                     self.slot.put_gap(SourceGap(self.seq, time.time()), self.stop)
+                    if self.gate is not None:
+                        self.gate.reset()
                     continue
                 break
             if delivered and time.monotonic() - opened >= self.STEADY_SECONDS:
@@ -93,6 +98,8 @@ class CaptureThread(threading.Thread):
             detail = f"the source stopped delivering frames after {delivered} frame(s)"
             self._source_record("lost", detail + (f": {why}" if why else "") + f"; reopening in {delay:g} s",
                                 WARNING)
+            if self.gate is not None:
+                self.gate.reset()
             self.slot.put_gap(SourceGap(self.seq, time.time()), self.stop)
             self.stop.wait(delay)
             delay = min(delay * 2, self.max_delay)
@@ -115,7 +122,13 @@ class CaptureThread(threading.Thread):
                     self.stop.wait(pause)
             self.seq += 1
             delivered += 1
-            self.slot.put(Frame(image, self.seq, time.time(), self.source.name), wait_for_taker=batch, stop=self.stop)
+            motion = ()
+            if self.gate is not None:
+                infer, motion = self.gate.decide(image)
+                if not infer:
+                    continue  # nothing moves and nothing is due: the model rests
+            self.slot.put(Frame(image, self.seq, time.time(), self.source.name,
+                                motion if self.keep_motion_boxes else ()), wait_for_taker=batch, stop=self.stop)
             self.first_frame.set()
         return delivered
 

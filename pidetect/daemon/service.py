@@ -9,6 +9,7 @@ the running pipeline kept).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -25,8 +26,10 @@ from .events import EventLogSink, Tracker
 from .logs import ERR, INFO, WARNING, Notifier, RecordLog, log_record, watchdog_interval
 from .metrics import Metrics, throttled_now
 from ..inference.model_paths import resolve_model_paths
-from ..slots import LatestFrameSlot
+from ..slots import InView, LatestFrameSlot
 from .pipeline import CaptureThread, InferencePool
+from ..capture.gate import GateSettings, MotionGate
+from ..capture.motion import MotionSettings
 from ..capture.sources import make_source
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,15 @@ def make_detector(config: Config) -> Detector:
                               num_threads=config.threads or max(1, cores // config.interpreters),
                               backend=config.backend, nms_iou=config.nms_iou)
     return Detector(*model_paths(config), options)
+
+
+def make_gate(config: Config, source, in_view: InView) -> Optional[MotionGate]:
+    """The motion gate, on for cameras and streams unless `motion = off`, for files only with `motion = on`."""
+    if config.motion == "off" or (config.motion == "auto" and not source.live):
+        return None
+    settings = GateSettings(config.detect_interval, config.stationary_interval,
+                            MotionSettings(threshold=config.motion_threshold, min_area=config.motion_min_area))
+    return MotionGate(settings, in_view)
 
 
 def make_detectors(config: Config) -> List[Detector]:
@@ -70,6 +82,7 @@ class Running:
     inference: InferencePool
     events: EventLogSink
     outputs: List
+    gate: Optional[MotionGate] = None
 
 
 class Service:
@@ -85,6 +98,7 @@ class Service:
         self.stall_after = int(os.environ.get("PIDETECT_TEST_STALL_AFTER_FRAMES", "0") or 0)
         self.running: Optional[Running] = None
         self._counted_captured = self._counted_dropped = 0  # totals of pipelines replaced by a reload
+        self._gate_seen: Optional[dict] = None  # the motion gate's counters at the last metrics record
 
     # --- records and notifications -------------------------------------------------------------
     def emit(self, record: dict, priority: int = INFO) -> None:
@@ -94,7 +108,20 @@ class Service:
         """The interval's metrics record; a warning while the Pi is throttled or under-volted."""
         record = self.metrics.take(self._counted_captured + running.slot.captured,
                                    self._counted_dropped + running.slot.dropped)
+        if running.gate is not None:
+            record.update(self._gate_interval(running.gate))
         self.emit(record, WARNING if throttled_now(record["throttled"]) else INFO)
+
+    def _gate_interval(self, gate: MotionGate) -> dict:
+        """What the motion gate did since the last metrics record: the CPU it saved is `frames_gated`."""
+        now = dataclasses.asdict(gate.counters)
+        before = self._gate_seen if self._gate_seen is not None and self._gate_seen["frames"] <= now["frames"] \
+            else {key: 0 for key in now}
+        self._gate_seen = now
+        frames = now["frames"] - before["frames"]
+        return {"motion_share": round((now["motion_frames"] - before["motion_frames"]) / frames, 3) if frames else 0.0,
+                "frames_gated": now["gated"] - before["gated"], "keepalive_inferences": now["keepalive"] - before["keepalive"],
+                "lighting_changes": now["lighting_changes"] - before["lighting_changes"]}
 
     def lifecycle(self, state: str, priority: int = INFO, **extra) -> None:
         self.emit({"event": "lifecycle", "state": state, **extra}, priority)
@@ -121,15 +148,18 @@ class Service:
         slot = LatestFrameSlot()
         source = make_source(config)
         outputs, snapshots = build_outputs(config, self.emit)
+        in_view = InView()
+        gate = make_gate(config, source, in_view)
         events = EventLogSink(Tracker(config.track_iou, config.enter_frames, config.leave_frames), self.emit,
-                              config.per_frame, snapshots)
+                              config.per_frame, snapshots, in_view)
         capture = CaptureThread(source, slot, self.emit, stop, realtime=config.realtime, loop=config.loop,
-                                max_delay=config.reconnect_max_delay)
+                                max_delay=config.reconnect_max_delay, gate=gate,
+                                keep_motion_boxes=config.show_motion)
         inference = InferencePool(detectors, slot, [events, *outputs], self.emit, stop, self.metrics.add_inference,
                                   max_frames=config.max_frames, stall_after_frames=self.stall_after)
         capture.start()
         inference.start()
-        return Running(config, stop, slot, capture, inference, events, outputs)
+        return Running(config, stop, slot, capture, inference, events, outputs, gate)
 
     def _shutdown(self, running: Running) -> None:
         running.stop.set()

@@ -160,6 +160,8 @@ class Detector:
         if self.labels is None:
             self.labels, labels_from = self._labels_beside_model()
         self.labels_from = labels_from
+        self.labels_path: Optional[Path] = (Path(labels_from.removeprefix("labels file "))
+                                            if labels_from.startswith("labels file ") else None)
         self._check_labels_cover(labels_from)
         check_label_names(self.labels.values(), {"only": options.allow, "ignore": options.deny})
         self._lut = self._input_lut()

@@ -127,12 +127,10 @@ def recognise(facts: ModelFacts) -> Optional[YoloFamily]:
     features_first = first < second
     size = (facts.input_height, facts.input_width)
     count = facts.label_count
-    if features_first:
-        if count is None or features == 4 + count:
-            return YoloFamily("yolov8", output, features - 4, True, False, size)
-        if features == 5 + count:
-            return YoloFamily("yolov5", output, features - 5, True, True, size)
-        return None
-    if count is not None and features == 4 + count:
-        return YoloFamily("yolov8", output, features - 4, False, False, size)
+    # The labels' count tells v8 (4+C) from v5 (5+C); without labels, or when they do not fit (the
+    # Detector then says the labels are too short), features-first is v8 and rows are v5.
+    if count is not None and features == 5 + count:
+        return YoloFamily("yolov5", output, count, features_first, True, size)
+    if count is not None and features == 4 + count or features_first:
+        return YoloFamily("yolov8", output, features - 4, features_first, False, size)
     return YoloFamily("yolov5", output, features - 5, False, True, size)

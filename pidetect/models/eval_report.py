@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import List, Sequence
+from typing import Sequence
 
 from ..errors import UnavailableError
 from .evaluate import ModelReport
@@ -52,11 +52,12 @@ def plot(reports: Sequence[ModelReport], path: Path, title: str) -> None:
     except ImportError:
         raise UnavailableError("--plot needs matplotlib: pip install \"pidetect[plot]\"") from None
     figure, (speed, curves) = plt.subplots(1, 2, figsize=(13, 5.5), dpi=100)
-    for r in reports:
+    for number, r in enumerate(reports):
         name = Path(r.model).stem
         speed.scatter([r.latency_ms_p50], [r.map], s=40 + r.size_bytes / 2**17, alpha=0.8,
                       label=f"{name} ({r.format}, {r.size_bytes / 2**20:.1f} MB)")
-        speed.annotate(name, (r.latency_ms_p50, r.map), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        speed.annotate(name, (r.latency_ms_p50, r.map), textcoords="offset points", fontsize=8,
+                       xytext=(6, 6 - 12 * (number % 3)))
         if r.pr_recall:
             curves.plot(r.pr_recall, r.pr_precision, label=f"{name} (mAP50 {_num(r.map50)})")
             if not math.isnan(r.recall):

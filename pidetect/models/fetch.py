@@ -184,9 +184,9 @@ def fetch_models(dest: Path, manifest: Manifest, sources: Sequence[tuple], names
 
 
 def verify_models(dest: Path, manifest: Manifest) -> List[tuple]:
-    """(name, state) per manifest file: 'ok', 'missing' or 'corrupt (...)'."""
+    """(name, state) per manifest file, fetched and derived: 'ok', 'missing' or 'corrupt (...)'."""
     states = []
-    for entry in manifest.files:
+    for entry in [*manifest.files, *manifest.derived]:
         path = Path(dest) / entry.name
         if not path.exists():
             states.append((entry.name, "missing"))
@@ -196,3 +196,45 @@ def verify_models(dest: Path, manifest: Manifest) -> List[tuple]:
             states.append((entry.name, f"corrupt (size {path.stat().st_size}, expected {entry.size}; "
                                        "SHA256 differs: run 'pidetect models fetch' to replace it)"))
     return states
+
+
+def derive_models(dest: Path, manifest: Manifest, say: Callable[[str], None] = lambda line: None) -> List[str]:
+    """Make the derived files (the int8 default) from the fetched ones; each must match its recorded SHA256.
+
+    The requantization is deterministic, so a different hash means a different transform (another
+    flatbuffers or numpy behaving differently): the file is then not put in place, and the daemon
+    keeps the uint8 model it comes from (with a warning) rather than run something unverified.
+    """
+    from .requantize import requantize_int8
+
+    made = []
+    for entry in manifest.derived:
+        target = Path(dest) / entry.name
+        if is_verified(target, entry):
+            say(f"ok       {entry.name} already made and verified")
+            continue
+        if entry.transform != "requantize-int8":
+            raise ModelError(f"manifest: unknown transform {entry.transform!r} for {entry.name}")
+        quantized, _report = requantize_int8((Path(dest) / entry.source).read_bytes())
+        digest = hashlib_sha256(quantized)
+        if digest != entry.sha256:
+            raise ModelError(f"requantizing {entry.source} gave SHA256 {digest}, not the recorded {entry.sha256}; "
+                             f"{entry.name} was not installed (the uint8 model stays in use). Make and check it "
+                             f"yourself: pidetect quantize {Path(dest) / entry.source} -o {target}")
+        fd, temporary = tempfile.mkstemp(prefix=f".{entry.name}.", dir=dest)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(quantized)
+            os.replace(temporary, target)
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+        say(f"made     {target} from {entry.source} (int8 per-channel, sha256 verified)")
+        made.append(entry.name)
+    return made
+
+
+def hashlib_sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()

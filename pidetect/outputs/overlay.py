@@ -24,6 +24,7 @@ from .letterbox import Rect
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 Colour = Tuple[int, int, int]
+MOTION_COLOUR: Tuple[int, int, int] = (170, 170, 170)
 Point = Tuple[int, int]
 
 
@@ -100,6 +101,9 @@ class Overlay:
         sx, sy = rect_w / frame_w, rect_h / frame_h
         scale, thickness, pad = self._sizes(size[1])
         shapes: List[Shape] = []
+        for mx1, my1, mx2, my2 in result.frame.motion:  # the motion gate's blobs, thin grey, under the boxes
+            shapes.append(Box((round(x0 + mx1 * sx), round(y0 + my1 * sy)), (round(x0 + mx2 * sx), round(y0 + my2 * sy)),
+                              MOTION_COLOUR, 1))
         for d in result.detections:
             colour = class_colour(d.class_id)
             x1, y1 = round(x0 + d.box[0] * sx), round(y0 + d.box[1] * sy)

@@ -119,6 +119,21 @@ expect fb-absent-logged "fb0 missing is logged, not fatal" wait_for 10 sh -c "jo
 expect fb-absent-running "still running without fb0" test "$(prop ActiveState)" = active
 systemctl stop pidetect.service
 
+# 7b. your own model: --model checks it, copies it, and the service runs it (when ../shared is bound in)
+if [ -e /yolo/yolov8n_full_integer_quant.tflite ]; then
+    /src/deploy/install.sh --no-start --model /yolo/yolov8n_full_integer_quant.tflite > /out/model.log 2>&1
+    expect model-installed "--model copies the checked file" sh -c "test -f /opt/pidetect/models/yolov8n_full_integer_quant.tflite && grep -q 'model checked: yolov8' /out/model.log"
+    /src/deploy/install.sh --no-start --model /src/README.md > /out/bad-model.log 2>&1
+    bad_rc=$?
+    expect model-refused "a file that is no model: exit 78, nothing installed" sh -c "[ $bad_rc = 78 ] && test ! -e /opt/pidetect/models/README.md && grep -q 'not a TFLite model' /out/bad-model.log"
+    sed -i 's/^display = "fb"$/display = "none"/' "$CONFIG"
+    printf 'model = "/opt/pidetect/models/yolov8n_full_integer_quant.tflite"\nthreshold = 0.4\n' >> "$CONFIG"
+    since=$(date '+%Y-%m-%d %H:%M:%S')
+    systemctl start pidetect.service
+    expect model-runs "the YOLO model runs in the hardened unit" wait_for 40 sh -c "journalctl -u pidetect --since '$since' --no-pager -o cat EVENT=lifecycle STATE=model_loaded | grep -q yolov8n && journalctl -u pidetect --since '$since' --no-pager -o cat EVENT=detection LABEL=cat | grep -q ."
+    systemctl stop pidetect.service
+fi
+
 # 8. uninstall removes the unit and the venv, keeps config and state
 /src/deploy/install.sh --uninstall > /out/uninstall.log 2>&1
 expect uninstall-unit "unit removed" test ! -e /etc/systemd/system/pidetect.service
