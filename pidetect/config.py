@@ -75,6 +75,20 @@ class Config:
     snapshot_dir: str = "/var/lib/pidetect/snapshots"
     snapshot_max_files: int = 500
     snapshot_max_mb: float = 200.0
+    # MQTT (and Home Assistant discovery)
+    mqtt_host: str = ""
+    mqtt_port: int = 1883
+    mqtt_username: str = ""
+    mqtt_password_file: str = ""
+    mqtt_tls: bool = False
+    mqtt_ca_file: str = ""
+    mqtt_client_id: str = ""
+    mqtt_topic_prefix: str = ""
+    mqtt_qos: int = 1
+    mqtt_discovery: bool = True
+    mqtt_discovery_prefix: str = "homeassistant"
+    mqtt_labels: Tuple[str, ...] = ("person", "car", "cat", "dog")
+    mqtt_queue: int = 1000
     log_format: str = "auto"
     log_level: str = "info"
     metrics_interval: float = 30.0
@@ -133,6 +147,19 @@ HELP: Dict[str, str] = {
     "snapshot_dir": "folder for snapshots",
     "snapshot_max_files": "keep at most this many snapshots (oldest removed first)",
     "snapshot_max_mb": "keep snapshots under this many megabytes",
+    "mqtt_host": "MQTT broker to publish events to ('' = off), e.g. 192.168.1.10 or homeassistant.local",
+    "mqtt_port": "MQTT broker port (1883; 8883 is the usual TLS port)",
+    "mqtt_username": "MQTT user name ('' = anonymous)",
+    "mqtt_password_file": "file holding the MQTT password (never the password itself in the config)",
+    "mqtt_tls": "connect to the broker over TLS",
+    "mqtt_ca_file": "CA certificate that signed the broker's certificate (implies mqtt_tls)",
+    "mqtt_client_id": "MQTT client id and Home Assistant device id (default pidetect-<hostname>)",
+    "mqtt_topic_prefix": "topics go under this prefix (default pidetect/<hostname>)",
+    "mqtt_qos": "QoS of event messages, 0 or 1",
+    "mqtt_discovery": "publish Home Assistant MQTT discovery configs",
+    "mqtt_discovery_prefix": "Home Assistant's discovery prefix",
+    "mqtt_labels": "labels that get Home Assistant entities (occupancy, count, last snapshot)",
+    "mqtt_queue": "events kept while the broker is away (the oldest beyond this are dropped and counted)",
     "log_format": "auto (journal under systemd, else text), journal, text or json",
     "log_level": "debug, info, warning or error",
     "metrics_interval": "seconds between metrics records",
@@ -214,6 +241,13 @@ def check(config: Config) -> List[Tuple[str, str]]:
     need(0.0 <= c.threshold <= 1.0, "threshold", "must be between 0 and 1")
     need(0.0 <= c.track_iou <= 1.0, "track_iou", "must be between 0 and 1")
     need(0.0 < c.nms_iou <= 1.0, "nms_iou", "must be more than 0 and at most 1")
+    need(1 <= c.mqtt_port <= 65535, "mqtt_port", "must be a port number 1..65535")
+    need(c.mqtt_qos in (0, 1), "mqtt_qos", "must be 0 or 1")
+    need(c.mqtt_queue >= 1, "mqtt_queue", "must be 1 or more")
+    need(not c.mqtt_host or re.fullmatch(r"[A-Za-z0-9._:\-\[\]]+", c.mqtt_host) is not None, "mqtt_host",
+         "must be a host name or an IP address")
+    need(c.mqtt_topic_prefix == "" or not any(ch in c.mqtt_topic_prefix for ch in "#+"), "mqtt_topic_prefix",
+         "must not contain the MQTT wildcards # or +")
     need(c.motion in ("auto", "on", "off"), "motion", "must be auto, on or off (true and false work too)")
     need(1 <= c.motion_threshold <= 255, "motion_threshold", "must be between 1 and 255")
     need(0.0 < c.motion_min_area < 1.0, "motion_min_area", "must be a share of the frame between 0 and 1")

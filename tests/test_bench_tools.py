@@ -29,9 +29,11 @@ def test_bench_json_has_every_section(model_paths):
     assert len(report["rounds"]) == 2 and all(len(r["pipeline"]) == len(report["pipeline"]) for r in report["rounds"])
     assert report["ratios"]["serial_headroom"] > 0
     assert report["source"]["size"] == "320x240"
-    assert set(report["stages"]) == {"capture_decode", "preprocess", "invoke", "postprocess", "postprocess_eval",
-                                     "tracking", "overlay",
-                                     "encode_jpeg", "fb_1080p_rgb565"}
+    assert set(report["stages"]) == {"capture_decode", "motion", "preprocess", "invoke", "postprocess",
+                                     "postprocess_eval", "tracking", "overlay", "encode_jpeg", "fb_1080p_rgb565"}
+    gate = report["gate"]
+    assert gate["motion_off"]["frames_gated"] == 0 and gate["motion_on"]["frames"] > 0
+    assert gate["motion_on"]["inferences"] + gate["motion_on"]["frames_gated"] >= gate["motion_on"]["frames"] - 2
     assert all(p["frames"] == 12 for p in report["pipeline"])
     assert {p["display"] for p in report["pipeline"]} == {"none", "fb", "mjpeg"}
     assert {p["display"] for p in report["process"]} == {"none", "fb", "mjpeg"}
@@ -39,7 +41,7 @@ def test_bench_json_has_every_section(model_paths):
         assert p["exit_code"] == 0 and 0 < p["start_to_ready_s"] < 30 and p["peak_rss_mb"] > 30
         # the 1920x1080 RGB565 stand-in is written whole every frame: all 4 MB of it are resident
         assert (3.5 < p["fb_standin_rss_mb"] < 4.5) if p["display"] == "fb" else p["fb_standin_rss_mb"] == 0
-    assert len(report["targets"]) == 5 and all(isinstance(t["pass"], bool) for t in report["targets"])
+    assert len(report["targets"]) == 7 and all(isinstance(t["pass"], bool) for t in report["targets"])
 
 
 def test_rounds_are_summarized_as_medians_of_per_round_ratios():

@@ -129,14 +129,14 @@ def test_shipped_manifest_matches_models_md():
 
 def test_cli_verify_and_list(tmp_path, model_paths):
     done = run_pidetect("models", "verify", "--dest", model_paths[0].parent)
-    assert done.returncode == 0 and done.stdout.count("ok ") == 3, done.stdout
+    assert done.returncode == 0 and done.stdout.count("ok ") == 4, done.stdout  # 3 fetched, 1 made (int8)
     broken = tmp_path / "m"
     broken.mkdir()
     (broken / "coco_labels.txt").write_text("0 person\n")
     done = run_pidetect("models", "verify", "--dest", broken)
     assert done.returncode == 78
     assert "FAIL" in done.stdout and "missing" in done.stdout and "corrupt" in done.stdout
-    assert "3 model file(s)" in done.stderr
+    assert "4 model file(s)" in done.stderr
     listing = run_pidetect("models", "list", "--dest", model_paths[0].parent)
     assert listing.returncode == 0 and "Edge TPU" in listing.stdout
 

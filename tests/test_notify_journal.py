@@ -71,7 +71,7 @@ def test_ready_watchdog_stall_and_stopping(tmp_path, model_paths):
     notify = NotifySocket(tmp_path / "notify.sock")
     camera = MjpegCamera([load_photo("chelsea.png")], fps=20, first_frame_delay=2.0).start()
     started = time.monotonic()
-    proc = start_daemon(["--source", camera.url, "--ready-timeout", "10"],
+    proc = start_daemon(["--source", camera.url, "--ready-timeout", "10", "--motion", "off"],
                         {"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "1000000",
                          "PIDETECT_TEST_STALL_AFTER_FRAMES": "60"})
     try:

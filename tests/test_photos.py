@@ -103,5 +103,7 @@ def test_model_pages_are_released_after_loading_and_detection_still_works(model_
     assert released >= whole_file and released % whole_file == 0, (released, whole_file)
     result = detector.detect_image(load_photo("chelsea.png"))
     assert [d.label for d in result.detections][:1] == ["cat"]
-    # the few non-delegated ops (post-processing anchors) fault back a little, with the kernel's fault-around
-    assert mapped_rss_mb(os.getpid(), model) < 2.0, "inference read the released weights back in (5.9 MB)"
+    # The few non-delegated ops (the post-processing op reads its 30 KB of anchors) fault back a little: one
+    # unit of the page cache around them, which on kernels with large folios (6.18 here) is a whole 1-2 MB
+    # folio, not a 64 KB fault-around. At most that one folio: the other 4.7+ MB stay released.
+    assert mapped_rss_mb(os.getpid(), model) <= 2.0, "inference read the released weights back in (6.7 MB)"

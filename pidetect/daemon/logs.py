@@ -57,6 +57,8 @@ def describe(record: Dict[str, Any]) -> str:
         return f"{record['state']}" + (f" {extra}" if extra else "")
     if event == "log":
         return record["message"]
+    if event == "mqtt":
+        return f"mqtt {record['state']} {record.get('broker', '')}" + (f": {record['detail']}" if record.get("detail") else "")
     return json.dumps(record)
 
 

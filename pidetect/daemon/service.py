@@ -99,10 +99,18 @@ class Service:
         self.running: Optional[Running] = None
         self._counted_captured = self._counted_dropped = 0  # totals of pipelines replaced by a reload
         self._gate_seen: Optional[dict] = None  # the motion gate's counters at the last metrics record
+        self.record_sinks: List = []  # fed every record, like the journal (MQTT)
 
     # --- records and notifications -------------------------------------------------------------
     def emit(self, record: dict, priority: int = INFO) -> None:
         self.records.emit(record, priority)
+        for sink in self.record_sinks:  # MQTT: they only queue, from any thread
+            try:
+                sink.publish_record(record)
+            except Exception as exc:  # a broken sink must never stop detection
+                self.record_sinks.remove(sink)
+                self.records.emit(log_record("error", "pidetect.service", f"{sink.name} failed and was disabled: "
+                                             f"{type(exc).__name__}: {exc}"), ERR)
 
     def emit_metrics(self, running: "Running") -> None:
         """The interval's metrics record; a warning while the Pi is throttled or under-volted."""
@@ -110,6 +118,8 @@ class Service:
                                    self._counted_dropped + running.slot.dropped)
         if running.gate is not None:
             record.update(self._gate_interval(running.gate))
+        for sink in self.record_sinks:
+            record.update(sink.metrics_fields())
         self.emit(record, WARNING if throttled_now(record["throttled"]) else INFO)
 
     def _gate_interval(self, gate: MotionGate) -> dict:
@@ -142,12 +152,13 @@ class Service:
 
     # --- building ------------------------------------------------------------------------------
     def _start(self, config: Config, detectors: List[Detector]) -> Running:
-        from ..outputs.sinks import build_outputs
+        from ..outputs.sinks import build_outputs, build_record_sinks
 
         stop = threading.Event()
         slot = LatestFrameSlot()
         source = make_source(config)
         outputs, snapshots = build_outputs(config, self.emit)
+        self.record_sinks = build_record_sinks(config, self.emit)
         in_view = InView()
         gate = make_gate(config, source, in_view)
         events = EventLogSink(Tracker(config.track_iou, config.enter_frames, config.leave_frames), self.emit,
@@ -174,6 +185,15 @@ class Service:
             except Exception as exc:
                 log.warning("closing %s failed: %s", output.name, exc)
 
+    def _close_record_sinks(self) -> None:
+        """After the last records of a pipeline ('left' events, final metrics), so they are published too."""
+        sinks, self.record_sinks = self.record_sinks, []
+        for sink in sinks:
+            try:
+                sink.close()
+            except Exception as exc:
+                log.warning("closing %s failed: %s", sink.name, exc)
+
     def _reload(self, running: Running, detectors: List[Detector]):
         """SIGHUP: re-read the config; on success restart the pipeline with it."""
         self.reload_requested = False
@@ -193,6 +213,7 @@ class Service:
         self.notifier.send(RELOADING=1, STATUS="reloading configuration",
                            MONOTONIC_USEC=int(time.monotonic() * 1e6))
         self._shutdown(running)
+        self._close_record_sinks()
         self._counted_captured += running.slot.captured  # the new pipeline's slot counts from zero
         self._counted_dropped += running.slot.dropped
         self.config = config
@@ -223,6 +244,7 @@ class Service:
             self.emit_metrics(self.running)
             self.lifecycle("stopped", frames=self.metrics.total_inferred,
                            uptime_s=round(time.monotonic() - started, 1))
+            self._close_record_sinks()
             self.notifier.close()
         return exit_code
 

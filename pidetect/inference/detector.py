@@ -144,7 +144,6 @@ class Detector:
                  self.num_threads, self.model_path)
         self.numeric_format = numeric_format(self.interpreter.get_tensor_details(),
                                              self.interpreter.get_input_details()[0])
-        release_cold_model_pages(self.model_path)
         inputs = self.interpreter.get_input_details()
         if len(inputs) != 1 or len(inputs[0]["shape"]) != 4 or inputs[0]["shape"][3] != 3:
             shapes = ", ".join(str(list(i["shape"])) for i in inputs)
@@ -168,6 +167,8 @@ class Detector:
         self._input_view = self.interpreter.tensor(self.input["index"])
         self._rgb = np.empty((self.input_height, self.input_width, 3), np.uint8)
         self._warned_ids: set = set()
+        # last: every question to the interpreter above reads the mapped file and faults pages back in
+        release_cold_model_pages(self.model_path)
 
     # --- loading ---------------------------------------------------------------------------
     @staticmethod

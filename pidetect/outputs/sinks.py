@@ -141,3 +141,12 @@ def build_outputs(config: Config, emit: Callable) -> Tuple[List, Optional[Snapsh
                               "(it is created if missing)")
         snapshots = Snapshots(folder, config.snapshot_max_files, config.snapshot_max_mb)
     return outputs, snapshots
+
+
+def build_record_sinks(config: Config, emit: Callable) -> List:
+    """Sinks of the record stream (what the journal gets): MQTT when mqtt_host is set."""
+    if not config.mqtt_host:
+        return []
+    from .mqtt import MqttSink, settings_from_config
+
+    return [MqttSink(settings_from_config(config), emit)]

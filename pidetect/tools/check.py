@@ -72,6 +72,17 @@ def _probe_display(name: str, config: Config) -> Check:
         return Check(f"display {name}", False, str(exc))
 
 
+def _probe_mqtt(config: Config) -> Check:
+    """The broker answers and takes the credentials (the daemon itself never fails on the broker)."""
+    from ..outputs.mqtt import probe_broker, settings_from_config
+
+    try:
+        ok, detail = probe_broker(settings_from_config(config))
+    except PidetectError as exc:
+        ok, detail = False, str(exc)
+    return Check("mqtt", ok, detail)
+
+
 def run_checks(config: Config, make_detector: Callable) -> List[Check]:
     from ..inference.backends import resolve_backend
     from ..daemon.logs import journal_sender
@@ -88,14 +99,17 @@ def run_checks(config: Config, make_detector: Callable) -> List[Check]:
     if backend is not None:
         try:
             detector = make_detector(config)
-            checks.append(Check("model", True, f"{detector.model_path} ({detector.input_width}x{detector.input_height} "
-                                               f"{detector.input_dtype}, {len(detector.labels)} labels)"))
+            checks.append(Check("model", True, f"{detector.model_path} ({detector.family.name}, "
+                                               f"{detector.numeric_format}, {detector.input_width}x"
+                                               f"{detector.input_height}, {len(detector.labels)} labels)"))
         except PidetectError as exc:
             checks.append(Check("model", False, str(exc)))
     checks.append(_probe_camera(config))
     for name in config.display:
         if name != "none":
             checks.append(_probe_display(name, config))
+    if config.mqtt_host:
+        checks.append(_probe_mqtt(config))
     journal = journal_sender() is not None
     checks.append(Check("journal", journal, "systemd journal reachable" if journal else
                         "not available (systemd-python missing or no journald); logs go to stderr",

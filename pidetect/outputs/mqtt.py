@@ -1,0 +1,355 @@
+"""Events to an MQTT broker, with Home Assistant discovery: the record stream, published.
+
+Fed from the same records as the journal (entered/left, metrics), never from the pipeline's hot
+path: `publish_record` only queues. A publisher thread hands messages to paho-mqtt, whose own
+network thread connects, reconnects with backoff (1 s doubling to 30 s) and resends what was in
+flight. While the broker is away, events wait in a bounded queue (the oldest beyond `mqtt_queue`
+are dropped, counted in the metrics and said once per outage); retained state (counts, metrics,
+snapshots, availability) keeps only its newest value per topic and is sent again on reconnect.
+
+Topics, under `mqtt_topic_prefix` (default pidetect/<hostname>):
+  <prefix>/available          online | offline (retained; offline is also the last will)
+  <prefix>/events             one JSON message per entered/left (the journal record's fields), QoS 1
+  <prefix>/<label>            how many of that label are in view now (retained)
+  <prefix>/<label>/snapshot   JPEG of the last one that entered (retained; with snapshots on)
+  <prefix>/metrics            the metrics record (retained)
+Home Assistant discovery under `mqtt_discovery_prefix` (default homeassistant), sent on connect and
+again whenever Home Assistant announces itself on <discovery_prefix>/status.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import re
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Deque, Dict, List, Optional, Tuple
+
+from .. import __version__
+from ..errors import ConfigError, UnavailableError
+from ..records import ERR, INFO, WARNING
+
+log = logging.getLogger(__name__)
+Emit = Callable[[dict, int], None]
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    host: str
+    port: int = 1883
+    username: str = ""
+    password: str = ""
+    tls: bool = False
+    ca_file: str = ""
+    client_id: str = ""
+    topic_prefix: str = ""
+    qos: int = 1
+    discovery: bool = True
+    discovery_prefix: str = "homeassistant"
+    labels: Tuple[str, ...] = ("person", "car", "cat", "dog")
+    queue: int = 1000
+
+    @property
+    def node(self) -> str:
+        return slug(self.client_id or f"pidetect-{socket.gethostname()}")
+
+    @property
+    def prefix(self) -> str:
+        return (self.topic_prefix or f"pidetect/{socket.gethostname()}").rstrip("/")
+
+    @property
+    def broker(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "pidetect"
+
+
+def settings_from_config(config) -> MqttSettings:
+    """The config's mqtt_* keys; the password is read from its file here (never stored in the config)."""
+    password = ""
+    if config.mqtt_password_file:
+        try:
+            password = Path(config.mqtt_password_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"mqtt_password_file {config.mqtt_password_file}: cannot read it "
+                              f"({getattr(exc, 'strerror', None) or exc})") from None
+        if not config.mqtt_username:
+            raise ConfigError("mqtt_password_file is set but mqtt_username is empty; set both or neither")
+    if config.mqtt_ca_file and not Path(config.mqtt_ca_file).is_file():
+        raise ConfigError(f"mqtt_ca_file {config.mqtt_ca_file}: no such file")
+    return MqttSettings(config.mqtt_host, config.mqtt_port, config.mqtt_username, password,
+                        config.mqtt_tls or bool(config.mqtt_ca_file), config.mqtt_ca_file, config.mqtt_client_id,
+                        config.mqtt_topic_prefix, config.mqtt_qos, config.mqtt_discovery,
+                        config.mqtt_discovery_prefix, tuple(config.mqtt_labels), config.mqtt_queue)
+
+
+def make_client(settings: MqttSettings):
+    try:
+        import paho.mqtt.client as paho
+    except ImportError:
+        raise UnavailableError("MQTT needs paho-mqtt: pip install \"paho-mqtt>=2,<3\"") from None
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=settings.node, clean_session=True)
+    if settings.username:
+        client.username_pw_set(settings.username, settings.password or None)
+    if settings.tls:
+        try:
+            client.tls_set(ca_certs=settings.ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise ConfigError(f"mqtt_ca_file {settings.ca_file}: not a usable CA certificate ({exc})") from None
+    return client
+
+
+def discovery_messages(settings: MqttSettings) -> List[Tuple[str, dict]]:
+    """Home Assistant MQTT discovery configs: one device, occupancy + count per label, health sensors, images."""
+    node, prefix = settings.node, settings.prefix
+    device = {"identifiers": [node], "name": f"pidetect {socket.gethostname()}", "model": "pidetect",
+              "manufacturer": "pidetect", "sw_version": __version__}
+    common = {"availability_topic": f"{prefix}/available", "payload_available": "online",
+              "payload_not_available": "offline", "device": device}
+    messages = []
+    for label in settings.labels:
+        key = slug(label)
+        state = f"{prefix}/{key}"
+        messages.append((f"{settings.discovery_prefix}/binary_sensor/{node}/{key}_occupancy/config", {
+            **common, "name": f"{label} in view", "unique_id": f"{node}_{key}_occupancy", "state_topic": state,
+            "value_template": "{{ 'ON' if (value | int(0)) > 0 else 'OFF' }}", "device_class": "occupancy"}))
+        messages.append((f"{settings.discovery_prefix}/sensor/{node}/{key}_count/config", {
+            **common, "name": f"{label} count", "unique_id": f"{node}_{key}_count", "state_topic": state,
+            "state_class": "measurement", "icon": "mdi:counter"}))
+        messages.append((f"{settings.discovery_prefix}/image/{node}/{key}_snapshot/config", {
+            **common, "name": f"last {label}", "unique_id": f"{node}_{key}_snapshot",
+            "image_topic": f"{state}/snapshot", "content_type": "image/jpeg"}))
+    for key, name, template, extra in (
+            ("fps", "inference fps", "{{ value_json.inference_fps }}", {"unit_of_measurement": "fps"}),
+            ("inference_ms", "inference time", "{{ value_json.inference_ms_p50 }}",
+             {"unit_of_measurement": "ms", "device_class": "duration"}),
+            ("cpu", "CPU", "{{ value_json.cpu_percent }}", {"unit_of_measurement": "%"}),
+            ("temperature", "SoC temperature", "{{ value_json.temp_c }}",
+             {"unit_of_measurement": "°C", "device_class": "temperature"})):
+        messages.append((f"{settings.discovery_prefix}/sensor/{node}/{key}/config", {
+            **common, "name": name, "unique_id": f"{node}_{key}", "state_topic": f"{prefix}/metrics",
+            "value_template": template, "state_class": "measurement", "entity_category": "diagnostic", **extra}))
+    return messages
+
+
+class MqttSink:
+    """Receives every record; publishes what the house listens to. Never blocks or raises into the daemon."""
+
+    name = "mqtt"
+
+    def __init__(self, settings: MqttSettings, emit: Emit):
+        self.settings, self.emit = settings, emit
+        self.client = make_client(settings)
+        self._cond = threading.Condition()
+        self._events: Deque[Tuple[str, bytes]] = collections.deque()
+        self._state: Dict[str, Tuple[bytes, bool]] = {}  # retained topic -> (payload, is a file path)
+        self._counts: Dict[str, int] = {label: 0 for label in map(slug, settings.labels)}
+        self.connected = False
+        self.stopping = False
+        self.dropped = 0
+        self._dropped_reported = 0
+        self._said_error: Optional[str] = None
+        self._outage = False
+        self._outage_drop_said = False
+        self._sent_state: Dict[str, Tuple[bytes, bool]] = {}  # retained values, re-sent after a reconnect
+        prefix = settings.prefix
+        self.client.will_set(f"{prefix}/available", "offline", qos=1, retain=True)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_message = self._on_message
+        for label in self._counts:
+            self._set_state(f"{prefix}/{label}", b"0")
+        self.client.connect_async(settings.host, settings.port, keepalive=30)
+        self.client.loop_start()
+        self._worker = threading.Thread(target=self._run, name="pidetect-mqtt", daemon=True)
+        self._worker.start()
+
+    # --- records in (any thread) ----------------------------------------------------------------
+    def publish_record(self, record: dict) -> None:
+        event = record.get("event")
+        prefix = self.settings.prefix
+        if event == "detection" and record.get("state") in ("entered", "left"):
+            self._queue_event(f"{prefix}/events", json.dumps(record, default=str).encode())
+            label = slug(record["label"])
+            count = self._counts.get(label, 0) + (1 if record["state"] == "entered" else -1)
+            self._counts[label] = max(0, count)
+            self._set_state(f"{prefix}/{label}", str(self._counts[label]).encode())
+            if record["state"] == "entered" and record.get("snapshot"):
+                self._set_state(f"{prefix}/{label}/snapshot", record["snapshot"].encode(), is_file=True)
+        elif event == "metrics":
+            self._set_state(f"{prefix}/metrics", json.dumps(record, default=str).encode())
+
+    def metrics_fields(self) -> dict:
+        with self._cond:
+            dropped, self._dropped_reported = self.dropped - self._dropped_reported, self.dropped
+            return {"mqtt_connected": self.connected, "mqtt_queued": len(self._events), "mqtt_dropped": dropped}
+
+    def _queue_event(self, topic: str, payload: bytes) -> None:
+        with self._cond:
+            if len(self._events) >= self.settings.queue:
+                self._events.popleft()
+                self.dropped += 1
+                if not self._outage_drop_said:  # once per outage
+                    self._outage_drop_said = True
+                    self.emit({"event": "mqtt", "state": "dropping", "broker": self.settings.broker,
+                               "detail": f"queue full ({self.settings.queue} events): dropping the oldest until the "
+                                         "broker is back"}, WARNING)
+            self._events.append((topic, payload))
+            self._cond.notify()
+
+    def _set_state(self, topic: str, payload: bytes, is_file: bool = False) -> None:
+        with self._cond:
+            self._state[topic] = (payload, is_file)
+            self._cond.notify()
+
+    # --- paho callbacks (paho's network thread) -------------------------------------------------
+    def _on_connect(self, client, _userdata, _flags, reason_code, _properties) -> None:
+        if reason_code.is_failure:
+            self._error(f"the broker refused the connection: {reason_code}" +
+                        ("; check mqtt_username and mqtt_password_file" if "password" in str(reason_code).lower()
+                         or "authori" in str(reason_code).lower() else ""))
+            return
+        prefix = self.settings.prefix
+        with self._cond:
+            self.connected, self._outage, self._said_error = True, False, None
+            self._outage_drop_said = False
+            self._state[f"{prefix}/available"] = (b"online", False)
+            for topic, config in (discovery_messages(self.settings) if self.settings.discovery else []):
+                self._state[topic] = (json.dumps(config).encode(), False)
+            self._state.update({topic: value for topic, value in self._sent_state.items()
+                                if topic not in self._state})
+            self._cond.notify()
+        if self.settings.discovery:
+            client.subscribe(f"{self.settings.discovery_prefix}/status", qos=1)
+        self.emit({"event": "mqtt", "state": "connected", "broker": self.settings.broker,
+                   "detail": f"topics under {prefix}/"}, INFO)
+
+    def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
+        with self._cond:
+            self.connected = False
+        if self.stopping:
+            return
+        if not self._outage:
+            self._outage = True
+            self.emit({"event": "mqtt", "state": "lost", "broker": self.settings.broker,
+                       "detail": f"{reason_code}; retrying with backoff up to 30 s"}, WARNING)
+
+    def _on_connect_fail(self, _client, _userdata) -> None:
+        if not self._outage:
+            self._outage = True
+            self.emit({"event": "mqtt", "state": "retrying", "broker": self.settings.broker,
+                       "detail": "cannot reach the broker (refused, unreachable, or TLS handshake failed); "
+                                 "retrying with backoff up to 30 s; detection goes on"}, WARNING)
+
+    def _on_message(self, _client, _userdata, message) -> None:
+        if message.payload == b"online" and self.settings.discovery:  # Home Assistant (re)started
+            with self._cond:
+                for topic, config in discovery_messages(self.settings):
+                    self._state[topic] = (json.dumps(config).encode(), False)
+                self._cond.notify()
+
+    def _error(self, text: str) -> None:
+        if self._said_error != text:
+            self._said_error = text
+            self.emit({"event": "mqtt", "state": "error", "broker": self.settings.broker, "detail": text}, ERR)
+
+    # --- the publisher thread --------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self.stopping and not (self.connected and (self._events or self._state)):
+                    self._cond.wait(0.5)
+                if self.stopping and not (self.connected and (self._events or self._state)):
+                    return
+                state, self._state = self._state, {}
+                events = list(self._events)
+                self._events.clear()
+            unsent_events = self._send_events(events)
+            unsent_state = self._send_state(state)
+            if unsent_events or unsent_state:
+                with self._cond:
+                    self._events.extendleft(reversed(unsent_events))
+                    for topic, value in unsent_state.items():
+                        self._state.setdefault(topic, value)
+                    self._cond.wait(0.5)
+
+    def _send_events(self, events: List[Tuple[str, bytes]]) -> List[Tuple[str, bytes]]:
+        for number, (topic, payload) in enumerate(events):
+            if self.client.publish(topic, payload, qos=self.settings.qos, retain=False).rc != 0:
+                return events[number:]
+        return []
+
+    def _send_state(self, state: Dict[str, Tuple[bytes, bool]]) -> Dict[str, Tuple[bytes, bool]]:
+        left = dict(state)
+        for topic, (payload, is_file) in state.items():
+            data = payload
+            if is_file:
+                try:
+                    data = Path(payload.decode()).read_bytes()
+                except OSError as exc:
+                    log.warning("snapshot %s not published: %s", payload.decode(), exc.strerror)
+                    left.pop(topic)
+                    continue
+            if self.client.publish(topic, data, qos=1, retain=True).rc != 0:
+                return left
+            left.pop(topic)
+            self._sent_state[topic] = (payload, is_file)
+        return left
+
+    def close(self) -> None:
+        """A clean stop: flush what is queued (briefly), publish offline ourselves, disconnect."""
+        with self._cond:
+            self._cond.notify()
+        deadline = 2.0
+        started = time.monotonic()
+        while self.connected and (self._events or self._state) and time.monotonic() - started < deadline:
+            time.sleep(0.05)
+        with self._cond:
+            self.stopping = True
+            self._cond.notify()
+        self._worker.join(2)
+        if self.connected:
+            info = self.client.publish(f"{self.settings.prefix}/available", "offline", qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout=2)
+            except (RuntimeError, ValueError):
+                pass
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def probe_broker(settings: MqttSettings, timeout: float = 5.0) -> Tuple[bool, str]:
+    """For `pidetect check`: connect once, synchronously; (works, what happened)."""
+    try:
+        client = make_client(settings)
+    except (ConfigError, UnavailableError) as exc:
+        return False, str(exc)
+    outcome: Dict[str, str] = {}
+    client.on_connect = lambda _c, _u, _f, code, _p: outcome.setdefault("code", str(code))
+    try:
+        client.connect(settings.host, settings.port, keepalive=10)
+    except (OSError, ssl.SSLError) as exc:
+        return False, f"{settings.broker}: {exc}"
+    client.loop_start()
+    deadline = time.monotonic() + timeout
+    while "code" not in outcome and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.disconnect()
+    client.loop_stop()
+    code = outcome.get("code")
+    if code is None:
+        return False, f"{settings.broker}: no answer within {timeout:g} s"
+    if code != "Success":
+        return False, f"{settings.broker}: refused: {code}"
+    return True, f"{settings.broker}: connected" + (" with credentials" if settings.username else "") + \
+        (" over TLS" if settings.tls else "")
