@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install (or upgrade, or remove) pidetect as a systemd service on Raspberry Pi OS Bookworm.
 #
-#   sudo ./deploy/install.sh [--source SPEC] [--display fb|mjpeg|none|fb,mjpeg] [--model FILE] [--no-start]
+#   sudo ./deploy/install.sh [--source SPEC] [--display fb|mjpeg|none|fb,mjpeg] [--model FILE] [--mqtt HOST] [--no-start]
 #   sudo ./deploy/install.sh --uninstall [--purge]
 #
 # Idempotent: re-running upgrades the package, the model and the unit in place. It never
@@ -28,6 +28,7 @@ UNINSTALL=0
 PURGE=0
 MODELS_FROM=""
 MODEL_FILE=""
+MQTT_HOST=""
 MODEL_PATH=""
 FORCE=0
 
@@ -41,6 +42,7 @@ Options:
   --source SPEC        camera for a new config: auto (default), /dev/video0, picamera2,
                        'pipe:rpicam-vid -t 0 -n --codec yuv420 --width 640 --height 480 -o -', rtsp://…, a file
   --display LIST       fb (HDMI screen), mjpeg (web view on 127.0.0.1:8080), none, or fb,mjpeg (default fb)
+  --mqtt HOST          publish events to this MQTT broker (Home Assistant discovery on) in a new config
   --no-start           install and enable, but do not start now
   --models-from DIR    take the model files from DIR (verified against the manifest) instead of downloading
   --model FILE         your own .tflite (an Ultralytics YOLO export, or an SSD): checked, copied to
@@ -58,6 +60,7 @@ while [ $# -gt 0 ]; do
         --no-start) START=0; shift ;;
         --models-from) [ $# -ge 2 ] || die "--models-from needs a folder" 2; MODELS_FROM=$2; shift 2 ;;
         --model) [ $# -ge 2 ] || die "--model needs a .tflite file" 2; MODEL_FILE=$2; shift 2 ;;
+        --mqtt) [ $# -ge 2 ] || die "--mqtt needs a broker host name or address" 2; MQTT_HOST=$2; shift 2 ;;
         --uninstall) UNINSTALL=1; shift ;;
         --purge) PURGE=1; shift ;;
         --force) FORCE=1; shift ;;
@@ -68,6 +71,7 @@ done
 [ "$(id -u)" = 0 ] || die "run as root: sudo $0 $*" 2
 [ $PURGE = 0 ] || [ $UNINSTALL = 1 ] || die "--purge only goes with --uninstall" 2
 [ -z "$MODEL_FILE" ] || [ -f "$MODEL_FILE" ] || die "--model $MODEL_FILE: no such file" 2
+[ -z "$MQTT_HOST" ] || [[ "$MQTT_HOST" =~ ^[A-Za-z0-9._:-]+$ ]] || die "--mqtt must be a host name or address (got '$MQTT_HOST')" 2
 case "${DISPLAY_OUT:-fb}" in
     none|fb|mjpeg|fb,mjpeg|mjpeg,fb) ;;
     *) die "--display must be fb, mjpeg, none or fb,mjpeg (got '$DISPLAY_OUT')" 2 ;;
@@ -203,6 +207,7 @@ if [ ! -e "$CONFIG" ]; then
         echo "source = $(toml_string "${SOURCE:-auto}")"
         [ -n "$CAMERA_SIZE" ] && echo "$CAMERA_SIZE"
         [ -n "$MODEL_PATH" ] && echo "model = $(toml_string "$MODEL_PATH")"
+        [ -n "$MQTT_HOST" ] && echo "mqtt_host = $(toml_string "$MQTT_HOST")"
         echo "display = \"${DISPLAY_OUT:-fb}\""
         echo "snapshots = true"
         echo
@@ -212,8 +217,8 @@ if [ ! -e "$CONFIG" ]; then
     say "wrote $CONFIG (source ${SOURCE:-auto}, display ${DISPLAY_OUT:-fb})"
 else
     say "kept your $CONFIG"
-    if [ -n "$SOURCE$DISPLAY_OUT" ]; then
-        say "note: --source/--display only apply to a new config; edit $CONFIG and run: sudo systemctl reload pidetect"
+    if [ -n "$SOURCE$DISPLAY_OUT$MQTT_HOST" ]; then
+        say "note: --source/--display/--mqtt only apply to a new config; edit $CONFIG and run: sudo systemctl reload pidetect"
     fi
     if [ -n "$MODEL_PATH" ]; then
         say "note: installed $MODEL_PATH; to use it set model = \"$MODEL_PATH\" in $CONFIG and run: sudo systemctl reload pidetect"

@@ -129,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--map", dest="class_map", action="append", default=[], metavar="DATASET=MODEL",
                           help="join a dataset class to a model label by hand, e.g. --map person_walking=person")
     evaluate.add_argument("--threads", type=int, help="interpreter threads (default: all cores)")
-    evaluate.add_argument("--limit", type=int, help="only the first N images")
+    evaluate.add_argument("--skip", type=int, default=0, help="leave out the first N images (e.g. those a model "
+                          "was calibrated on)")
+    evaluate.add_argument("--limit", type=int, help="only the first N images (after --skip)")
     evaluate.add_argument("--skip-missing", action="store_true",
                           help="go on when images listed in the labels are missing on disk (they are counted)")
     evaluate.add_argument("--json", action="store_true", help="one JSON object per model per line")
@@ -356,6 +358,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError(f"--plot {args.plot}: give a .png file name")
     coco_library()  # say now, not after the first model ran, that the extra is missing
     dataset = load_dataset(args.dataset, skip_missing=args.skip_missing)
+    if args.skip < 0:
+        raise UsageError(f"--skip {args.skip}: must be 0 or more")
+    if args.skip:
+        if args.skip >= len(dataset.images):
+            raise UsageError(f"--skip {args.skip}: the dataset has only {len(dataset.images)} images")
+        dataset = dataset.skipped(args.skip)
     if args.limit:
         dataset = dataset.limited(args.limit)
     say = (lambda text: print(text, file=sys.stderr, flush=True))

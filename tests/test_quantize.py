@@ -1,12 +1,10 @@
 """pidetect quantize and the int8 default: data-free requantization, calibrated int8, verification, errors."""
 
 import hashlib
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -18,7 +16,7 @@ from pidetect.inference.model_paths import default_model_dir, load_manifest, res
 from pidetect.models.datasets import Dataset, load_dataset
 from pidetect.models.evaluate import evaluate_model
 from pidetect.models.requantize import requantize_int8
-from pidetect.tools.demo import load_photo, write_scene_video
+from pidetect.tools.demo import load_photo
 
 
 @pytest.fixture(scope="module")

@@ -309,9 +309,51 @@ def test_sigterm_right_after_start_exits_0(clip):
 
 
 def test_mjpeg_listener_queues_many_viewers_at_once():
-    from pidetect.outputs.mjpeg import MjpegServer
+    """40 viewers connecting in the same instant are all answered at once (a backlog of 5 made the
+    rest wait for a SYN retry: 1 s)."""
+    import socket
+    import threading
 
-    assert MjpegServer.request_queue_size >= 64
+    from pidetect.outputs.mjpeg import LatestJpeg, MjpegServer
+    from pidetect.tools.bench import free_port
+
+    server = MjpegServer(("127.0.0.1", free_port()), LatestJpeg())
+    port = server.server_address[1]
+    server_thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # connect everyone before the server accepts anything: only the listen() backlog holds them
+    sockets = []
+    for _ in range(40):
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.connect_ex(("127.0.0.1", port))
+        sockets.append(sock)
+    time.sleep(0.3)
+    server_thread.start()
+    started = time.monotonic()
+    try:
+        for sock in sockets:
+            sock.setblocking(True)
+            sock.settimeout(5)
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        replies = [sock.recv(12) for sock in sockets]
+        elapsed = time.monotonic() - started
+    finally:
+        for sock in sockets:
+            sock.close()
+        server.shutdown()
+        server.server_close()
+    assert all(r.startswith(b"HTTP/1.0 200") for r in replies)
+    assert elapsed < 0.8, f"{elapsed:.2f} s: some viewers waited for a SYN retry"
+
+
+def test_mjpeg_bind_errors_name_the_address_not_the_port():
+    from pidetect.outputs.display import DisplayUnavailable
+    from pidetect.outputs.mjpeg import MjpegDisplay
+
+    with pytest.raises(DisplayUnavailable) as caught:
+        MjpegDisplay("192.0.2.1", 8080)  # TEST-NET-1: no interface here has it (binding sends nothing)
+    assert "no interface of this machine has that address" in str(caught.value)
+    assert "mjpeg_address" in str(caught.value) and "free port" not in str(caught.value)
 
 
 def test_models_fetch_from_a_folder_never_falls_back(tmp_path):

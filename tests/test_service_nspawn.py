@@ -1,6 +1,7 @@
 """The shipped unit and installer: systemd-analyze on a staged root, and the real thing under a real
 systemd PID 1 in a throw-away container (tests/nspawn/checks.sh does the checking inside)."""
 
+import json
 import os
 import re
 import shutil
@@ -70,7 +71,8 @@ def test_installer_refuses_bad_arguments():
     for args, needle in ((["--display", "hdmi"], "--display must be fb, mjpeg, none or fb,mjpeg"),
                          (["--bogus"], "unknown option '--bogus'"),
                          (["--purge"], "--purge only goes with --uninstall"),
-                         (["--model", "/nonexistent/best.tflite"], "--model /nonexistent/best.tflite: no such file")):
+                         (["--model", "/nonexistent/best.tflite"], "--model /nonexistent/best.tflite: no such file"),
+                         (["--mqtt", "bad host!"], "--mqtt must be a host name or address")):
         done = subprocess.run(["bash", str(REPO / "deploy/install.sh"), *args], capture_output=True, text=True)
         assert done.returncode == 2 and needle in done.stderr, (args, done.stderr)
 
@@ -86,12 +88,21 @@ def test_service_under_real_systemd(tmp_path, model_paths):
                       scenes=[("chelsea.png", "cat"), ("astronaut.png", "person")])
     media.chmod(0o755)
     (media / "clip.avi").chmod(0o644)
+    # a broker on the host's loopback (the container shares it): the hardened unit must reach it
+    from mqtt_broker import Broker, Subscriber
+
+    broker = Broker(tmp_path / "broker").start()
+    subscriber = Subscriber(broker.port)
+    (media / "mqtt_port").write_text(str(broker.port))
+    (media / "mqtt_port").chmod(0o644)
     env = dict(os.environ, NSPAWN_TIMEOUT="900")
     yolo = SHARED / "models" / "yolov8n"  # the own-model checks run when ../shared is here (always in CI)
     extra = ["--bind-ro", f"{yolo}:/yolo"] if yolo.is_dir() else []
     done = subprocess.run([str(TOOLS / "nspawn-boot.sh"), str(REPO / "tests/nspawn"), str(out),
                            "--bind-ro", f"{REPO}:/src", "--bind-ro", f"{media}:/media", *extra],
                           capture_output=True, text=True, timeout=1000, env=env)
+    subscriber.stop()
+    broker.stop()
     results = (out / "results").read_text() if (out / "results").exists() else ""
     log_tail = (out / "log").read_text()[-6000:] if (out / "log").exists() else done.stdout[-3000:]
     failed = [line for line in results.splitlines() if line.startswith("FAIL")]
@@ -105,4 +116,7 @@ def test_service_under_real_systemd(tmp_path, model_paths):
         expected |= {"model-installed", "model-refused", "model-runs"}
     passed = {line.split()[1] for line in results.splitlines() if line.startswith("PASS")}
     assert expected <= passed, expected - passed
+    events = [json.loads(p) for p in subscriber.on("pd/nspawn/events")]
+    assert any(e["label"] == "cat" and e["state"] == "entered" for e in events), "events from the unit reached MQTT"
+    assert b"online" in subscriber.on("pd/nspawn/available")
     print((out / "ready_time").read_text(), (out / "status_text").read_text())

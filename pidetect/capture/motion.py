@@ -62,7 +62,9 @@ class MotionDetector:
             self._small = np.empty((WORK_HEIGHT, work_width, 3), np.uint8)
             self._grey = np.empty((WORK_HEIGHT, work_width), np.uint8)
             self._background = None
-        cv2.resize(frame, self._size, dst=self._small, interpolation=cv2.INTER_AREA)
+        # INTER_LINEAR samples (0.07 ms at 720p here); INTER_AREA averages every pixel (2.4 ms): the
+        # blur below does the averaging that keeps sensor noise out, on 120 rows instead of 720
+        cv2.resize(frame, self._size, dst=self._small, interpolation=cv2.INTER_LINEAR)
         cv2.cvtColor(self._small, cv2.COLOR_BGR2GRAY, dst=self._grey)
         cv2.GaussianBlur(self._grey, (5, 5), 0, dst=self._grey)
         if self._background is None:

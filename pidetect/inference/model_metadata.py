@@ -10,8 +10,6 @@ Two kinds are read, both stored as a zip archive appended to the FlatBuffer:
 
 from __future__ import annotations
 
-import ast
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
@@ -44,6 +42,8 @@ def read_embedded_metadata(path: Path) -> EmbeddedMetadata:
         handle.seek(max(0, size - TAIL_BYTES))
         if END_OF_ZIP not in handle.read():
             return EmbeddedMetadata()
+    import zipfile  # only for models that carry an archive: the daemon's start-up stays lean
+
     try:
         with zipfile.ZipFile(path) as archive:
             members = {info.filename: info for info in archive.infolist()}
@@ -60,7 +60,7 @@ def read_embedded_metadata(path: Path) -> EmbeddedMetadata:
     return EmbeddedMetadata()
 
 
-def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+def _read_member(archive, info) -> bytes:
     if info.file_size > MAX_MEMBER_BYTES:
         raise ValueError(f"{info.filename} claims {info.file_size} bytes")
     with archive.open(info) as member:
@@ -68,6 +68,8 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
 
 
 def _ultralytics(path: Path, raw: bytes) -> EmbeddedMetadata:
+    import ast
+
     try:
         meta = ast.literal_eval(raw.decode("utf-8"))
     except (ValueError, SyntaxError, MemoryError, RecursionError, UnicodeDecodeError) as exc:

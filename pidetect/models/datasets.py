@@ -64,6 +64,9 @@ class Dataset:
     def limited(self, count: int) -> "Dataset":
         return Dataset(self.format, self.source, self.class_names, self.images[:count], self.missing)
 
+    def skipped(self, count: int) -> "Dataset":
+        return Dataset(self.format, self.source, self.class_names, self.images[count:], self.missing)
+
 
 def load_dataset(path: Path, skip_missing: bool = False) -> Dataset:
     """The dataset at `path`: a COCO JSON file, or a folder holding one of the three formats."""

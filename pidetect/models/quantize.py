@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import PidetectError, UnavailableError, UsageError
 from ..inference.detector import Detector, DetectorOptions
 from ..inference.tflite_file import looks_like_tflite
-from .requantize import describe_quantization, requantize_int8
+from .requantize import describe_quantization, float_ops, requantize_int8
 
 MIN_AGREEMENT = 0.90
 FEW_CALIBRATION_IMAGES = 10
@@ -116,6 +116,10 @@ def quantize_model(source: Path, output: Path, labels: Optional[Path], calibrati
                 "the model give better ranges")
         quantized = calibrate_static_int8(data, source, labels, calibration, say)
         method = f"static int8 calibrated on {len(calibration)} image(s) by ai-edge-quantizer (static_wi8_ai8)"
+    still_float = float_ops(quantized)
+    if still_float:
+        notes.append("these ops stay float (no int8 kernel, or quantizing them would change the result): "
+                     + ", ".join(still_float))
     quantized += appended_archive(source)
     fd, temporary = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
     try:

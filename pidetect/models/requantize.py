@@ -18,7 +18,7 @@ The transform is deterministic (numpy rounding half to even), so its result has 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
 import numpy as np
@@ -36,7 +36,6 @@ class RequantizeReport:
     constants: int = 0  # other constants shifted or made float
     requantized_inputs: int = 0  # QUANTIZE ops added before concatenations (int8 needs equal ranges)
     dequantized_inputs: int = 0  # DEQUANTIZE ops added before the SSD post-processing op (it stays float)
-    kept_float: List[str] = field(default_factory=list)  # ops that stay float (not quantized in the source)
 
 
 def _schema():
@@ -77,6 +76,22 @@ def describe_quantization(data: bytes) -> str:
     if kinds["int8"]:
         return "int8 per-channel" if per_channel else "int8 per-tensor"
     return "float16" if kinds["float16"] else "float32"
+
+
+def float_ops(data: bytes) -> List[str]:
+    """Ops of a model that still compute in float (besides DEQUANTIZE steps and the SSD post-processing op)."""
+    schema = _schema()
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    found = []
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            code = model.operatorCodes[op.opcodeIndex]
+            name = _op_name(schema, code) if not code.customCode else code.customCode.decode()
+            outputs = [graph.tensors[i] for i in op.outputs if i >= 0]
+            if outputs and all(t.type == schema.TensorType.FLOAT32 for t in outputs) and \
+                    name not in ("DEQUANTIZE", POSTPROCESS.decode()):
+                found.append(name)
+    return sorted(set(found))
 
 
 def requantize_int8(data: bytes) -> Tuple[bytes, RequantizeReport]:
@@ -144,9 +159,6 @@ def _requantize_graph(schema, model, graph, refs: Dict[int, int], report: Requan
             weights[inputs[weight_at]] = (axis, bias, source)
         if code.customCode == POSTPROCESS and len(inputs) > 2:
             anchors.add(inputs[2])
-        if all(graph.tensors[i].type == T.FLOAT32 for i in list(op.outputs) if i >= 0) and name not in (
-                "CUSTOM", "DEQUANTIZE"):
-            report.kept_float.append(name)
     # scales of the inputs before any change (they keep their scale; only zero points move)
     input_scale = {}
     for weight, (_axis, _bias, source) in weights.items():
@@ -215,6 +227,27 @@ def _requantize_graph(schema, model, graph, refs: Dict[int, int], report: Requan
         report.biases += 1
 
 
+def _convert_input(schema, graph, operators: list, op, position: int, opcode: int, suffix: bytes,
+                   tensor_type: int, quantization=None) -> None:
+    """Feed input `position` of `op` through a new one-input op (QUANTIZE or DEQUANTIZE) placed before it."""
+    source = graph.tensors[op.inputs[position]]
+    converted = schema.TensorT()
+    converted.name = (source.name or b"") + suffix
+    converted.shape = source.shape
+    converted.type = tensor_type
+    converted.buffer = 0
+    converted.quantization = quantization
+    graph.tensors.append(converted)
+    step = schema.OperatorT()
+    step.opcodeIndex = opcode
+    step.inputs = np.asarray([op.inputs[position]], np.int32)
+    step.outputs = np.asarray([len(graph.tensors) - 1], np.int32)
+    operators.append(step)
+    inputs = list(op.inputs)
+    inputs[position] = len(graph.tensors) - 1
+    op.inputs = np.asarray(inputs, np.int32)
+
+
 def _match_concatenation_inputs(schema, model, graph) -> int:
     """int8 CONCATENATION needs every input in the output's scale and zero point (uint8 rescaled them).
 
@@ -225,32 +258,17 @@ def _match_concatenation_inputs(schema, model, graph) -> int:
     quantize = _opcode_index(schema, model, schema.BuiltinOperator.QUANTIZE)
     added, operators = 0, []
     for op in graph.operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        if _op_name(schema, code) == "CONCATENATION":
-            out = graph.tensors[op.outputs[0]]
-            if out.type == T.INT8 and out.quantization is not None:
-                target = (float(out.quantization.scale[0]), int(out.quantization.zeroPoint[0]))
-                inputs = list(op.inputs)
-                for position, index in enumerate(inputs):
-                    tensor = graph.tensors[index]
-                    q = tensor.quantization
-                    if tensor.type != T.INT8 or q is None or (float(q.scale[0]), int(q.zeroPoint[0])) == target:
-                        continue
-                    copy = schema.TensorT()
-                    copy.name = (tensor.name or b"") + b"/requantized"
-                    copy.shape = tensor.shape
-                    copy.type = T.INT8
-                    copy.buffer = 0
-                    copy.quantization = _quant(schema, [target[0]], [target[1]])
-                    graph.tensors.append(copy)
-                    requant = schema.OperatorT()
-                    requant.opcodeIndex = quantize
-                    requant.inputs = np.asarray([index], np.int32)
-                    requant.outputs = np.asarray([len(graph.tensors) - 1], np.int32)
-                    operators.append(requant)
-                    inputs[position] = len(graph.tensors) - 1
+        out = graph.tensors[op.outputs[0]]
+        if _op_name(schema, model.operatorCodes[op.opcodeIndex]) == "CONCATENATION" and out.type == T.INT8 \
+                and out.quantization is not None:
+            target = (float(out.quantization.scale[0]), int(out.quantization.zeroPoint[0]))
+            for position in range(len(op.inputs)):
+                tensor = graph.tensors[op.inputs[position]]
+                q = tensor.quantization
+                if tensor.type == T.INT8 and q is not None and (float(q.scale[0]), int(q.zeroPoint[0])) != target:
+                    _convert_input(schema, graph, operators, op, position, quantize, b"/requantized", T.INT8,
+                                   _quant(schema, [target[0]], [target[1]]))
                     added += 1
-                op.inputs = np.asarray(inputs, np.int32)
         operators.append(op)
     graph.operators = operators
     return added
@@ -266,27 +284,11 @@ def _float_postprocess_inputs(schema, model, graph) -> int:
     dequantize = _opcode_index(schema, model, schema.BuiltinOperator.DEQUANTIZE)
     added, operators = 0, []
     for op in graph.operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        if code.customCode == POSTPROCESS:
-            inputs = list(op.inputs)
-            for position, index in enumerate(inputs[:2]):
-                tensor = graph.tensors[index]
-                if tensor.type != T.INT8:
-                    continue
-                copy = schema.TensorT()
-                copy.name = (tensor.name or b"") + b"/dequantized"
-                copy.shape = tensor.shape
-                copy.type = T.FLOAT32
-                copy.buffer = 0
-                graph.tensors.append(copy)
-                step = schema.OperatorT()
-                step.opcodeIndex = dequantize
-                step.inputs = np.asarray([index], np.int32)
-                step.outputs = np.asarray([len(graph.tensors) - 1], np.int32)
-                operators.append(step)
-                inputs[position] = len(graph.tensors) - 1
-                added += 1
-            op.inputs = np.asarray(inputs, np.int32)
+        if model.operatorCodes[op.opcodeIndex].customCode == POSTPROCESS:
+            for position in range(min(2, len(op.inputs))):
+                if graph.tensors[op.inputs[position]].type == T.INT8:
+                    _convert_input(schema, graph, operators, op, position, dequantize, b"/dequantized", T.FLOAT32)
+                    added += 1
         operators.append(op)
     graph.operators = operators
     return added

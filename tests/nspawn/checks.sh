@@ -27,6 +27,10 @@ fi
 expect config-written "config has the chosen source" grep -q '^source = "/media/clip.avi"' "$CONFIG"
 expect no-hdmi-dropin "no getty conflict without fb" test ! -e /etc/systemd/system/pidetect.service.d/hdmi-console.conf
 printf '\n# user edit: keep looping the clip\nloop = true\nrealtime = true\nmetrics_interval = 2\n' >> "$CONFIG"
+# the test's broker on the shared loopback: events leave the hardened unit over MQTT
+if [ -e /media/mqtt_port ]; then
+    printf 'mqtt_host = "127.0.0.1"\nmqtt_port = %s\nmqtt_topic_prefix = "pd/nspawn"\n' "$(cat /media/mqtt_port)" >> "$CONFIG"
+fi
 
 # 2. start: Type=notify returns once the daemon sent READY=1
 start=$(date +%s%N)
