@@ -70,7 +70,9 @@ def test_framebuffer_holds_scaled_frame_and_box(tmp_path, cat_clip, model_paths,
     bpp, fields = BITFIELDS[fmt]
     stride = width * bpp // 8 + stride_pad
     fb, sysfs = make_fb(tmp_path, width, height, bpp, stride)
-    args = ["--source", cat_clip[0], "--display", "fb", "--fb-device", fb, "--fb-tty", ""]
+    # paced like a camera: unpaced, the int8 default infers faster than a 1080p screen is drawn, and
+    # results that arrive while it draws are not kept (by design), so the last picture could be an old one
+    args = ["--source", cat_clip[0], "--realtime", "--display", "fb", "--fb-device", fb, "--fb-tty", ""]
     if fmt == "bgr565":
         args += ["--fb-format", "bgr565"]  # a plain file has no bitfields to read; a real device reports them
     code, records, stderr = run_daemon(*args, env={"PIDETECT_SYSFS": str(sysfs)})
