@@ -63,7 +63,8 @@ def _config_from_args(args: argparse.Namespace):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pidetect", description="Object detection for the Raspberry Pi camera: "
-                     "quantized SSD MobileNetV2 on LiteRT, live overlay on HDMI, events to the journal.")
+                     "quantized SSD MobileNetV2 (int8) or your own YOLO on LiteRT, only when something moves; "
+                     "live overlay on HDMI, events to the journal and MQTT / Home Assistant.")
     parser.add_argument("--version", action="version", version=f"pidetect {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(run)
     run.set_defaults(handler=_cmd_run)
 
-    check = commands.add_parser("check", help="environment doctor: backend, model, camera, display, journal",
+    check = commands.add_parser("check", help="environment doctor: backend, model, camera, display, MQTT, journal",
                                 description="Check that everything the configured daemon needs works; one line "
                                 "per check; exit 0 when all needed parts work. Takes the same options as run.")
     _config_args(check)

@@ -274,21 +274,17 @@ def serial_loop(model: Path, labels_path: Path, clip: Path, frames: int, threads
     """
     probe = Detector(model, labels_path, DetectorOptions(num_threads=threads, threshold=threshold))
     if probe.family.name != "ssd":
-        return serial_detector_loop(probe, clip, frames)
+        overlay, detector = Overlay(), probe
+        return timed_serial(clip, frames, lambda frame: overlay.draw(detector.detect_image(frame)))
     labels = probe.labels
-    del probe
+    probe = None  # the tutorial makes its own interpreter
     interpreter = resolve_backend().interpreter_class(model_path=str(model), num_threads=threads)
     interpreter.allocate_tensors()
     input_detail = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()
     h, w = int(input_detail["shape"][1]), int(input_detail["shape"][2])
-    capture = cv2.VideoCapture(str(clip))
-    count = 0
-    started = time.perf_counter()  # restarted after the first frame, as the pipeline's steady rate is
-    while count < frames:
-        ok, frame = capture.read()
-        if not ok:
-            break
+
+    def tutorial(frame: np.ndarray) -> None:
         rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
         resized = cv2.resize(rgb, (w, h))
         if input_detail["dtype"] == np.int8:  # what tutorials for int8 models write: the pixel less 128
@@ -308,17 +304,13 @@ def serial_loop(model: Path, labels_path: Path, clip: Path, frames: int, threads
                 cv2.rectangle(frame, p1, p2, (10, 255, 0), 2)
                 cv2.putText(frame, f"{labels.get(int(classes[i]), '?')}: {int(scores[i] * 100)}%", p1,
                             cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 2)
-        count += 1
-        if count == 1:
-            started = time.perf_counter()
-    elapsed = time.perf_counter() - started
-    capture.release()
-    return {"frames": count, "frames_per_s": round((count - 1) / elapsed, 2)}
+
+    return timed_serial(clip, frames, tutorial)
 
 
-def serial_detector_loop(detector: Detector, clip: Path, frames: int) -> Dict[str, float]:
-    """Read, detect and draw one frame at a time in one thread, with pidetect's own Detector."""
-    overlay = Overlay()
+def timed_serial(clip: Path, frames: int, handle: Callable[[np.ndarray], object]) -> Dict[str, float]:
+    """Read and handle one frame at a time; the rate is timed from the first frame on (a steady rate,
+    as the pipeline's is)."""
     capture = cv2.VideoCapture(str(clip))
     count = 0
     started = time.perf_counter()
@@ -326,7 +318,7 @@ def serial_detector_loop(detector: Detector, clip: Path, frames: int) -> Dict[st
         ok, frame = capture.read()
         if not ok:
             break
-        overlay.draw(detector.detect_image(frame))
+        handle(frame)
         count += 1
         if count == 1:
             started = time.perf_counter()
