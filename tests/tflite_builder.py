@@ -16,95 +16,101 @@ def _int_vector(builder, start_fn, values):
     return builder.EndVector()
 
 
-def classifier_model(side: int = 8, classes_out_name: str = "MobilenetV2/Predictions/Softmax") -> bytes:
-    """input float32 [1, side, side, 3] -> RESHAPE [1, side*side*3] -> SOFTMAX: a classifier's outputs."""
-    b = flatbuffers.Builder(1024)
-    flat = side * side * 3
-    shape_bytes = np.array([1, flat], np.int32).tobytes()
+def _buffer(b, data: bytes):
+    vector = b.CreateByteVector(data) if data else None
+    tflite.BufferStart(b)
+    if vector is not None:
+        tflite.BufferAddData(b, vector)
+    return tflite.BufferEnd(b)
 
-    def buffer(data: bytes):
-        vector = b.CreateByteVector(data) if data else None
-        tflite.BufferStart(b)
-        if vector is not None:
-            tflite.BufferAddData(b, vector)
-        return tflite.BufferEnd(b)
 
-    buffers = [buffer(b""), buffer(shape_bytes)]
+def _tensor(b, name, shape, ttype, buffer_index, quantization=None):
+    name_off = b.CreateString(name)
+    shape_off = _int_vector(b, tflite.TensorStartShapeVector, shape)
+    tflite.TensorStart(b)
+    tflite.TensorAddShape(b, shape_off)
+    tflite.TensorAddType(b, ttype)
+    tflite.TensorAddBuffer(b, buffer_index)
+    tflite.TensorAddName(b, name_off)
+    if quantization is not None:
+        tflite.TensorAddQuantization(b, quantization)
+    return tflite.TensorEnd(b)
 
-    def tensor(name, shape, ttype, buffer_index):
-        name_off = b.CreateString(name)
-        shape_off = _int_vector(b, tflite.TensorStartShapeVector, shape)
-        tflite.TensorStart(b)
-        tflite.TensorAddShape(b, shape_off)
-        tflite.TensorAddType(b, ttype)
-        tflite.TensorAddBuffer(b, buffer_index)
-        tflite.TensorAddName(b, name_off)
-        return tflite.TensorEnd(b)
 
-    tensors = [
-        tensor("input", [1, side, side, 3], tflite.TensorType.FLOAT32, 0),
-        tensor("shape", [2], tflite.TensorType.INT32, 1),
-        tensor("logits", [1, flat], tflite.TensorType.FLOAT32, 0),
-        tensor(classes_out_name, [1, flat], tflite.TensorType.FLOAT32, 0),
-    ]
-    tflite.SoftmaxOptionsStart(b)
-    tflite.SoftmaxOptionsAddBeta(b, 1.0)
-    softmax_options = tflite.SoftmaxOptionsEnd(b)
+def _operator(b, opcode_index, inputs, outputs, options_type=0, options=None):
+    ins = _int_vector(b, tflite.OperatorStartInputsVector, inputs)
+    outs = _int_vector(b, tflite.OperatorStartOutputsVector, outputs)
+    tflite.OperatorStart(b)
+    tflite.OperatorAddOpcodeIndex(b, opcode_index)
+    tflite.OperatorAddInputs(b, ins)
+    tflite.OperatorAddOutputs(b, outs)
+    if options is not None:
+        tflite.OperatorAddBuiltinOptionsType(b, options_type)
+        tflite.OperatorAddBuiltinOptions(b, options)
+    return tflite.OperatorEnd(b)
 
-    def operator(opcode_index, inputs, outputs, options_type=0, options=None):
-        ins = _int_vector(b, tflite.OperatorStartInputsVector, inputs)
-        outs = _int_vector(b, tflite.OperatorStartOutputsVector, outputs)
-        tflite.OperatorStart(b)
-        tflite.OperatorAddOpcodeIndex(b, opcode_index)
-        tflite.OperatorAddInputs(b, ins)
-        tflite.OperatorAddOutputs(b, outs)
-        if options is not None:
-            tflite.OperatorAddBuiltinOptionsType(b, options_type)
-            tflite.OperatorAddBuiltinOptions(b, options)
-        return tflite.OperatorEnd(b)
 
-    operators = [operator(0, [0, 1], [2]),
-                 operator(1, [2], [3], tflite.BuiltinOptions.SoftmaxOptions, softmax_options)]
+def _opcode(b, code):
+    tflite.OperatorCodeStart(b)
+    tflite.OperatorCodeAddDeprecatedBuiltinCode(b, code)
+    tflite.OperatorCodeAddBuiltinCode(b, code)
+    tflite.OperatorCodeAddVersion(b, 1)
+    return tflite.OperatorCodeEnd(b)
 
-    def opcode(code):
-        tflite.OperatorCodeStart(b)
-        tflite.OperatorCodeAddDeprecatedBuiltinCode(b, code)
-        tflite.OperatorCodeAddBuiltinCode(b, code)
-        tflite.OperatorCodeAddVersion(b, 1)
-        return tflite.OperatorCodeEnd(b)
 
-    opcodes = [opcode(tflite.BuiltinOperator.RESHAPE), opcode(tflite.BuiltinOperator.SOFTMAX)]
+def _offsets_vector(b, start_fn, offsets):
+    start_fn(b, len(offsets))
+    for off in reversed(offsets):
+        b.PrependUOffsetTRelative(off)
+    return b.EndVector()
 
-    def offsets_vector(start_fn, offsets):
-        start_fn(b, len(offsets))
-        for off in reversed(offsets):
-            b.PrependUOffsetTRelative(off)
-        return b.EndVector()
 
-    tensors_vec = offsets_vector(tflite.SubGraphStartTensorsVector, tensors)
-    ops_vec = offsets_vector(tflite.SubGraphStartOperatorsVector, operators)
-    inputs_vec = _int_vector(b, tflite.SubGraphStartInputsVector, [0])
-    outputs_vec = _int_vector(b, tflite.SubGraphStartOutputsVector, [3])
+def _finish(b, tensors, operators, opcodes, buffers, inputs, outputs, description=None) -> bytes:
+    """One subgraph, the model around it, and the FlatBuffer's bytes."""
+    tensors_vec = _offsets_vector(b, tflite.SubGraphStartTensorsVector, tensors)
+    ops_vec = _offsets_vector(b, tflite.SubGraphStartOperatorsVector, operators)
+    inputs_vec = _int_vector(b, tflite.SubGraphStartInputsVector, inputs)
+    outputs_vec = _int_vector(b, tflite.SubGraphStartOutputsVector, outputs)
     tflite.SubGraphStart(b)
     tflite.SubGraphAddTensors(b, tensors_vec)
     tflite.SubGraphAddOperators(b, ops_vec)
     tflite.SubGraphAddInputs(b, inputs_vec)
     tflite.SubGraphAddOutputs(b, outputs_vec)
     subgraph = tflite.SubGraphEnd(b)
-
-    subgraphs_vec = offsets_vector(tflite.ModelStartSubgraphsVector, [subgraph])
-    opcodes_vec = offsets_vector(tflite.ModelStartOperatorCodesVector, opcodes)
-    buffers_vec = offsets_vector(tflite.ModelStartBuffersVector, buffers)
-    description = b.CreateString("pidetect test classifier")
+    subgraphs_vec = _offsets_vector(b, tflite.ModelStartSubgraphsVector, [subgraph])
+    opcodes_vec = _offsets_vector(b, tflite.ModelStartOperatorCodesVector, opcodes)
+    buffers_vec = _offsets_vector(b, tflite.ModelStartBuffersVector, buffers)
+    text = b.CreateString(description) if description else None
     tflite.ModelStart(b)
     tflite.ModelAddVersion(b, 3)
     tflite.ModelAddOperatorCodes(b, opcodes_vec)
     tflite.ModelAddSubgraphs(b, subgraphs_vec)
-    tflite.ModelAddDescription(b, description)
+    if text is not None:
+        tflite.ModelAddDescription(b, text)
     tflite.ModelAddBuffers(b, buffers_vec)
     model = tflite.ModelEnd(b)
     b.Finish(model, file_identifier=b"TFL3")
     return bytes(b.Output())
+
+
+def classifier_model(side: int = 8, classes_out_name: str = "MobilenetV2/Predictions/Softmax") -> bytes:
+    """input float32 [1, side, side, 3] -> RESHAPE [1, side*side*3] -> SOFTMAX: a classifier's outputs."""
+    b = flatbuffers.Builder(1024)
+    flat = side * side * 3
+    buffers = [_buffer(b, b""), _buffer(b, np.array([1, flat], np.int32).tobytes())]
+    tensors = [
+        _tensor(b, "input", [1, side, side, 3], tflite.TensorType.FLOAT32, 0),
+        _tensor(b, "shape", [2], tflite.TensorType.INT32, 1),
+        _tensor(b, "logits", [1, flat], tflite.TensorType.FLOAT32, 0),
+        _tensor(b, classes_out_name, [1, flat], tflite.TensorType.FLOAT32, 0),
+    ]
+    tflite.SoftmaxOptionsStart(b)
+    tflite.SoftmaxOptionsAddBeta(b, 1.0)
+    softmax_options = tflite.SoftmaxOptionsEnd(b)
+    operators = [_operator(b, 0, [0, 1], [2]),
+                 _operator(b, 1, [2], [3], tflite.BuiltinOptions.SoftmaxOptions, softmax_options)]
+    opcodes = [_opcode(b, tflite.BuiltinOperator.RESHAPE), _opcode(b, tflite.BuiltinOperator.SOFTMAX)]
+    return _finish(b, tensors, operators, opcodes, buffers, [0], [3], "pidetect test classifier")
 
 
 def constant_outputs_model(outputs, input_side: int = 64, float16: bool = False,
@@ -127,93 +133,36 @@ def constant_outputs_model(outputs, input_side: int = 64, float16: bool = False,
             output_name, value = value
         value = np.asarray(value, np.float32)
         shape = list(value.shape)
+        source = len(tensors_spec)
         if float16:
             buffers_data.append(value.astype(np.float16).tobytes())
             tensors_spec.append((f"const_{number}", shape, tflite.TensorType.FLOAT16, len(buffers_data) - 1))
             tensors_spec.append((f"dequantized_{number}", shape, tflite.TensorType.FLOAT32, 0))
-            operators_spec.append((1, [len(tensors_spec) - 2], [len(tensors_spec) - 1]))
-            buffers_data.append(np.array(shape, np.int32).tobytes())
-            tensors_spec.append((f"shape_{number}", [len(shape)], tflite.TensorType.INT32, len(buffers_data) - 1))
-            tensors_spec.append((output_name, shape, tflite.TensorType.FLOAT32, 0))
-            operators_spec.append((0, [len(tensors_spec) - 3, len(tensors_spec) - 2], [len(tensors_spec) - 1]))
+            operators_spec.append((1, [source], [source + 1]))
+            source += 1
         else:
             buffers_data.append(value.tobytes())
             tensors_spec.append((f"const_{number}", shape, tflite.TensorType.FLOAT32, len(buffers_data) - 1))
-            buffers_data.append(np.array(shape, np.int32).tobytes())
-            tensors_spec.append((f"shape_{number}", [len(shape)], tflite.TensorType.INT32, len(buffers_data) - 1))
-            tensors_spec.append((output_name, shape, tflite.TensorType.FLOAT32, 0))
-            operators_spec.append((0, [len(tensors_spec) - 3, len(tensors_spec) - 2], [len(tensors_spec) - 1]))
+        buffers_data.append(np.array(shape, np.int32).tobytes())
+        tensors_spec.append((f"shape_{number}", [len(shape)], tflite.TensorType.INT32, len(buffers_data) - 1))
+        tensors_spec.append((output_name, shape, tflite.TensorType.FLOAT32, 0))
+        operators_spec.append((0, [source, len(tensors_spec) - 2], [len(tensors_spec) - 1]))
         output_indices.append(len(tensors_spec) - 1)
-
-    def offsets_vector(start_fn, offsets):
-        start_fn(b, len(offsets))
-        for off in reversed(offsets):
-            b.PrependUOffsetTRelative(off)
-        return b.EndVector()
-
-    def buffer(data: bytes):
-        vector = b.CreateByteVector(data) if data else None
-        tflite.BufferStart(b)
-        if vector is not None:
-            tflite.BufferAddData(b, vector)
-        return tflite.BufferEnd(b)
-
-    buffers = [buffer(data) for data in buffers_data]
+    buffers = [_buffer(b, data) for data in buffers_data]
     tensors = []
     for name, shape, ttype, buffer_index in tensors_spec:
-        name_off = b.CreateString(name)
-        shape_off = _int_vector(b, tflite.TensorStartShapeVector, shape)
-        tflite.TensorStart(b)
-        tflite.TensorAddShape(b, shape_off)
-        tflite.TensorAddType(b, ttype)
-        tflite.TensorAddBuffer(b, buffer_index)
-        tflite.TensorAddName(b, name_off)
+        quantization = None
         if ttype == tflite.TensorType.INT8 and name == "input":
             scale = _float_vector(b, tflite.QuantizationParametersStartScaleVector, [1 / 255])
             zero = _long_vector(b, tflite.QuantizationParametersStartZeroPointVector, [-128])
             tflite.QuantizationParametersStart(b)
             tflite.QuantizationParametersAddScale(b, scale)
             tflite.QuantizationParametersAddZeroPoint(b, zero)
-            quant = tflite.QuantizationParametersEnd(b)
-            tflite.TensorAddQuantization(b, quant)
-        tensors.append(tflite.TensorEnd(b))
-    operators = []
-    for opcode_index, inputs, outs in operators_spec:
-        ins = _int_vector(b, tflite.OperatorStartInputsVector, inputs)
-        outv = _int_vector(b, tflite.OperatorStartOutputsVector, outs)
-        tflite.OperatorStart(b)
-        tflite.OperatorAddOpcodeIndex(b, opcode_index)
-        tflite.OperatorAddInputs(b, ins)
-        tflite.OperatorAddOutputs(b, outv)
-        operators.append(tflite.OperatorEnd(b))
-    opcodes = []
-    for code in (tflite.BuiltinOperator.RESHAPE, tflite.BuiltinOperator.DEQUANTIZE):
-        tflite.OperatorCodeStart(b)
-        tflite.OperatorCodeAddDeprecatedBuiltinCode(b, code)
-        tflite.OperatorCodeAddBuiltinCode(b, code)
-        tflite.OperatorCodeAddVersion(b, 1)
-        opcodes.append(tflite.OperatorCodeEnd(b))
-    tensors_vec = offsets_vector(tflite.SubGraphStartTensorsVector, tensors)
-    ops_vec = offsets_vector(tflite.SubGraphStartOperatorsVector, operators)
-    inputs_vec = _int_vector(b, tflite.SubGraphStartInputsVector, [0])
-    outputs_vec = _int_vector(b, tflite.SubGraphStartOutputsVector, output_indices)
-    tflite.SubGraphStart(b)
-    tflite.SubGraphAddTensors(b, tensors_vec)
-    tflite.SubGraphAddOperators(b, ops_vec)
-    tflite.SubGraphAddInputs(b, inputs_vec)
-    tflite.SubGraphAddOutputs(b, outputs_vec)
-    subgraph = tflite.SubGraphEnd(b)
-    subgraphs_vec = offsets_vector(tflite.ModelStartSubgraphsVector, [subgraph])
-    opcodes_vec = offsets_vector(tflite.ModelStartOperatorCodesVector, opcodes)
-    buffers_vec = offsets_vector(tflite.ModelStartBuffersVector, buffers)
-    tflite.ModelStart(b)
-    tflite.ModelAddVersion(b, 3)
-    tflite.ModelAddOperatorCodes(b, opcodes_vec)
-    tflite.ModelAddSubgraphs(b, subgraphs_vec)
-    tflite.ModelAddBuffers(b, buffers_vec)
-    model = tflite.ModelEnd(b)
-    b.Finish(model, file_identifier=b"TFL3")
-    return bytes(b.Output())
+            quantization = tflite.QuantizationParametersEnd(b)
+        tensors.append(_tensor(b, name, shape, ttype, buffer_index, quantization))
+    operators = [_operator(b, opcode, inputs, outs) for opcode, inputs, outs in operators_spec]
+    opcodes = [_opcode(b, code) for code in (tflite.BuiltinOperator.RESHAPE, tflite.BuiltinOperator.DEQUANTIZE)]
+    return _finish(b, tensors, operators, opcodes, buffers, [0], output_indices)
 
 
 def _float_vector(builder, start_fn, values):

@@ -75,32 +75,26 @@ def frames_from_source(spec: str, count: int, spacing: float = 1.0, width: int =
 
 
 def _count_frames(source, spec: str) -> int:
-    try:
-        source.open()
-        total = 0
-        while source.read() is not None:
-            total += 1
-    except SourceError as exc:
-        raise UsageError(f"--calibration-source {spec}: {exc}") from None
-    finally:
-        source.close()
+    total = len(_read_file(source, spec, lambda index: False))
     if not total:
         raise UsageError(f"--calibration-source {spec}: no frames could be read")
     return total
 
 
 def _read_indices(source, spec: str, wanted: set) -> List[np.ndarray]:
-    frames = []
+    return [frame for frame in _read_file(source, spec, lambda index: index in wanted) if frame is not None]
+
+
+def _read_file(source, spec: str, keep) -> List:
+    """One pass over a file source: a copy of each frame `keep(index)` accepts, None for the others."""
+    frames: List = []
     try:
         source.open()
-        index = 0
-        while len(frames) < len(wanted):
+        while True:
             image = source.read()
             if image is None:
                 break
-            if index in wanted:
-                frames.append(image.copy())
-            index += 1
+            frames.append(image.copy() if keep(len(frames)) else None)
     except SourceError as exc:
         raise UsageError(f"--calibration-source {spec}: {exc}") from None
     finally:
