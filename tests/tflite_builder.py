@@ -9,11 +9,15 @@ import numpy as np
 import tflite
 
 
-def _int_vector(builder, start_fn, values):
+def _vector(builder, start_fn, values, prepend):
     start_fn(builder, len(values))
     for value in reversed(values):
-        builder.PrependInt32(value)
+        prepend(value)
     return builder.EndVector()
+
+
+def _int_vector(builder, start_fn, values):
+    return _vector(builder, start_fn, values, builder.PrependInt32)
 
 
 def _buffer(b, data: bytes):
@@ -166,17 +170,11 @@ def constant_outputs_model(outputs, input_side: int = 64, float16: bool = False,
 
 
 def _float_vector(builder, start_fn, values):
-    start_fn(builder, len(values))
-    for value in reversed(values):
-        builder.PrependFloat32(value)
-    return builder.EndVector()
+    return _vector(builder, start_fn, values, builder.PrependFloat32)
 
 
 def _long_vector(builder, start_fn, values):
-    start_fn(builder, len(values))
-    for value in reversed(values):
-        builder.PrependInt64(value)
-    return builder.EndVector()
+    return _vector(builder, start_fn, values, builder.PrependInt64)
 
 
 def with_ultralytics_metadata(model: bytes, meta: dict) -> bytes:

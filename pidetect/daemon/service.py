@@ -104,7 +104,7 @@ class Service:
     # --- records and notifications -------------------------------------------------------------
     def emit(self, record: dict, priority: int = INFO) -> None:
         self.records.emit(record, priority)
-        for sink in self.record_sinks:  # MQTT: they only queue, from any thread
+        for sink in list(self.record_sinks):  # MQTT: they only queue, from any thread; a copy: a failing one is removed
             try:
                 sink.publish_record(record)
             except Exception as exc:  # a broken sink must never stop detection

@@ -181,9 +181,10 @@ class MqttSink:
         if event == "detection" and record.get("state") in ("entered", "left"):
             self._queue_event(f"{prefix}/events", json.dumps(record, default=str).encode())
             label = slug(record["label"])
-            count = self._counts.get(label, 0) + (1 if record["state"] == "entered" else -1)
-            self._counts[label] = max(0, count)
-            self._set_state(f"{prefix}/{label}", str(self._counts[label]).encode())
+            with self._cond:  # records arrive from several threads
+                count = max(0, self._counts.get(label, 0) + (1 if record["state"] == "entered" else -1))
+                self._counts[label] = count
+            self._set_state(f"{prefix}/{label}", str(count).encode())
             if record["state"] == "entered" and record.get("snapshot"):
                 self._set_state(f"{prefix}/{label}/snapshot", record["snapshot"].encode(), is_file=True)
         elif event == "metrics":
