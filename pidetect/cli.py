@@ -234,7 +234,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     # Signals that arrive while the heavy modules load and the model is read are kept and handed to
     # the service: a SIGTERM in the first 0.1 s is a clean stop (exit 0), not a kill (143).
-    early_signals: List[int] = []
+    # (`python -m pidetect` installs the same catch even earlier, before this module is imported.)
+    early_signals: List[int] = args.early_signals
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda signum, _frame: early_signals.append(signum))
 
@@ -474,9 +475,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[List[str]] = None, early_signals: Optional[List[int]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.early_signals = early_signals if early_signals is not None else []
     logging.basicConfig(level=logging.WARNING, format="pidetect: %(message)s")
     try:
         return args.handler(args)
