@@ -57,6 +57,7 @@ class Config:
     motion_min_area: float = 0.002
     detect_interval: float = 10.0
     stationary_interval: float = 1.0
+    idle_motion_fps: float = 5.0
     show_motion: bool = False
     # events
     enter_frames: int = 2
@@ -128,6 +129,8 @@ HELP: Dict[str, str] = {
     "motion_min_area": "smallest moving blob, as a share of the frame (0.002 = 0.2 percent)",
     "detect_interval": "with motion on and nothing moving or in view, still look every this many seconds",
     "stationary_interval": "with motion on, re-check objects in view that stand still every this many seconds",
+    "idle_motion_fps": "with motion on and nothing moving, look for motion in this many frames a second (the others "
+                       "are not decoded where the camera allows; 0 = every frame)",
     "show_motion": "draw the motion gate's boxes on the overlay (thin grey)",
     "enter_frames": "an object must be seen in this many consecutive frames to be 'entered'",
     "leave_frames": "an object missing for this many frames has 'left'",
@@ -253,6 +256,7 @@ def check(config: Config) -> List[Tuple[str, str]]:
     need(0.0 < c.motion_min_area < 1.0, "motion_min_area", "must be a share of the frame between 0 and 1")
     for key in ("detect_interval", "stationary_interval"):
         need(getattr(c, key) > 0, key, "must be more than 0")
+    need(c.idle_motion_fps >= 0, "idle_motion_fps", "must be 0 (every frame) or more")
     for key in ("width", "height", "threads", "max_frames"):
         need(getattr(c, key) >= 0, key, "must be 0 or more")
     need(1 <= c.interpreters <= 8, "interpreters", "must be between 1 and 8")

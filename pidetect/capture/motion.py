@@ -2,8 +2,10 @@
 
 Each frame is shrunk to WORK_HEIGHT rows (the cost no longer depends on the camera's resolution),
 made grey and blurred (sensor noise and JPEG blocks are smaller than the blur), and compared with a
-slowly learned background (a running average, so a parked car or a moved chair becomes background
-within a minute). Pixels that differ by more than `threshold` grey levels are dilated into blobs;
+learned background: a running average with a time constant of `learn_seconds` (0.5 s), so an
+object that stops becomes background within about a second and its "ghost" does not keep the
+model busy (the gate re-checks what stands still at its own, slower rate), while anything that
+keeps moving keeps differing at its edges. Pixels that differ by more than `threshold` grey levels are dilated into blobs;
 blobs smaller than `min_area` (a share of the frame) are ignored. A change over most of the frame is
 not motion but light (a lamp switched on, the sun behind a cloud, the camera's auto-exposure): the
 background is learned anew from that frame and no motion is reported, so lighting never starts a
@@ -13,6 +15,7 @@ detection storm.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 from typing import Optional, Tuple
 
 import cv2
@@ -27,7 +30,7 @@ WORK_HEIGHT = 120
 class MotionSettings:
     threshold: int = 25  # grey levels (0..255) a pixel must change by
     min_area: float = 0.002  # smallest blob, as a share of the frame (0.2 %: a person far away at 720p)
-    learn_rate: float = 0.02  # background running-average weight per frame
+    learn_seconds: float = 0.5  # background time constant: what stays still this long becomes background
     lighting_share: float = 0.5  # a change over more than this share of the frame is light, not motion
 
 
@@ -54,7 +57,8 @@ class MotionDetector:
         """Forget the background (the camera was lost, a looping file started over)."""
         self._background = None
 
-    def update(self, frame: np.ndarray) -> MotionResult:
+    def update(self, frame: np.ndarray, elapsed: float) -> MotionResult:
+        """Compare `frame` with the background; `elapsed`: seconds since the previous update."""
         height, width = frame.shape[:2]
         work_width = max(16, int(round(width * WORK_HEIGHT / height)))
         if self._size != (work_width, WORK_HEIGHT) or self._small is None:
@@ -76,7 +80,8 @@ class MotionDetector:
         if changed > self.settings.lighting_share:
             self._background = self._grey.astype(np.float32)  # light changed: learn the new scene at once
             return MotionResult(False, (), changed, lighting_change=True)
-        cv2.accumulateWeighted(self._grey, self._background, self.settings.learn_rate)
+        weight = 1.0 - math.exp(-min(max(elapsed, 0.0), 10.0) / self.settings.learn_seconds)
+        cv2.accumulateWeighted(self._grey, self._background, weight)
         if not changed:
             return MotionResult(False, (), 0.0)
         mask = cv2.dilate(mask, self._kernel, iterations=2)

@@ -48,6 +48,8 @@ class Source(Protocol):
 
     def read(self) -> Optional[np.ndarray]: ...  # BGR frame, or None at end (file) / on loss (live)
 
+    def skip(self) -> bool: ...  # pass over one frame as cheaply as the source allows; False like read's None
+
     def cancel(self) -> None: ...  # from another thread: make a blocked read() return soon (best effort)
 
     def failure_detail(self) -> str: ...  # why the last session ended, if the source knows ('' if not)
@@ -102,6 +104,10 @@ class OpenCVSource:
             return None
         self.pool.keep(image)
         return image
+
+    def skip(self) -> bool:
+        """grab() without retrieve(): V4L2 hands over the buffer undecoded, FFmpeg skips the colour conversion."""
+        return self.capture is not None and bool(self.capture.grab())
 
     def cancel(self) -> None:
         """OpenCV reads cannot be interrupted; network reads end within read_timeout, V4L2 within ~10 s."""
@@ -172,9 +178,10 @@ class PipeSource:
         said = " | ".join(self.stderr_tail)
         return f"{self.argv[0]} exited with status {status}" + (f", saying: {said}" if said else "")
 
-    def read(self) -> Optional[np.ndarray]:
+    def _fill(self) -> bool:
+        """Read one whole I420 frame into self.buffer; False when the command ended or went quiet."""
         if self.process is None:
-            return None
+            return False
         view, filled = memoryview(self.buffer), 0
         pipe = self.process.stdout
         while filled < self.frame_bytes:
@@ -183,15 +190,24 @@ class PipeSource:
             while not ready and not self.cancelled.is_set() and time.monotonic() < deadline:
                 ready, _, _ = select.select([pipe], [], [], 0.2)  # short slices so cancel() is honoured
             if not ready:
-                return None  # no data within read_timeout (or cancelled): treat as lost
+                return False  # no data within read_timeout (or cancelled): treat as lost
             count = pipe.readinto(view[filled:])
             if not count:
-                return None  # the command ended
+                return False  # the command ended
             filled += count
+        return True
+
+    def read(self) -> Optional[np.ndarray]:
+        if not self._fill():
+            return None
         yuv = self.buffer.reshape(self.height * 3 // 2, self.width)
         image = cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420, dst=self.pool.free_buffer())
         self.pool.keep(image)
         return image
+
+    def skip(self) -> bool:
+        """The bytes must be read (the pipe is a stream); the colour conversion is saved."""
+        return self._fill()
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -246,6 +262,10 @@ class Picamera2Source:
             return self.camera.capture_array("main")  # RGB888 is BGR in memory, as OpenCV expects
         except Exception:
             return None
+
+    def skip(self) -> bool:
+        """Picamera2 delivers finished frames: skipping one costs what reading it does."""
+        return self.read() is not None
 
     def cancel(self) -> None:
         """capture_array returns with the next frame (a few tens of ms)."""
@@ -311,6 +331,12 @@ class AutoSource:
             image, self._first = self._first, None
             return image
         return self.chosen.read() if self.chosen else None
+
+    def skip(self) -> bool:
+        if self._first is not None:
+            self._first = None
+            return True
+        return self.chosen.skip() if self.chosen else False
 
     def cancel(self) -> None:
         if self.chosen is not None:

@@ -48,7 +48,8 @@ def describe(record: Dict[str, Any]) -> str:
         if record.get("throttled"):
             parts.append(f"throttled {record['throttled']}")
         if "motion_share" in record:
-            parts.append(f"motion {record['motion_share']:.0%} of frames, {record['frames_gated']} gated")
+            parts.append(f"motion in {record['motion_share']:.0%} of frames looked at, {record['frames_gated']} gated "
+                         f"({record.get('frames_skipped', 0)} not decoded)")
         return "metrics: " + ", ".join(parts)
     if event == "source":
         return f"source {record['source']} {record['state']}" + (f": {record['detail']}" if record.get("detail") else "")

@@ -110,10 +110,17 @@ class CaptureThread(threading.Thread):
         paced = self.realtime and not self.source.live and self.source.native_fps > 0
         interval = 1.0 / self.source.native_fps if paced else 0.0
         batch = not self.source.live and not self.realtime
+        video_fps = self.source.native_fps if not self.source.live else 0.0
         next_due = time.monotonic()
         while not self.stop.is_set():
-            image = self.source.read()
-            if image is None:
+            # the gate's clock: video time for a file (paced or not, the same frames are gated), else wall time
+            now = (self.seq + 1) / video_fps if video_fps > 0 else time.monotonic()
+            look = self.gate is None or self.gate.wants_frame(now)
+            if look:
+                image = self.source.read()
+                if image is None:
+                    break
+            elif not self.source.skip():
                 break
             if paced:
                 next_due += interval
@@ -122,9 +129,11 @@ class CaptureThread(threading.Thread):
                     self.stop.wait(pause)
             self.seq += 1
             delivered += 1
+            if not look:
+                continue  # the idle gate did not even look: the frame was not decoded
             motion = ()
             if self.gate is not None:
-                infer, motion = self.gate.decide(image)
+                infer, motion = self.gate.decide(image, now)
                 if not infer:
                     continue  # nothing moves and nothing is due: the model rests
             self.slot.put(Frame(image, self.seq, time.time(), self.source.name,

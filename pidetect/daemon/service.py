@@ -55,7 +55,7 @@ def make_gate(config: Config, source, in_view: InView) -> Optional[MotionGate]:
     """The motion gate, on for cameras and streams unless `motion = off`, for files only with `motion = on`."""
     if config.motion == "off" or (config.motion == "auto" and not source.live):
         return None
-    settings = GateSettings(config.detect_interval, config.stationary_interval,
+    settings = GateSettings(config.detect_interval, config.stationary_interval, config.idle_motion_fps,
                             MotionSettings(threshold=config.motion_threshold, min_area=config.motion_min_area))
     return MotionGate(settings, in_view)
 
@@ -128,9 +128,10 @@ class Service:
         before = self._gate_seen if self._gate_seen is not None and self._gate_seen["frames"] <= now["frames"] \
             else {key: 0 for key in now}
         self._gate_seen = now
-        frames = now["frames"] - before["frames"]
-        return {"motion_share": round((now["motion_frames"] - before["motion_frames"]) / frames, 3) if frames else 0.0,
-                "frames_gated": now["gated"] - before["gated"], "keepalive_inferences": now["keepalive"] - before["keepalive"],
+        looked = now["looked"] - before["looked"]
+        return {"motion_share": round((now["motion_frames"] - before["motion_frames"]) / looked, 3) if looked else 0.0,
+                "frames_gated": now["gated"] - before["gated"], "frames_skipped": now["skipped"] - before["skipped"],
+                "keepalive_inferences": now["keepalive"] - before["keepalive"],
                 "lighting_changes": now["lighting_changes"] - before["lighting_changes"]}
 
     def lifecycle(self, state: str, priority: int = INFO, **extra) -> None:

@@ -247,7 +247,7 @@ def stages(model: Path, labels: Path, clip: Path, frames: int, threads: int,
         ok, image = timed("capture_decode", capture.read)
         if not ok:
             break
-        timed("motion", lambda: motion.update(image))
+        timed("motion", lambda: motion.update(image, 1 / 30))
         placement = timed("preprocess", lambda: detector.prepare(image))
         timed("invoke", detector.invoke)
         detections = timed("postprocess", lambda: detector.decode(placement))
@@ -369,7 +369,7 @@ def gated_pipeline(model: Path, labels: Optional[Path], clip: Path) -> Dict[str,
     """The clip paced like a camera, once with the motion gate and once without: what the gate saves.
 
     The bench clip shows photos with empty frames between them, so the gate should rest on the
-    empty stretches; a fixed camera's day is mostly empty stretches (see scripts: motion_gate_check).
+    empty stretches; a fixed camera's day is mostly empty stretches (python -m pidetect.tools.motion_check).
     """
     from ..daemon.logs import RecordLog
     from ..daemon.service import Service
@@ -389,7 +389,8 @@ def gated_pipeline(model: Path, labels: Optional[Path], clip: Path) -> Dict[str,
             "seconds": round(elapsed, 2), "cpu_seconds": round(cpu, 2), "inferences": service.metrics.total_inferred,
             "frames": gate.counters.frames if gate else service.running.slot.captured,
             "frames_gated": gate.counters.gated if gate else 0,
-            "motion_share": round(gate.counters.motion_frames / max(1, gate.counters.frames), 3) if gate else None}
+            "frames_skipped": gate.counters.skipped if gate else 0,
+            "motion_share": round(gate.counters.motion_frames / max(1, gate.counters.looked), 3) if gate else None}
     off, on = rows["motion_off"], rows["motion_on"]
     rows["cpu_ratio"] = round(on["cpu_seconds"] / off["cpu_seconds"], 3) if off["cpu_seconds"] else None
     return rows
@@ -667,7 +668,8 @@ def format_table(report: Dict[str, object]) -> str:
         lines += ["", "motion gate (the clip paced like a camera)"]
         for motion in ("off", "on"):
             g = gate[f"motion_{motion}"]
-            extra = f", {g['frames_gated']} gated, motion in {g['motion_share']:.0%} of frames" if motion == "on" else ""
+            extra = (f", {g['frames_gated']} gated ({g['frames_skipped']} not decoded), motion in "
+                     f"{g['motion_share']:.0%} of frames looked at") if motion == "on" else ""
             lines.append(f"  motion {motion:<3}  {g['inferences']:5d} inferences of {g['frames']} frames, "
                          f"{g['cpu_seconds']:.2f} CPU-s in {g['seconds']:.1f} s{extra}")
         if gate.get("cpu_ratio") is not None:
