@@ -1,6 +1,6 @@
 """What the motion gate saves, measured: one realistic fixed-camera clip, run with and without the gate.
 
-    python -m pidetect.tools.motion_check [--minutes 5] [--fps 15] [--keep DIR]
+    python -m pidetect.tools.motion_check [--minutes 5] [--fps 15] [--keep DIR] [--every-frame-too]
 
 The clip is built from real photos: one still scene with sensor noise and JPEG artefacts on every
 frame; a person walks in, stays a while and walks out; a cat walks in and stands still for a
@@ -11,6 +11,8 @@ kernel's accounting of the child. The check passes when, in the same run of this
 - the same labels enter, each `entered` within 1 s of video time of the ungated run's, and the
   same labels leave (the still cat neither leaves early nor keeps inference at the full rate);
 - no entered or left event within 3 s after the lighting change that the ungated run does not have.
+With --every-frame-too a third run has the motion detector look at every frame
+(`--idle-motion-fps 0`), judged against the same ungated run: what idle sampling adds.
 Long and realtime on purpose, so it is a script (its figures go in the README), not a unit test;
 the gate's logic is unit-tested on synthetic frames in tests/test_motion.py.
 """
@@ -104,21 +106,22 @@ def write_clip(path: Path, minutes: float, fps: int) -> Dict[str, object]:
                         for w in walkers]}
 
 
-def run(clip: Path, motion: str, fps: int) -> Dict[str, object]:
+def run(clip: Path, motion: str, fps: int, extra: Tuple[str, ...] = ()) -> Dict[str, object]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "pidetect", "run", "--source", str(clip), "--realtime",
-                           "--motion", motion, "--log-format", "json", "--metrics-interval", "10"],
+                           "--motion", motion, "--log-format", "json", "--metrics-interval", "10", *extra],
                           capture_output=True, text=True)
     wall = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     records = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     events = [(r["state"], r["label"], round(r["frame_seq"] / fps, 2)) for r in records if r.get("event") == "detection"]
     metrics = [r for r in records if r.get("event") == "metrics"]
-    return {"motion": motion, "exit": done.returncode, "wall_s": round(wall, 1),
+    return {"motion": motion, "flags": list(extra), "exit": done.returncode, "wall_s": round(wall, 1),
             "cpu_s": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2),
             "events": events, "inferences": sum(round(m["inference_fps"] * m["interval_s"]) for m in metrics),
-            "metrics": [{k: m.get(k) for k in ("ts", "inference_fps", "motion_share", "frames_gated")} for m in metrics]}
+            "metrics": [{k: m.get(k) for k in ("ts", "inference_fps", "motion_share", "frames_gated", "frames_skipped")}
+                        for m in metrics]}
 
 
 def judge(gated: Dict[str, object], ungated: Dict[str, object], scenario: Dict[str, object]) -> List[Dict[str, object]]:
@@ -159,12 +162,24 @@ def judge(gated: Dict[str, object], ungated: Dict[str, object], scenario: Dict[s
     return checks
 
 
+def cpu_flags() -> List[str]:
+    """The flags that decide how fast int8 inference runs, to print beside the figures."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith(("flags", "Features"))), []))
+    return sorted(flags & {"avx2", "avx512_vnni", "avx_vnni", "asimd", "asimddp"})
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pidetect.tools.motion_check", description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=5.0, help="clip length (default 5)")
     parser.add_argument("--fps", type=int, default=15, help="clip frame rate (default 15)")
     parser.add_argument("--keep", type=Path, help="keep the clip and the report in this folder")
     parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    parser.add_argument("--every-frame-too", action="store_true",
+                        help="a third run: the gate with the motion detector on every frame (--idle-motion-fps 0)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="pidetect-motion-") as tmp:
         folder = args.keep or Path(tmp)
@@ -176,23 +191,28 @@ def main(argv=None) -> int:
         ungated = run(clip, "off", args.fps)
         print("run with the gate ...", file=sys.stderr, flush=True)
         gated = run(clip, "on", args.fps)
-        checks = judge(gated, ungated, scenario)
+        runs = {"ungated": ungated, "gated": gated}
+        if args.every_frame_too:
+            print("run with the gate, motion detector on every frame ...", file=sys.stderr, flush=True)
+            runs["gated_every_frame"] = run(clip, "on", args.fps, ("--idle-motion-fps", "0"))
         hours = args.minutes / 60
-        report = {"scenario": scenario, "ungated": ungated, "gated": gated, "checks": checks,
-                  "cpu_s_per_hour": {"ungated": round(ungated["cpu_s"] / hours, 1),
-                                     "gated": round(gated["cpu_s"] / hours, 1)},
-                  "cpu": os.uname().machine}
+        report = {"scenario": scenario, **runs,
+                  "checks": {name: judge(r, ungated, scenario) for name, r in runs.items() if name != "ungated"},
+                  "cpu_s_per_hour": {name: round(r["cpu_s"] / hours, 1) for name, r in runs.items()},
+                  "cpu": os.uname().machine, "cpu_flags": cpu_flags()}
         if args.keep:
             (folder / "motion_check.json").write_text(json.dumps(report, indent=2))
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        for name in ("ungated", "gated"):
-            r = report[name]
+        print(f"CPU: {report['cpu']} {' '.join(report['cpu_flags'])}")
+        for name, r in runs.items():
             print(f"{name:<8} CPU {r['cpu_s']:.1f} s over {r['wall_s']:.0f} s ({report['cpu_s_per_hour'][name]:.0f} "
                   f"CPU-s per hour of video), {r['inferences']} inferences, events {r['events']}")
-        for check in checks:
-            print(f"{'PASS' if check['pass'] else 'FAIL'}  {check['check']}: {check['value']}")
+        for name, checks in report["checks"].items():
+            for check in checks:
+                print(f"{'PASS' if check['pass'] else 'FAIL'}  {name}: {check['check']}: {check['value']}")
+    checks = report["checks"]["gated"]
     return 0 if all(c["pass"] for c in checks) else 1
 
 
