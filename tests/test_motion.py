@@ -271,3 +271,32 @@ def test_motion_key_takes_true_false_and_auto(tmp_path, value, expected):
     path = tmp_path / "c.toml"
     path.write_text(f"motion = {value if value != 'auto' else chr(34) + value + chr(34)}\n")
     assert build_config(path, {}).motion == expected
+
+
+def test_motion_check_judges_events_and_cpu_strictly():
+    """The script's verdict (its runs are long and realtime, so only the judging is tested here)."""
+    from pidetect.tools.motion_check import judge, story
+
+    walkers, lamp = story(5)
+    scenario = {"lamp_at_s": lamp, "walkers": [{"label": w.label, "still_s": list(w.stand)} for w in walkers]}
+    events = [("entered", "person", 22.0), ("left", "person", 37.5), ("entered", "cat", 60.8), ("left", "cat", 126.7)]
+    ungated = {"cpu_s": 100.0, "events": events}
+
+    def verdict(cpu_s, gated_events):
+        return {c["check"].split(",")[0].split(" <=")[0]: c["pass"] for c in judge({"cpu_s": cpu_s, "events": gated_events},
+                                                                                   ungated, scenario)}
+
+    assert all(verdict(30.0, events).values())
+    assert not verdict(36.0, events)["CPU with the gate"]
+    late = [("entered", "person", 23.5)] + events[1:]
+    assert not verdict(30.0, late)["same labels entered"], "entered 1.5 s after the ungated run"
+    flicker = events + [("entered", "person", 40.0), ("left", "person", 40.4)]
+    both = verdict(30.0, events)
+    ungated["events"] = flicker
+    missed = verdict(30.0, events)
+    assert both["same labels left"] and not missed["same labels entered"] and not missed["same labels left"]
+    ungated["events"] = events
+    lamp_event = events + [("entered", "truck", lamp + 1)]
+    assert not verdict(30.0, lamp_event)["no event caused by the lighting change"]
+    cat_early = events[:3] + [("left", "cat", 90.0)]
+    assert not verdict(30.0, cat_early)["the still cat stays until it walks out"]
