@@ -19,6 +19,7 @@ run is gated the same whether it is paced (--realtime) or processed as fast as p
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Tuple
 
@@ -41,14 +42,26 @@ class GateSettings:
 class GateCounters:
     """Totals since start; the service turns them into per-interval metrics."""
 
-    frames: int = 0  # every frame the source delivered
-    skipped: int = 0  # of those, not even looked at by the motion detector (idle sampling)
-    looked: int = 0  # looked at by the motion detector
+    skipped: int = 0  # frames not even looked at by the motion detector (idle sampling)
+    looked: int = 0  # frames looked at by the motion detector
     motion_frames: int = 0  # of those looked at, with motion
-    passed: int = 0  # handed to the model
-    gated: int = 0  # not handed to the model (skipped ones included)
+    passed: int = 0  # of those looked at, handed to the model
     keepalive: int = 0
     lighting_changes: int = 0
+
+    @property
+    def frames(self) -> int:
+        """Every frame the source delivered."""
+        return self.skipped + self.looked
+
+    @property
+    def gated(self) -> int:
+        """Frames not handed to the model, skipped ones included."""
+        return self.frames - self.passed
+
+    def totals(self) -> dict:
+        """Every count, the derived ones too, for the metrics."""
+        return {**dataclasses.asdict(self), "frames": self.frames, "gated": self.gated}
 
 
 class MotionGate:
@@ -76,16 +89,13 @@ class MotionGate:
         rate = self.settings.idle_motion_fps
         if self._moving or rate <= 0 or now - self._last_looked >= 1.0 / rate - 1e-6:
             return True
-        self.counters.frames += 1
         self.counters.skipped += 1
-        self.counters.gated += 1
         return False
 
     def decide(self, image: np.ndarray, now: float) -> Tuple[bool, Tuple[Box, ...]]:
         """(infer this frame?, motion boxes in frame pixels)."""
         motion = self.detector.update(image, now - self._last_looked)
         counters = self.counters
-        counters.frames += 1
         counters.looked += 1
         counters.motion_frames += motion.moving
         counters.lighting_changes += motion.lighting_change
@@ -101,6 +111,4 @@ class MotionGate:
         if infer:
             self._last_passed = now
             counters.passed += 1
-        else:
-            counters.gated += 1
         return infer, motion.boxes

@@ -9,7 +9,6 @@ the running pipeline kept).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import signal
@@ -124,7 +123,7 @@ class Service:
 
     def _gate_interval(self, gate: MotionGate) -> dict:
         """What the motion gate did since the last metrics record: the CPU it saved is `frames_gated`."""
-        now = dataclasses.asdict(gate.counters)
+        now = gate.counters.totals()
         before = self._gate_seen if self._gate_seen is not None and self._gate_seen["frames"] <= now["frames"] \
             else {key: 0 for key in now}
         self._gate_seen = now
