@@ -107,10 +107,10 @@ class CaptureThread(threading.Thread):
     def _read_until_end(self) -> int:
         """Read frames until the source ends or fails; return how many were delivered."""
         delivered = 0
-        paced = self.realtime and not self.source.live and self.source.native_fps > 0
-        interval = 1.0 / self.source.native_fps if paced else 0.0
+        video_fps = self.source.native_fps if not self.source.live else 0.0  # a file's frame rate, if it has one
+        paced = self.realtime and video_fps > 0
+        interval = 1.0 / video_fps if paced else 0.0
         batch = not self.source.live and not self.realtime
-        video_fps = self.source.native_fps if not self.source.live else 0.0
         next_due = time.monotonic()
         while not self.stop.is_set():
             # the gate's clock: video time for a file (paced or not, the same frames are gated), else wall time
