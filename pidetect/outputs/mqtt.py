@@ -41,19 +41,22 @@ Emit = Callable[[dict, int], None]
 
 @dataclass(frozen=True)
 class MqttSettings:
+    """The config's mqtt_* keys as the sink uses them; built only by settings_from_config, so the
+    defaults live in one place (Config)."""
+
     host: str
-    port: int = 1883
-    username: str = ""
-    password: str = ""
-    tls: bool = False
-    ca_file: str = ""
-    client_id: str = ""
-    topic_prefix: str = ""
-    qos: int = 1
-    discovery: bool = True
-    discovery_prefix: str = "homeassistant"
-    labels: Tuple[str, ...] = ("person", "car", "cat", "dog")
-    queue: int = 1000
+    port: int
+    username: str
+    password: str  # read from mqtt_password_file
+    tls: bool
+    ca_file: str
+    client_id: str
+    topic_prefix: str
+    qos: int
+    discovery: bool
+    discovery_prefix: str
+    labels: Tuple[str, ...]
+    queue: int
 
     @property
     def node(self) -> str:
@@ -85,10 +88,12 @@ def settings_from_config(config) -> MqttSettings:
             raise ConfigError("mqtt_password_file is set but mqtt_username is empty; set both or neither")
     if config.mqtt_ca_file and not Path(config.mqtt_ca_file).is_file():
         raise ConfigError(f"mqtt_ca_file {config.mqtt_ca_file}: no such file")
-    return MqttSettings(config.mqtt_host, config.mqtt_port, config.mqtt_username, password,
-                        config.mqtt_tls or bool(config.mqtt_ca_file), config.mqtt_ca_file, config.mqtt_client_id,
-                        config.mqtt_topic_prefix, config.mqtt_qos, config.mqtt_discovery,
-                        config.mqtt_discovery_prefix, tuple(config.mqtt_labels), config.mqtt_queue)
+    return MqttSettings(host=config.mqtt_host, port=config.mqtt_port, username=config.mqtt_username,
+                        password=password, tls=config.mqtt_tls or bool(config.mqtt_ca_file),
+                        ca_file=config.mqtt_ca_file, client_id=config.mqtt_client_id,
+                        topic_prefix=config.mqtt_topic_prefix, qos=config.mqtt_qos, discovery=config.mqtt_discovery,
+                        discovery_prefix=config.mqtt_discovery_prefix, labels=tuple(config.mqtt_labels),
+                        queue=config.mqtt_queue)
 
 
 def make_client(settings: MqttSettings):
