@@ -28,6 +28,14 @@ def noisy(image, rng, sigma=4.0, jpeg=70):
     return cv2.imdecode(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, jpeg])[1], cv2.IMREAD_COLOR)
 
 
+def learned(still, rng, frames=10, settings=MotionSettings()):
+    """A detector that has watched `frames` noisy frames of the still scene at 30 fps: its background."""
+    detector = MotionDetector(settings)
+    for _ in range(frames):
+        detector.update(noisy(still, rng), 1 / 30)
+    return detector
+
+
 def test_noise_and_jpeg_artefacts_are_not_motion():
     rng = np.random.default_rng(0)
     still = scene()
@@ -39,9 +47,7 @@ def test_noise_and_jpeg_artefacts_are_not_motion():
 def test_a_moving_block_is_motion_with_the_right_box():
     rng = np.random.default_rng(1)
     still = scene()
-    detector = MotionDetector()
-    for _ in range(10):
-        detector.update(noisy(still, rng), 1 / 30)
+    detector = learned(still, rng)
     boxes = []
     for step in range(10):
         frame = still.copy()
@@ -58,9 +64,7 @@ def test_a_moving_block_is_motion_with_the_right_box():
 def test_a_light_switched_on_is_no_detection_storm():
     rng = np.random.default_rng(2)
     still = scene()
-    detector = MotionDetector()
-    for _ in range(10):
-        detector.update(noisy(still, rng), 1 / 30)
+    detector = learned(still, rng)
     brighter = cv2.convertScaleAbs(still, alpha=1.0, beta=60)
     results = [detector.update(noisy(brighter, rng), 1 / 30) for _ in range(30)]
     assert results[0].lighting_change and not results[0].moving
@@ -73,9 +77,7 @@ def test_a_light_switched_on_is_no_detection_storm():
 def test_small_blobs_are_ignored():
     rng = np.random.default_rng(3)
     still = scene()
-    detector = MotionDetector(MotionSettings(min_area=0.01))
-    for _ in range(5):
-        detector.update(noisy(still, rng), 1 / 30)
+    detector = learned(still, rng, frames=5, settings=MotionSettings(min_area=0.01))
     frame = still.copy()
     cv2.circle(frame, (640, 360), 12, (0, 0, 0), cv2.FILLED)  # a moth on the lens: 0.05 % of the frame
     assert not detector.update(noisy(frame, rng), 1 / 30).moving
@@ -166,9 +168,7 @@ def test_an_object_that_stops_becomes_background_and_is_rechecked_at_the_station
 def test_a_slow_walker_stays_motion_and_slow_light_is_not_motion():
     rng = np.random.default_rng(9)
     still = scene()
-    detector = MotionDetector()
-    for _ in range(10):
-        detector.update(noisy(still, rng), 1 / 30)
+    detector = learned(still, rng)
     walking = []
     for step in range(90):  # 3 s at 30 fps, 2 px a frame: 60 px a second across a 1280 px view
         frame = still.copy()

@@ -5,17 +5,17 @@ made grey and blurred (sensor noise and JPEG blocks are smaller than the blur), 
 learned background: a running average with a time constant of `learn_seconds` (0.5 s), so an
 object that stops becomes background within about a second and its "ghost" does not keep the
 model busy (the gate re-checks what stands still at its own, slower rate), while anything that
-keeps moving keeps differing at its edges. Pixels that differ by more than `threshold` grey levels are dilated into blobs;
-blobs smaller than `min_area` (a share of the frame) are ignored. A change over most of the frame is
-not motion but light (a lamp switched on, the sun behind a cloud, the camera's auto-exposure): the
-background is learned anew from that frame and no motion is reported, so lighting never starts a
-detection storm.
+keeps moving keeps differing at its edges. Pixels that differ by more than `threshold` grey
+levels are dilated into blobs; blobs smaller than `min_area` (a share of the frame) are ignored.
+A change over most of the frame is not motion but light (a lamp switched on, the sun behind a
+cloud, the camera's auto-exposure): the background is learned anew from that frame and no motion
+is reported, so lighting never starts a detection storm.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import math
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import cv2
