@@ -34,6 +34,7 @@ from typing import Dict, List, Tuple
 import cv2
 import numpy as np
 
+from .bench import machine_info
 from .demo import load_photo
 
 SIZE = (960, 540)
@@ -162,16 +163,6 @@ def judge(gated: Dict[str, object], ungated: Dict[str, object], scenario: Dict[s
     return checks
 
 
-def cpu_flags() -> List[str]:
-    """The flags that decide how fast int8 inference runs, to print beside the figures."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith(("flags", "Features"))), []))
-    return sorted(flags & {"avx2", "avx512_vnni", "avx_vnni", "asimd", "asimddp"})
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pidetect.tools.motion_check", description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=5.0, help="clip length (default 5)")
@@ -199,7 +190,7 @@ def main(argv=None) -> int:
         report = {"scenario": scenario, **runs,
                   "checks": {name: judge(r, ungated, scenario) for name, r in runs.items() if name != "ungated"},
                   "cpu_s_per_hour": {name: round(r["cpu_s"] / hours, 1) for name, r in runs.items()},
-                  "cpu": os.uname().machine, "cpu_flags": cpu_flags()}
+                  "cpu": os.uname().machine, "cpu_flags": machine_info()["cpu_flags"]}
         if args.keep:
             (folder / "motion_check.json").write_text(json.dumps(report, indent=2))
     if args.json:
