@@ -1,7 +1,9 @@
 """pidetect quantize and the int8 default: data-free requantization, calibrated int8, verification, errors."""
 
 import hashlib
+import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -159,6 +161,9 @@ def test_output_exists_needs_force(tmp_path, uint8_model):
     assert done.returncode == 2 and "exists; pass --force" in done.stderr and out.read_bytes() == b"keep me"
     done = run_pidetect("quantize", uint8_model, "-o", out, "--force", timeout=300)
     assert done.returncode == 0 and out.read_bytes()[4:8] == b"TFL3"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask, "readable like any new file, not mkstemp's 0600"
 
 
 def test_calibration_folder_without_images(tmp_path):

@@ -410,3 +410,20 @@ def test_huge_config_value_is_not_echoed_in_full(tmp_path):
     with pytest.raises(ConfigError) as caught:
         build_config(path, {})
     assert len(str(caught.value)) < 400
+
+
+def test_files_are_replaced_only_when_written_whole(tmp_path):
+    """fetch, quantize, eval --plot and bench's clip cache write through this: a failure leaves what was there."""
+    from pidetect.files import replaced_when_done
+
+    target = tmp_path / "model.tflite"
+    target.write_bytes(b"the user's model")
+    with pytest.raises(RuntimeError):
+        with replaced_when_done(target) as temporary:
+            temporary.write_bytes(b"half a mod")
+            raise RuntimeError("the check failed")
+    assert target.read_bytes() == b"the user's model" and sorted(tmp_path.iterdir()) == [target]
+    with replaced_when_done(target, suffix=".png") as temporary:
+        assert temporary.parent == tmp_path and temporary.name.endswith(".png")
+        temporary.write_bytes(b"new")
+    assert target.read_bytes() == b"new" and sorted(tmp_path.iterdir()) == [target]

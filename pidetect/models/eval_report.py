@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import UnavailableError
+from ..files import replaced_when_done
 from .evaluate import ModelReport
 
 
@@ -79,11 +80,8 @@ def plot(reports: Sequence[ModelReport], path: Path, title: str) -> None:
     curves.legend(fontsize=7, loc="lower left")
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    temporary = Path(path).with_name(f".{Path(path).name}.tmp.png")
     try:
-        figure.savefig(temporary)
-        temporary.replace(path)
+        with replaced_when_done(Path(path), suffix=".tmp.png") as temporary:  # savefig goes by the extension
+            figure.savefig(temporary)
     finally:
         plt.close(figure)
-        if temporary.exists():
-            temporary.unlink()

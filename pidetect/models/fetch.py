@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from ..errors import ModelError, UnavailableError
+from ..files import replaced_when_done
 from ..inference.model_paths import Manifest, ModelFile
 
 def sha256_of(path: Path) -> str:
@@ -221,14 +222,8 @@ def derive_models(dest: Path, manifest: Manifest, say: Callable[[str], None] = l
             raise ModelError(f"requantizing {entry.source} gave SHA256 {digest}, not the recorded {entry.sha256}; "
                              f"{entry.name} was not installed (the uint8 model stays in use). Make and check it "
                              f"yourself: pidetect quantize {Path(dest) / entry.source} -o {target}")
-        fd, temporary = tempfile.mkstemp(prefix=f".{entry.name}.", dir=dest)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(quantized)
-            os.replace(temporary, target)
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
+        with replaced_when_done(target) as temporary:
+            temporary.write_bytes(quantized)
         say(f"made     {target} from {entry.source} (int8 per-channel, sha256 verified)")
         made.append(entry.name)
     return made

@@ -18,7 +18,6 @@ place only if they agree; otherwise it is removed and the command fails (exit 1)
 
 from __future__ import annotations
 
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import PidetectError, UnavailableError, UsageError
+from ..files import replaced_when_done
 from ..inference.detector import Detector, DetectorOptions
 from ..inference.tflite_file import looks_like_tflite
 from .requantize import describe_quantization, float_ops, requantize_int8
@@ -121,18 +121,12 @@ def quantize_model(source: Path, output: Path, labels: Optional[Path], calibrati
         notes.append("these ops stay float (no int8 kernel, or quantizing them would change the result): "
                      + ", ".join(still_float))
     quantized += appended_archive(source)
-    fd, temporary = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(quantized)
-        agreement = compare(source, Path(temporary), labels, verification)
+    with replaced_when_done(output) as temporary:
+        temporary.write_bytes(quantized)
+        agreement = compare(source, temporary, labels, verification)
         if agreement.label_agreement < MIN_AGREEMENT:
             raise VerificationFailed(f"the quantized model disagrees with {source.name}: {agreement.describe()} "
                                      f"(at least {MIN_AGREEMENT:.0%} needed); nothing was written to {output}")
-        os.replace(temporary, output)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
     return QuantizeOutcome(kind, method, output, agreement, notes)
 
 

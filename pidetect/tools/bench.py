@@ -42,6 +42,7 @@ import numpy as np
 from .. import __version__
 from ..capture.motion import MotionDetector
 from ..config import Config
+from ..files import replaced_when_done
 from .demo import write_scene_video
 from ..inference.backends import BACKENDS, resolve_backend
 from ..inference.detector import Detector, DetectorOptions
@@ -97,15 +98,9 @@ def make_clip(folder: Path, width: int, height: int, frames: int) -> Path:
         return path
     per_scene = max(1, frames // 10)
     repeat = max(1, math.ceil(frames / (5 * 2 * per_scene)))  # at least `frames` frames
-    fd, temporary = tempfile.mkstemp(prefix=".bench_", suffix=".mp4", dir=folder)
-    os.close(fd)
-    try:
-        write_scene_video(Path(temporary), width, height, fps=30, frames_per_scene=per_scene,
+    with replaced_when_done(path, suffix=".mp4") as temporary:  # the video writer goes by the extension
+        write_scene_video(temporary, width, height, fps=30, frames_per_scene=per_scene,
                           blank_frames=per_scene, repeat=repeat)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
     return path
 
 
