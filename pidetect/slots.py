@@ -21,7 +21,6 @@ class LatestFrameSlot:
         self._cond = threading.Condition()
         self._frame: Optional[Frame] = None
         self._closed = False
-        self.captured = 0
         self.dropped = 0
 
     def put(self, frame: Frame, wait_for_taker: bool = False, stop: Optional[threading.Event] = None) -> None:
@@ -32,7 +31,6 @@ class LatestFrameSlot:
             if self._frame is not None:
                 self.dropped += 1
             self._frame = frame
-            self.captured += 1
             self._cond.notify_all()
 
     def put_gap(self, gap: SourceGap, stop: Optional[threading.Event] = None) -> None:

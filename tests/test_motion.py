@@ -247,6 +247,8 @@ def test_gated_run_on_a_clip_sees_the_cat_and_rests_otherwise(tmp_path):
     # 30 frames before the cat, and most of the last 5 s once the still cat became background
     assert gated > 60, [(r.get("motion_share"), r.get("frames_gated")) for r in metrics]
     assert sum(r["frames_skipped"] for r in metrics) > 30, "idle frames are not even decoded"
+    delivered = sum(r["capture_fps"] * r["interval_s"] for r in metrics)
+    assert abs(delivered - 12 * 15) < 5, ("capture_fps is the camera's rate, gated frames included", delivered)
     assert all("motion_share" in r for r in metrics)
     # a file is gated on video time: processed as fast as it decodes, the same frames reach the model
     code, fast, stderr = run_daemon("--source", clip, "--motion", "on", "--metrics-interval", "2",

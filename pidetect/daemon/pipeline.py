@@ -47,7 +47,7 @@ class CaptureThread(threading.Thread):
         self.source, self.slot, self.record, self.stop = source, slot, record, stop
         self.realtime, self.loop, self.max_delay = realtime, loop, max_delay
         self.gate, self.keep_motion_boxes = gate, keep_motion_boxes
-        self.seq = 0
+        self.seq = 0  # frames the source delivered, read or skipped: numbers frames, gives the capture rate
         self.first_frame = threading.Event()
         self.failed = False
 

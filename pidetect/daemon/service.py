@@ -113,7 +113,7 @@ class Service:
 
     def emit_metrics(self, running: "Running") -> None:
         """The interval's metrics record; a warning while the Pi is throttled or under-volted."""
-        record = self.metrics.take(self._counted_captured + running.slot.captured,
+        record = self.metrics.take(self._counted_captured + running.capture.seq,
                                    self._counted_dropped + running.slot.dropped)
         if running.gate is not None:
             record.update(self._gate_interval(running.gate))
@@ -214,7 +214,7 @@ class Service:
                            MONOTONIC_USEC=int(time.monotonic() * 1e6))
         self._shutdown(running)
         self._close_record_sinks()
-        self._counted_captured += running.slot.captured  # the new pipeline's slot counts from zero
+        self._counted_captured += running.capture.seq  # the new pipeline's capture thread counts from zero
         self._counted_dropped += running.slot.dropped
         self.config = config
         self.lifecycle("reloaded", config=str(self.config_path))
@@ -317,8 +317,8 @@ class Service:
                 mark_time, mark_frames, mark_captured = status_mark
                 span = max(now - mark_time, 1e-6)
                 fps = (running.inference.processed - mark_frames) / span
-                cap_fps = (running.slot.captured - mark_captured) / span
-                status_mark = (now, running.inference.processed, running.slot.captured)
+                cap_fps = (running.capture.seq - mark_captured) / span
+                status_mark = (now, running.inference.processed, running.capture.seq)
                 last = running.events.last_entered or "none yet"
                 self.notifier.send(STATUS=f"{fps:.1f} fps inference, {cap_fps:.1f} fps capture; last: {last}")
                 next_status = now + STATUS_INTERVAL

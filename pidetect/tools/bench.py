@@ -382,7 +382,7 @@ def gated_pipeline(model: Path, labels: Optional[Path], clip: Path) -> Dict[str,
         gate = service.running.gate
         rows[f"motion_{motion}"] = {
             "seconds": round(elapsed, 2), "cpu_seconds": round(cpu, 2), "inferences": service.metrics.total_inferred,
-            "frames": gate.counters.frames if gate else service.running.slot.captured,
+            "frames": service.running.capture.seq,
             "frames_gated": gate.counters.gated if gate else 0,
             "frames_skipped": gate.counters.skipped if gate else 0,
             "motion_share": round(gate.counters.motion_frames / max(1, gate.counters.looked), 3) if gate else None}
