@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--skip", type=int, default=0, help="leave out the first N images (e.g. those a model "
                           "was calibrated on)")
     evaluate.add_argument("--limit", type=int, help="only the first N images (after --skip)")
+    evaluate.add_argument("--split", help="the split of a YOLO data.yaml to evaluate: train, val or test (default "
+                          "val when data.yaml names one)")
     evaluate.add_argument("--skip-missing", action="store_true",
                           help="go on when images listed in the labels are missing on disk (they are counted)")
     evaluate.add_argument("--json", action="store_true", help="one JSON object per model per line")
@@ -356,10 +358,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if not sep or not dataset_name.strip() or not model_name.strip():
             raise UsageError(f"--map {item!r}: write DATASET_CLASS=MODEL_LABEL, e.g. --map tvmonitor=tv")
         by_hand[dataset_name.strip()] = model_name.strip()
-    if args.plot is not None and args.plot.suffix.lower() != ".png":
-        raise UsageError(f"--plot {args.plot}: give a .png file name")
+    if args.plot is not None:
+        check_plot_path(args.plot)  # before the eval runs, not after
     coco_library()  # say now, not after the first model ran, that the extra is missing
-    dataset = load_dataset(args.dataset, skip_missing=args.skip_missing)
+    dataset = load_dataset(args.dataset, skip_missing=args.skip_missing, split=args.split)
     if args.skip < 0:
         raise UsageError(f"--skip {args.skip}: must be 0 or more")
     if args.skip:
@@ -387,6 +389,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             print(file=sys.stderr)
         say(f"eval {model_path.name}: mAP50-95 {report.map:.3f}, mAP50 {report.map50:.3f} on {report.images} "
             f"images in {time.monotonic() - started:.1f} s")
+        for line in match_fates(report):
+            say(f"  class {line}")
         reports.append(report)
     print(json_lines(reports) if args.json else format_table(reports), flush=True)
     if args.plot is not None:
@@ -395,38 +399,69 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_plot_path(path: Path) -> None:
+    """--plot must be a .png we can write: a folder, a missing folder or a read-only place is said first."""
+    import os
+
+    if path.suffix.lower() != ".png":
+        raise UsageError(f"--plot {path}: give a .png file name")
+    if path.is_dir():
+        raise UsageError(f"--plot {path} is a folder; give a .png file name in it")
+    folder = path.parent
+    if not folder.is_dir():
+        raise UsageError(f"--plot {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"--plot {path}: cannot write in {folder} (permission denied or read-only)")
+
+
+def match_fates(report) -> List[str]:
+    """Every dataset class not scored under its own name, and why."""
+    lines = [f"{name}: scored as {into} (both meet one model label)" for name, into in
+             sorted(report.classes_merged.items())]
+    return lines + [f"{name}: left out (the model has no such label; --map {name}=LABEL joins it)"
+                    for name in report.classes_left_out]
+
+
 def _cmd_quantize(args: argparse.Namespace) -> int:
-    from .models.calibration import frames_from_source, images_from_folder
-    from .models.quantize import check_source, quantize_model
+    from .models.calibration import dataset_images, frames_from_source, images_from_folder
+    from .models.quantize import check_output, check_source, model_input_size, quantize_model
 
     if args.calibration and args.calibration_source:
         raise UsageError("give --calibration DIR or --calibration-source SPEC, not both")
     if args.frame_spacing <= 0:
         raise UsageError(f"--frame-spacing {args.frame_spacing}: must be more than 0")
     check_source(args.model)
-    if args.output.exists() and not args.force:
-        raise UsageError(f"-o {args.output}: the file exists; pass --force to replace it")
+    check_output(args.model, args.output, args.force)
+    input_size = model_input_size(args.model)
+    dataset = None
+    if args.eval_dataset:
+        from .models.datasets import load_dataset
+
+        dataset = load_dataset(args.eval_dataset, skip_missing=True)  # a bad dataset is said before any work
     say = (lambda text: print(text, file=sys.stderr, flush=True))
     calibration = []
     if args.calibration:
-        calibration = images_from_folder(args.calibration)
+        calibration = images_from_folder(args.calibration, input_size=input_size)
         say(f"{len(calibration)} calibration image(s) from {args.calibration}")
     elif args.calibration_source:
-        calibration = frames_from_source(args.calibration_source, args.frames, args.frame_spacing)
+        calibration = frames_from_source(args.calibration_source, args.frames, args.frame_spacing,
+                                         input_size=input_size)
         say(f"{len(calibration)} calibration frame(s) from {args.calibration_source}")
-    verification = calibration[:: max(1, len(calibration) // 32)][:32] if calibration else _bundled_photos(say)
+    verification = calibration[:: max(1, len(calibration) // 32)][:32] if calibration else []
+    if dataset is not None:  # labelled images show objects: the surest thing to verify on
+        verification = verification + dataset_images(dataset, 32, input_size)
+    if not verification:
+        verification = _bundled_photos(say)
     outcome = quantize_model(args.model, args.output, args.labels, calibration, verification, args.force, say)
     print(f"{args.model} ({outcome.source_format}) -> {outcome.output}: {outcome.method}")
     for note in outcome.notes:
         print(f"  {note}")
     print(f"  verified: {outcome.agreement.describe()}")
     print(f"  size {args.model.stat().st_size / 2**20:.2f} MB -> {outcome.output.stat().st_size / 2**20:.2f} MB")
-    if args.eval_dataset:
-        from .models.datasets import load_dataset
+    if dataset is not None:
         from .models.eval_report import format_table
         from .models.evaluate import evaluate_model
 
-        dataset = load_dataset(args.eval_dataset, skip_missing=True)
         say(dataset.summary())
         reports = [evaluate_model(dataset, path, args.labels, 0.5) for path in (args.model, outcome.output)]
         print(format_table(reports))

@@ -246,7 +246,6 @@ def check(config: Config) -> List[Tuple[str, str]]:
     need(0.0 < c.nms_iou <= 1.0, "nms_iou", "must be more than 0 and at most 1")
     need(1 <= c.mqtt_port <= 65535, "mqtt_port", "must be a port number 1..65535")
     need(c.mqtt_qos in (0, 1), "mqtt_qos", "must be 0 or 1")
-    need(c.mqtt_queue >= 1, "mqtt_queue", "must be 1 or more")
     need(not c.mqtt_host or re.fullmatch(r"[A-Za-z0-9._:\-\[\]]+", c.mqtt_host) is not None, "mqtt_host",
          "must be a host name or an IP address")
     need(c.mqtt_topic_prefix == "" or not any(ch in c.mqtt_topic_prefix for ch in "#+"), "mqtt_topic_prefix",
@@ -254,19 +253,13 @@ def check(config: Config) -> List[Tuple[str, str]]:
     need(c.motion in ("auto", "on", "off"), "motion", "must be auto, on or off (true and false work too)")
     need(1 <= c.motion_threshold <= 255, "motion_threshold", "must be between 1 and 255")
     need(0.0 < c.motion_min_area < 1.0, "motion_min_area", "must be a share of the frame between 0 and 1")
-    for key in ("detect_interval", "stationary_interval"):
-        need(getattr(c, key) > 0, key, "must be more than 0")
-    need(c.idle_motion_fps >= 0, "idle_motion_fps", "must be 0 (every frame) or more")
-    for key in ("width", "height", "threads", "max_frames"):
-        need(getattr(c, key) >= 0, key, "must be 0 or more")
-    need(1 <= c.interpreters <= 8, "interpreters", "must be between 1 and 8")
-    for key in ("max_results", "enter_frames", "leave_frames", "snapshot_max_files"):
-        need(getattr(c, key) >= 1, key, "must be 1 or more")
-    for key in ("fps", "duration"):
-        need(getattr(c, key) >= 0, key, "must be 0 or more")
-    for key in ("open_timeout", "read_timeout", "reconnect_max_delay", "metrics_interval", "ready_timeout",
-                "snapshot_max_mb"):
-        need(getattr(c, key) > 0, key, "must be more than 0")
+    need(c.mqtt_discovery_prefix != "" and not any(ch in c.mqtt_discovery_prefix for ch in "#+"),
+         "mqtt_discovery_prefix", "must be a topic without the MQTT wildcards # or + (Home Assistant's is homeassistant)")
+    for key, low, high in NUMERIC_RANGES:
+        value = getattr(c, key)
+        # written so that NaN fails too (every comparison with NaN is false)
+        ok = (low < value if key in OPEN_BELOW else low <= value) and value <= high
+        need(ok, key, f"must be {_range_text(key, low, high)}")
     need(1 <= c.mjpeg_port <= 65535, "mjpeg_port", "must be a port number 1..65535")
     need(0 <= c.display_nice <= 19, "display_nice", "must be between 0 and 19")
     need(bool(c.display) and all(d in DISPLAYS for d in c.display), "display",
@@ -286,6 +279,31 @@ def check(config: Config) -> List[Tuple[str, str]]:
         need(c.width % 2 == 0 and c.height % 2 == 0, "width",
              f"a pipe: source reads I420 frames, whose width and height must be even (got {c.width}x{c.height})")
     return problems
+
+
+# Every numeric key's range: (key, lowest, highest). Out of range is a config error naming the key (never an
+# OverflowError, a 56 GiB buffer or a timeout that never ends). Keys in OPEN_BELOW must be more than `lowest`.
+DAY = 86400.0
+NUMERIC_RANGES = (
+    ("width", 0, 16384), ("height", 0, 16384), ("fps", 0, 1000),
+    ("open_timeout", 0, 3600), ("read_timeout", 0, 3600), ("reconnect_max_delay", 0, 3600),
+    ("threads", 0, 256), ("interpreters", 1, 8), ("max_results", 1, 1000),
+    ("detect_interval", 0, DAY), ("stationary_interval", 0, DAY), ("idle_motion_fps", 0, 1000),
+    ("enter_frames", 1, 100000), ("leave_frames", 1, 100000),
+    ("snapshot_max_files", 1, 10_000_000), ("snapshot_max_mb", 0, 100_000_000),
+    ("mqtt_queue", 1, 1_000_000), ("metrics_interval", 0, DAY), ("ready_timeout", 0, 3600),
+    ("max_frames", 0, 2**53), ("duration", 0, 100 * 365 * DAY),
+)
+OPEN_BELOW = {"open_timeout", "read_timeout", "reconnect_max_delay", "detect_interval", "stationary_interval",
+              "snapshot_max_mb", "metrics_interval", "ready_timeout"}
+
+
+def _range_text(key: str, low: float, high: float) -> str:
+    def show(value: float) -> str:
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    return (f"more than {show(low)} and at most {show(high)}" if key in OPEN_BELOW
+            else f"between {show(low)} and {show(high)}")
 
 
 def valid_bind_address(address: str) -> bool:

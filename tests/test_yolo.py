@@ -197,7 +197,7 @@ def test_metadata_naming_fewer_classes_than_the_output(tmp_path):
     model = write_model(tmp_path, "short.tflite", [np.zeros((1, 4 + 80, 200))], ["person", "bicycle"])
     done = run_pidetect("detect", "--model", model, load_photo_path(tmp_path))
     assert done.returncode == 78, done.stderr
-    assert "2 entries" in done.stderr and "up to 79" in done.stderr
+    assert "names 2 classes" in done.stderr and "ids 0..79" in done.stderr
 
 
 def test_corrupt_metadata_zip(tmp_path):

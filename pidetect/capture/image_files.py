@@ -95,6 +95,47 @@ def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     return image
 
 
+def exif_orientation(path: Path) -> int:
+    """The EXIF Orientation (1..8) of a JPEG, 1 when it has none or it cannot be read.
+
+    Why: phones store photos sideways with Orientation 6 or 8; OpenCV (and Ultralytics) turn them upright
+    when they decode, so sizes and labels refer to the upright picture. Only the first 64 KiB are read.
+    """
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(65536)
+    except OSError:
+        return 1
+    if not data.startswith(b"\xff\xd8"):
+        return 1
+    at = 2
+    while at + 4 <= len(data) and data[at] == 0xFF:
+        marker, length = data[at + 1], int.from_bytes(data[at + 2:at + 4], "big")
+        if marker == 0xE1 and data[at + 4:at + 10] == b"Exif\0\0":
+            return _tiff_orientation(data[at + 10:at + 2 + length])
+        if marker in (0xDA, 0xD9) or length < 2:
+            break
+        at += 2 + length
+    return 1
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return 1
+    ifd = int.from_bytes(tiff[4:8], order)
+    if ifd + 2 > len(tiff):
+        return 1
+    for entry in range(int.from_bytes(tiff[ifd:ifd + 2], order)):
+        at = ifd + 2 + 12 * entry
+        if at + 12 > len(tiff):
+            break
+        if int.from_bytes(tiff[at:at + 2], order) == 0x0112:
+            value = int.from_bytes(tiff[at + 8:at + 10], order)
+            return value if 1 <= value <= 8 else 1
+    return 1
+
+
 def check_image_sequence(pattern: str, max_pixels: int = MAX_PIXELS) -> None:
     """Every existing file of a printf-style sequence (img_%04d.jpg) passes the pixel limit.
 

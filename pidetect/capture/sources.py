@@ -389,4 +389,8 @@ def make_source(config: Config) -> Source:
     if os.path.isdir(spec):
         raise ConfigError(f"source {spec!r} is a folder; give a video file or an image pattern like "
                           f"{spec.rstrip('/')}/img_%04d.jpg")
+    if not os.path.exists(spec):
+        # a camera that is absent is retried (it may be plugged in); a file that is not there is a typo
+        raise ConfigError(f"source {spec!r}: no such file (and not a camera: those are auto, 0, /dev/videoN, "
+                          "picamera2, rtsp://…, pipe:…); check the path")
     return OpenCVSource(spec, spec, cv2.CAP_FFMPEG, False, config)

@@ -59,6 +59,18 @@ def make_gate(config: Config, source, in_view: InView) -> Optional[MotionGate]:
     return MotionGate(settings, in_view)
 
 
+def preflight(config: Config) -> None:
+    """Raise the ConfigError that starting a pipeline with `config` would raise, without starting anything.
+
+    Why: a reload must find a bad snapshot_dir, an unreadable mqtt_password_file or a pipe: source with
+    an unbalanced quote while the running pipeline still runs, not after it was stopped.
+    """
+    from ..outputs.sinks import check_outputs
+
+    make_source(config).close()
+    check_outputs(config)
+
+
 def make_detectors(config: Config) -> List[Detector]:
     """One Detector (interpreter) per inference worker; the cores are split between them."""
     return [make_detector(config) for _ in range(config.interpreters)]
@@ -158,7 +170,11 @@ class Service:
         slot = LatestFrameSlot()
         source = make_source(config)
         outputs, snapshots = build_outputs(config, self.emit)
-        self.record_sinks = build_record_sinks(config, self.emit)
+        try:
+            self.record_sinks = build_record_sinks(config, self.emit)
+        except BaseException:
+            self._close_outputs(outputs)  # a display holds its port: free it for the pipeline started instead
+            raise
         in_view = InView()
         gate = make_gate(config, source, in_view)
         events = EventLogSink(Tracker(config.track_iou, config.enter_frames, config.leave_frames), self.emit,
@@ -179,7 +195,11 @@ class Service:
         running.inference.join(JOIN_TIMEOUT)
         running.capture.join(JOIN_TIMEOUT)
         running.events.close()
-        for output in running.outputs:
+        self._close_outputs(running.outputs)
+
+    @staticmethod
+    def _close_outputs(outputs: List) -> None:
+        for output in outputs:
             try:
                 output.close()
             except Exception as exc:
@@ -195,7 +215,11 @@ class Service:
                 log.warning("closing %s failed: %s", sink.name, exc)
 
     def _reload(self, running: Running, detectors: List[Detector]):
-        """SIGHUP: re-read the config; on success restart the pipeline with it."""
+        """SIGHUP: re-read the config; restart the pipeline with it, or keep (or restore) the running one.
+
+        Everything start-up validates is checked before anything is stopped; should the new pipeline
+        still fail to start, the previous configuration is started again: a reload never ends the service.
+        """
         self.reload_requested = False
         if self.config_path is None:
             log.warning("SIGHUP ignored: no config file in use")
@@ -204,8 +228,10 @@ class Service:
             # path_required: a config file gone, unreadable or replaced by a folder is an error, never
             # a silent fall back to the defaults
             config = build_config(self.config_path, self.overrides, path_required=True)
+            preflight(config)
+            new_detectors = detectors
             if detector_settings(config) != detector_settings(running.config):
-                detectors = make_detectors(config)
+                new_detectors = make_detectors(config)
         except PidetectError as exc:
             message = f"reload failed, keeping the running configuration: {exc}"
             self.emit(log_record("error", "pidetect.service", message), ERR)
@@ -216,11 +242,18 @@ class Service:
         self._close_record_sinks()
         self._counted_captured += running.capture.seq  # the new pipeline's capture thread counts from zero
         self._counted_dropped += running.slot.dropped
+        try:
+            started = self._start(config, new_detectors)
+        except PidetectError as exc:
+            message = f"reload failed, restarting the previous configuration: {exc}"
+            self.emit(log_record("error", "pidetect.service", message), ERR)
+            started = self._start(running.config, detectors)
+            self.notifier.send(READY=1, STATUS="reload failed; running the previous configuration")
+            return started, detectors
         self.config = config
         self.lifecycle("reloaded", config=str(self.config_path))
-        running = self._start(config, detectors)
         self.notifier.send(READY=1, STATUS="configuration reloaded")
-        return running, detectors
+        return started, new_detectors
 
     # --- the main loop -------------------------------------------------------------------------
     def run(self) -> int:

@@ -108,6 +108,10 @@ def release_cold_model_pages(model_path: Path) -> int:
         return 0
 
 
+def _ids(ids: List[int]) -> str:
+    return ", ".join(map(str, ids[:8])) + (f" … ({len(ids)} in all)" if len(ids) > 8 else "")
+
+
 class Detector:
     """Owns one interpreter. Not thread-safe: use one Detector per thread.
 
@@ -247,6 +251,16 @@ class Detector:
         num_classes = self.family.num_classes
         if num_classes is None:
             return
+        if isinstance(self.family, yolo.YoloFamily) and set(self.labels) != set(range(num_classes)):
+            # a YOLO head has exactly C class scores: one name per class, ids 0..C-1, no more, no fewer
+            missing = sorted(set(range(num_classes)) - set(self.labels))
+            extra = sorted(set(self.labels) - set(range(num_classes)))
+            detail = "; ".join(part for part in (
+                f"no name for class id(s) {_ids(missing)}" if missing else "",
+                f"ids {_ids(extra)} beyond the model's" if extra else "") if part)
+            raise ModelError(f"{labels_from} names {len(self.labels)} classes but the model "
+                             f"({self.family.name}) has {num_classes} (ids 0..{num_classes - 1}): {detail}; "
+                             "use the labels that belong to this model, one name per class")
         highest = max(self.labels)
         if highest + 1 < num_classes:
             raise ModelError(f"{labels_from} has {len(self.labels)} entries (ids up to {highest}) "

@@ -15,6 +15,14 @@ from typing import Dict
 from ..errors import ModelError
 
 _CORAL_LINE = re.compile(r"^\s*(\d+)[\s:,]+(.+?)\s*$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def clean_label(name: str, class_id: int) -> str:
+    """A label safe to log, to name files and topics after: control characters (a newline would forge a
+    log line) become a space; an empty name becomes class_N (it would name nothing, and no file)."""
+    name = _CONTROL.sub(" ", name).strip()
+    return name or f"class_{class_id}"
 
 
 def parse_labels(text: str, where: str = "labels") -> Dict[int, str]:
@@ -30,14 +38,14 @@ def parse_labels(text: str, where: str = "labels") -> Dict[int, str]:
             class_id, name = int(match.group(1)), match.group(2)
             if class_id in labels:
                 raise ModelError(f"{where}:{number}: class id {class_id} appears twice")
-            labels[class_id] = name
+            labels[class_id] = clean_label(name, class_id)
         return labels
     if lines[0] == "???":
         lines = lines[1:]
         if not lines:
             raise ModelError(f"{where}: the labels file holds only the '???' background line; it needs the "
                              "class names after it, one per line")
-    return dict(enumerate(lines))
+    return {class_id: clean_label(name, class_id) for class_id, name in enumerate(lines)}
 
 
 def load_labels(path: Path) -> Dict[int, str]:

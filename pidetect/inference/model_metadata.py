@@ -12,14 +12,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 from ..errors import ModelError
-from .labels import parse_labels
+from .labels import clean_label, parse_labels
 
 END_OF_ZIP = b"PK\x05\x06"
 TAIL_BYTES = 65536 + 22  # the end-of-archive record sits within the last 64 KiB + 22 bytes
 MAX_MEMBER_BYTES = 1 << 20  # a label list or metadata dict is a few KB; refuse a zip bomb
+MAX_MEMBERS = 64
+# What a damaged archive raises: encrypted members (RuntimeError), unknown compression (NotImplementedError),
+# bad deflate data (zlib.error, an Exception subclass caught as such below), truncation, bad names.
+ARCHIVE_ERRORS = (ValueError, RuntimeError, NotImplementedError, OSError, EOFError, UnicodeDecodeError)
 
 
 class MetadataError(ModelError):
@@ -42,29 +46,47 @@ def read_embedded_metadata(path: Path) -> EmbeddedMetadata:
         handle.seek(max(0, size - TAIL_BYTES))
         if END_OF_ZIP not in handle.read():
             return EmbeddedMetadata()
-    import zipfile  # only for models that carry an archive: the daemon's start-up stays lean
-
     try:
-        with zipfile.ZipFile(path) as archive:
-            members = {info.filename: info for info in archive.infolist()}
-            if "temp_meta.txt" in members:
-                return _ultralytics(path, _read_member(archive, members["temp_meta.txt"]))
-            label_files = sorted((name for name in members if name.lower().endswith(".txt")),
-                                 key=lambda name: ("label" not in name.lower(), name))
-            if label_files:
-                text = _read_member(archive, members[label_files[0]]).decode("utf-8")
-                return EmbeddedMetadata(parse_labels(text, f"{path}:{label_files[0]}"), None, label_files[0])
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, UnicodeDecodeError, OSError, EOFError, ValueError) as exc:
+        members = dict(read_archive(path))
+        if "temp_meta.txt" in members:
+            return _ultralytics(path, members["temp_meta.txt"])
+        label_files = sorted((name for name in members if name.lower().endswith(".txt")),
+                             key=lambda name: ("label" not in name.lower(), name))
+        if label_files:
+            text = members[label_files[0]].decode("utf-8")
+            return EmbeddedMetadata(parse_labels(text, f"{path}:{label_files[0]}"), None, label_files[0])
+    except UnicodeDecodeError as exc:
         raise MetadataError(f"{path}: the metadata archive appended to the model is damaged ({exc}); pass "
                             "--labels FILE to use the model without it") from None
     return EmbeddedMetadata()
+
+
+def read_archive(path: Path) -> List[Tuple[str, bytes]]:
+    """Every member of the zip appended to the model, each read with the MAX_MEMBER_BYTES cap (a member that
+    claims or inflates to more is an error, never gigabytes in memory); MetadataError when it is unreadable."""
+    import zipfile  # only for models that carry an archive: the daemon's start-up stays lean
+    import zlib
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = [info for info in archive.infolist() if not info.is_dir()]
+            if len(infos) > MAX_MEMBERS:
+                raise ValueError(f"{len(infos)} members (at most {MAX_MEMBERS})")
+            return [(info.filename, _read_member(archive, info)) for info in infos]
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, *ARCHIVE_ERRORS) as exc:
+        reason = str(exc).strip() or type(exc).__name__
+        raise MetadataError(f"{path}: the metadata archive appended to the model is damaged or unreadable "
+                            f"({reason}); pass --labels FILE to use the model without it") from None
 
 
 def _read_member(archive, info) -> bytes:
     if info.file_size > MAX_MEMBER_BYTES:
         raise ValueError(f"{info.filename} claims {info.file_size} bytes")
     with archive.open(info) as member:
-        return member.read(MAX_MEMBER_BYTES + 1)[:MAX_MEMBER_BYTES]
+        data = member.read(MAX_MEMBER_BYTES + 1)
+    if len(data) > MAX_MEMBER_BYTES:  # the header lied about the size
+        raise ValueError(f"{info.filename} inflates to more than {MAX_MEMBER_BYTES} bytes")
+    return data
 
 
 def _ultralytics(path: Path, raw: bytes) -> EmbeddedMetadata:
@@ -72,8 +94,9 @@ def _ultralytics(path: Path, raw: bytes) -> EmbeddedMetadata:
 
     try:
         meta = ast.literal_eval(raw.decode("utf-8"))
-    except (ValueError, SyntaxError, MemoryError, RecursionError, UnicodeDecodeError) as exc:
-        raise MetadataError(f"{path}: temp_meta.txt in the model's metadata is not a readable dict ({exc}); "
+    except (ValueError, SyntaxError, MemoryError, RecursionError, UnicodeDecodeError, TypeError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else (str(exc).strip() or type(exc).__name__)
+        raise MetadataError(f"{path}: temp_meta.txt in the model's metadata is not a readable dict ({reason}); "
                             "pass --labels FILE") from None
     if not isinstance(meta, dict):
         raise MetadataError(f"{path}: temp_meta.txt in the model's metadata is not a dict; pass --labels FILE")
@@ -84,5 +107,6 @@ def _ultralytics(path: Path, raw: bytes) -> EmbeddedMetadata:
                                                                   for k, v in names.items())):
         raise MetadataError(f"{path}: 'names' in the model's metadata is not a list of class names; "
                             "pass --labels FILE")
+    names = {class_id: clean_label(name, class_id) for class_id, name in names.items()} if names else None
     task = meta.get("task")
     return EmbeddedMetadata(names or None, task if isinstance(task, str) else None, "temp_meta.txt")

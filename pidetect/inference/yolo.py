@@ -115,8 +115,18 @@ class YoloFamily:
         return Candidates(to_frame(boxes, placement), scores[kept].astype(np.float32), class_ids[kept].astype(np.int64))
 
 
+def grid_cells(height: int, width: int, strides=(8, 16, 32)) -> int:
+    """Cells of the three detection scales at this input size (8400 at 640x640)."""
+    return sum(math.ceil(height / stride) * math.ceil(width / stride) for stride in strides)
+
+
 def recognise(facts: ModelFacts) -> Optional[YoloFamily]:
-    """One 3-D output whose short side is 4+C (v8/11, either orientation) or 5+C (v5)."""
+    """One 3-D output whose short side is 4+C (v8/11, either orientation) or 5+C (v5).
+
+    Told apart by the head itself, never by the labels: an anchor-free v8/11 head has one box per grid
+    cell (8400 at 640), a v5 head three anchors per cell (25200). A label list one line short must
+    not turn a v8 model into a v5 one that finds nothing; it is an error the Detector reports.
+    """
     if len(facts.outputs) != 1 or len(facts.outputs[0]["shape"]) != 3:
         return None
     output = facts.outputs[0]
@@ -126,9 +136,14 @@ def recognise(facts: ModelFacts) -> Optional[YoloFamily]:
         return None
     features_first = first < second
     size = (facts.input_height, facts.input_width)
+    cells = grid_cells(*size)
+    if candidates == cells:
+        return YoloFamily("yolov8", output, features - 4, features_first, False, size)
+    if candidates == 3 * cells and features >= 6:
+        return YoloFamily("yolov5", output, features - 5, features_first, True, size)
+    # a head of another layout (other strides, a hand-made test head): the labels' count may tell
+    # (4+C for v8, 5+C for v5); else features-first is how v8/11 export, rows how v5 does
     count = facts.label_count
-    # The labels' count tells v8 (4+C) from v5 (5+C); without labels, or when they do not fit (the
-    # Detector then says the labels are too short), features-first is v8 and rows are v5.
     if count is not None and features == 5 + count:
         return YoloFamily("yolov5", output, count, features_first, True, size)
     if count is not None and features == 4 + count or features_first:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from dataclasses import field
 from typing import Dict, Iterable, Mapping, Tuple
 
 from .datasets import DatasetError
@@ -33,6 +34,9 @@ def fold(name: str) -> str:
 class ClassMatch:
     model_to_dataset: Mapping[str, str]  # model label -> dataset class name
     left_out: Tuple[str, ...]  # dataset classes the model cannot predict (not in the mean)
+    # dataset class -> the dataset class it is scored as, when both meet the same model label
+    # (--map pedestrian=person where the dataset also has person): their boxes are one class
+    merged: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def dataset_classes(self) -> Tuple[str, ...]:
@@ -51,16 +55,18 @@ def match_classes(dataset_names: Iterable[str], model_labels: Iterable[str],
     for label in model_labels:
         folded_model.setdefault(fold(label), label)
     model_to_dataset: Dict[str, str] = {}
-    left_out = []
+    left_out, merged = [], {}
     for name in dataset_names:
         label = by_hand.get(name) or folded_model.get(fold(name))
         if label is None:
             left_out.append(name)
         elif label not in model_to_dataset:
             model_to_dataset[label] = name
+        else:
+            merged[name] = model_to_dataset[label]
     if not model_to_dataset:
         raise DatasetError("the model's labels share no name with the dataset's classes (dataset: "
                            + ", ".join(dataset_names[:8]) + ("…" if len(dataset_names) > 8 else "")
                            + "; model: " + ", ".join(model_labels[:8]) + ("…" if len(model_labels) > 8 else "")
                            + "); join them with --map dataset_name=model_name, or pass the model's --labels")
-    return ClassMatch(model_to_dataset, tuple(left_out))
+    return ClassMatch(model_to_dataset, tuple(left_out), merged)

@@ -9,13 +9,17 @@ the file (and line) and what was expected, never a traceback.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..capture.image_files import ImageFileError, read_header
+from ..capture.image_files import ImageFileError, exif_orientation, read_header
 from ..errors import UsageError
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 YOLO_NAME_FILES = ("data.yaml", "dataset.yaml", "classes.txt")
@@ -68,7 +72,7 @@ class Dataset:
         return Dataset(self.format, self.source, self.class_names, self.images[count:], self.missing)
 
 
-def load_dataset(path: Path, skip_missing: bool = False) -> Dataset:
+def load_dataset(path: Path, skip_missing: bool = False, split: Optional[str] = None) -> Dataset:
     """The dataset at `path`: a COCO JSON file, or a folder holding one of the three formats."""
     path = Path(path)
     if not path.exists():
@@ -77,13 +81,13 @@ def load_dataset(path: Path, skip_missing: bool = False) -> Dataset:
         if path.suffix.lower() == ".json":
             return read_coco(path, skip_missing)
         if path.suffix.lower() in (".yaml", ".yml"):
-            return read_yolo(path.parent, path, skip_missing)
+            return read_yolo(path.parent, path, skip_missing, split)
         path = path.parent
     coco = sorted((path / "annotations").glob("instances_*.json")) + sorted(path.glob("instances_*.json"))
     if coco:
         return read_coco(coco[0], skip_missing)
     if (path / "labels").is_dir() or any((path / name).is_file() for name in YOLO_NAME_FILES):
-        return read_yolo(path, None, skip_missing)
+        return read_yolo(path, None, skip_missing, split)
     if (path / "Annotations").is_dir() or any(path.glob("*.xml")):
         return read_voc(path, skip_missing)
     raise DatasetError(f"dataset {path}: found no labels; looked for COCO JSON (annotations/instances_*.json), "
@@ -105,14 +109,22 @@ def read_coco(json_path: Path, skip_missing: bool = False) -> Dataset:
     by_image: Dict[int, List[GroundTruth]] = {image_id: [] for image_id, *_ in entries}
     for number, item in enumerate(annotations):
         try:
-            x, y, w, h = (float(v) for v in item["bbox"])
+            bbox = item["bbox"]
+            if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+                raise ValueError(f"bbox must be a list of 4 numbers [x, y, width, height], not {_short(bbox)}")
+            x, y, w, h = (float(v) for v in bbox)
             name = categories[int(item["category_id"])]
             image_id = int(item["image_id"])
+            crowd = item.get("iscrowd", 0)
+            if crowd not in (0, 1) or isinstance(crowd, float) and not crowd.is_integer():
+                raise ValueError(f"iscrowd must be 0 or 1, not {_short(crowd)}")
+            area = item.get("area")
+            if area is not None and not _is_number(area):
+                raise ValueError(f"area must be a number, not {_short(area)}")
         except (KeyError, TypeError, ValueError) as exc:
             raise DatasetError(f"{json_path}: annotation {number} is not a box ({type(exc).__name__}: {exc})") from None
         if image_id in by_image and w > 0 and h > 0:
-            area = item.get("area")
-            by_image[image_id].append(GroundTruth(name, (x, y, x + w, y + h), bool(item.get("iscrowd", 0)),
+            by_image[image_id].append(GroundTruth(name, (x, y, x + w, y + h), bool(crowd),
                                                   float(area) if area is not None else None))
     images, missing = [], []
     for image_id, name, width, height in entries:
@@ -138,55 +150,105 @@ def _coco_images_folder(json_path: Path, names: Sequence[str]) -> Path:
 
 
 # --- YOLO --------------------------------------------------------------------------------------------
-def read_yolo(root: Path, yaml_path: Optional[Path] = None, skip_missing: bool = False) -> Dataset:
-    names = _yolo_names(root, yaml_path)
-    images_folder = root / "images" if (root / "images").is_dir() else root
-    labels_folder = root / "labels" if (root / "labels").is_dir() else root
-    images = {p.stem: p for p in sorted(images_folder.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES}
-    label_files = sorted(p for p in labels_folder.rglob("*.txt") if p.name not in ("classes.txt",))
-    if not label_files:
-        raise DatasetError(f"YOLO dataset {root}: no label files (labels/*.txt)")
+def read_yolo(root: Path, yaml_path: Optional[Path] = None, skip_missing: bool = False,
+              split: Optional[str] = None) -> Dataset:
+    """A YOLO dataset: the split data.yaml names (`split`, default val when it has one), or, without one,
+    every image under images/. A label pairs only with the image at the same place under labels/ as the
+    image under images/ (images/val/1.jpg <-> labels/val/1.txt), never with a namesake in another folder."""
+    yaml_path = yaml_path or next((c for c in (root / "data.yaml", root / "dataset.yaml") if c.is_file()), None)
+    data = _yolo_yaml(yaml_path) if yaml_path else None
+    names = _yolo_names(root, yaml_path, data)
+    folders = _yolo_split_folders(root, yaml_path, data, split)
+    images: List[Path] = []
+    for folder in folders:
+        images += [p for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
     if not images:
-        raise DatasetError(f"YOLO dataset {root}: {len(label_files)} label files but no images in {images_folder}")
-    labelled, missing = [], []
-    for label_file in label_files:
-        image = images.get(label_file.stem)
-        if image is None:
-            missing.append(images_folder / (label_file.stem + ".jpg"))
-            continue
+        raise DatasetError(f"YOLO dataset {root}: no images in {', '.join(str(f) for f in folders)}")
+    labelled, labels_found = [], 0
+    image_labels = {_yolo_label_path(root, image) for image in images}
+    missing = []
+    for folder in folders:  # label files in the split's labels folder whose image is not there
+        labels_folder = _yolo_label_path(root, folder / "x").parent
+        if labels_folder != folder:
+            missing += [folder / (p.relative_to(labels_folder).with_suffix(".jpg")) for p in
+                        sorted(labels_folder.rglob("*.txt")) if p not in image_labels and p.name != "classes.txt"]
+    for image in images:
+        label_file = _yolo_label_path(root, image)
         width, height = _image_size(image)
-        labelled.append(LabelledImage(image, width, height, tuple(_yolo_boxes(label_file, names, width, height))))
-    labelled_stems = {label_file.stem for label_file in label_files}
-    for stem, image in images.items():  # an image without a label file is an image with no objects
-        if stem not in labelled_stems:
-            width, height = _image_size(image)
-            labelled.append(LabelledImage(image, width, height, ()))
-    _refuse_missing(labels_folder, missing, skip_missing, "label files without an image")
-    labelled.sort(key=lambda item: item.path.name)
+        if label_file.is_file():
+            labels_found += 1
+            boxes = tuple(_yolo_boxes(label_file, names, width, height))
+        else:
+            boxes = ()  # an image without a label file is an image with no objects
+        labelled.append(LabelledImage(image, width, height, boxes))
+    if not labels_found:
+        raise DatasetError(f"YOLO dataset {root}: no label files for the {len(images)} images in "
+                           f"{', '.join(str(f) for f in folders)} (expected labels/… beside images/…)")
+    _refuse_missing(root / "labels", missing, skip_missing, "label files without an image")
+    labelled.sort(key=lambda item: str(item.path))
     return _checked(Dataset("YOLO", root, tuple(names), tuple(labelled), tuple(missing)))
 
 
-def _yolo_names(root: Path, yaml_path: Optional[Path]) -> List[str]:
-    for candidate in ([yaml_path] if yaml_path else [root / "data.yaml", root / "dataset.yaml"]):
-        if candidate and candidate.is_file():
+def _yolo_yaml(path: Path) -> dict:
+    try:
+        import yaml
+    except ImportError:
+        raise DatasetError(f"reading {path} needs PyYAML: pip install \"pidetect[eval]\"") from None
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise DatasetError(f"{path}: not readable YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path}: expected a mapping with names: and the splits (train:, val:)")
+    return data
+
+
+def _yolo_split_folders(root: Path, yaml_path: Optional[Path], data: Optional[dict],
+                        split: Optional[str]) -> List[Path]:
+    splits = {key: data[key] for key in ("train", "val", "test") if data and data.get(key)}
+    if split is not None and split not in splits:
+        where = f"{yaml_path} names {', '.join(splits) or 'no splits'}" if yaml_path else f"{root} has no data.yaml"
+        raise DatasetError(f"--split {split}: {where}; give one of those, or leave --split out")
+    chosen = split or ("val" if "val" in splits else None)
+    images_folder = root / "images" if (root / "images").is_dir() else root
+    if chosen is None:
+        return [images_folder]
+    base = Path(str(data.get("path") or ".")) if data else Path(".")
+    base = base if base.is_absolute() else (yaml_path.parent / base)
+    entries = splits[chosen] if isinstance(splits[chosen], list) else [splits[chosen]]
+    folders = []
+    for entry in entries:
+        folder = Path(str(entry))
+        folder = folder if folder.is_absolute() else base / folder
+        if not folder.is_dir():
+            raise DatasetError(f"{yaml_path}: {chosen}: {entry} is not a folder of images ({folder}); pidetect reads "
+                               "split folders (not image lists)")
+        folders.append(folder)
+    return folders
+
+
+def _yolo_label_path(root: Path, image: Path) -> Path:
+    """Ultralytics' rule: the last 'images' folder in the image's path becomes 'labels', suffix .txt."""
+    parts = list(image.parts)
+    for index in range(len(parts) - 2, -1, -1):
+        if parts[index] == "images":
+            parts[index] = "labels"
+            return Path(*parts).with_suffix(".txt")
+    return image.with_suffix(".txt")  # labels beside the images
+
+
+def _yolo_names(root: Path, yaml_path: Optional[Path], data: Optional[dict]) -> List[str]:
+    if data is not None:
+        names = data.get("names")
+        if isinstance(names, dict):
             try:
-                import yaml
-            except ImportError:
-                raise DatasetError(f"reading {candidate} needs PyYAML: pip install \"pidetect[eval]\"") from None
-            try:
-                data = yaml.safe_load(candidate.read_text(encoding="utf-8"))
-                names = data["names"]
-            except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError) as exc:
-                raise DatasetError(f"{candidate}: no class names ('names:' list or mapping) ({exc})") from None
-            if isinstance(names, dict):
-                try:
-                    ordered = [str(names[k]) for k in sorted(names, key=int)]
-                except (TypeError, ValueError):
-                    raise DatasetError(f"{candidate}: 'names' keys must be class numbers 0, 1, 2, …") from None
-                return ordered
-            if isinstance(names, list):
-                return [str(n) for n in names]
-            raise DatasetError(f"{candidate}: 'names' must be a list or a mapping of class numbers to names")
+                return [str(names[k]) for k in sorted(names, key=int)]
+            except (TypeError, ValueError):
+                raise DatasetError(f"{yaml_path}: 'names' keys must be class numbers 0, 1, 2, …") from None
+        if isinstance(names, list):
+            return [str(n) for n in names]
+        if names is not None:
+            raise DatasetError(f"{yaml_path}: 'names' must be a list or a mapping of class numbers to names")
     classes = root / "classes.txt"
     if not classes.is_file():
         classes = root / "labels" / "classes.txt"
@@ -216,6 +278,12 @@ def _yolo_boxes(path: Path, names: Sequence[str], width: int, height: int) -> Li
         if not 0 <= class_id < len(names):
             raise DatasetError(f"{path}:{number}: class id {class_id} is out of range (the names list has "
                                f"{len(names)} classes, 0..{len(names) - 1})")
+        values = (cx, cy, w, h)
+        # as Ultralytics: normalised xywh must be finite, within 0..1, with a positive size; else the line goes
+        if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in values) or w <= 0 or h <= 0:
+            log.warning("%s:%d: ignoring an impossible box (coordinates must be 0..1 with a positive width "
+                        "and height): %s", path, number, line.strip()[:80])
+            continue
         boxes.append(GroundTruth(names[class_id], ((cx - w / 2) * width, (cy - h / 2) * height,
                                                    (cx + w / 2) * width, (cy + h / 2) * height)))
     return boxes
@@ -266,11 +334,24 @@ def read_voc(root: Path, skip_missing: bool = False) -> Dataset:
 
 # --- shared ------------------------------------------------------------------------------------------
 def _image_size(path: Path) -> Tuple[int, int]:
+    """The size of the picture as shown (and as OpenCV and Ultralytics read it): a photo stored sideways
+    with an EXIF orientation of 5..8 is turned upright, so its width and height swap."""
     try:
         header = read_header(path)
     except ImageFileError as exc:
         raise DatasetError(str(exc)) from None
+    if exif_orientation(path) in (5, 6, 7, 8):
+        return header.height, header.width
     return header.width, header.height
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "…"
 
 
 def _refuse_missing(where: Path, missing: List[Path], skip_missing: bool,

@@ -26,7 +26,7 @@ from ..capture.image_files import read_image
 from ..errors import UnavailableError
 from ..inference.detector import Detector, DetectorOptions
 from .class_match import ClassMatch, match_classes
-from .datasets import Dataset
+from .datasets import Dataset, DatasetError, GroundTruth, LabelledImage
 
 EVAL_SCORE_FLOOR = 0.001
 EVAL_NMS_IOU = 0.7
@@ -55,6 +55,7 @@ class ModelReport:
     invoke_ms_p95: float
     per_class: Dict[str, float]
     classes_left_out: Tuple[str, ...]
+    classes_merged: Dict[str, str] = field(default_factory=dict)  # dataset class -> the class it is scored as
     pr_recall: List[float] = field(default_factory=list)  # IoU 0.5 precision-recall curve, classes pooled
     pr_precision: List[float] = field(default_factory=list)
 
@@ -66,7 +67,7 @@ class ModelReport:
                 "latency_ms_p50": round(self.latency_ms_p50, 2), "latency_ms_p95": round(self.latency_ms_p95, 2),
                 "invoke_ms_p50": round(self.invoke_ms_p50, 2), "invoke_ms_p95": round(self.invoke_ms_p95, 2),
                 "per_class": {k: _round(v) for k, v in self.per_class.items()},
-                "classes_left_out": list(self.classes_left_out)}
+                "classes_left_out": list(self.classes_left_out), "classes_merged": dict(self.classes_merged)}
 
 
 def _round(value: float) -> Optional[float]:
@@ -213,6 +214,13 @@ def evaluate_model(dataset: Dataset, model: Path, labels: Optional[Path], thresh
     detector = Detector(model, labels, DetectorOptions(threshold=EVAL_SCORE_FLOOR, max_results=EVAL_MAX_DETECTIONS,
                                                        nms_iou=EVAL_NMS_IOU, num_threads=threads))
     match = match_classes(dataset.class_names, detector.labels.values(), by_hand)
+    dataset = merged_classes(dataset, match.merged)
+    scored = sum(1 for image in dataset.images for box in image.boxes if box.class_name in match.dataset_classes)
+    if not scored:
+        raise DatasetError(f"nothing to score: the {len(dataset.images)} image(s) hold no box of the "
+                           f"{len(match.dataset_classes)} class(es) the model and the dataset share "
+                           f"({', '.join(match.dataset_classes[:6])}{'…' if len(match.dataset_classes) > 6 else ''}); "
+                           "give images with labelled objects")
     records, detect_ms, invoke_ms = detect_dataset(dataset, detector, match, progress)
     scores = score(dataset, records, match, threshold)
     return ModelReport(
@@ -223,4 +231,15 @@ def evaluate_model(dataset: Dataset, model: Path, labels: Optional[Path], thresh
         threshold=threshold, latency_ms_p50=float(np.percentile(detect_ms, 50)),
         latency_ms_p95=float(np.percentile(detect_ms, 95)), invoke_ms_p50=float(np.percentile(invoke_ms, 50)),
         invoke_ms_p95=float(np.percentile(invoke_ms, 95)), per_class=scores["per_class"],
-        classes_left_out=match.left_out, pr_recall=scores["pr_recall"], pr_precision=scores["pr_precision"])
+        classes_left_out=match.left_out, classes_merged=dict(match.merged), pr_recall=scores["pr_recall"], pr_precision=scores["pr_precision"])
+
+
+def merged_classes(dataset: Dataset, merged: Mapping[str, str]) -> Dataset:
+    """The dataset with the boxes of each merged class renamed to the class it is scored as."""
+    if not merged:
+        return dataset
+    images = tuple(LabelledImage(image.path, image.width, image.height,
+                                 tuple(GroundTruth(merged.get(box.class_name, box.class_name), box.box, box.crowd,
+                                                   box.area) for box in image.boxes))
+                   for image in dataset.images)
+    return Dataset(dataset.format, dataset.source, dataset.class_names, images, dataset.missing)

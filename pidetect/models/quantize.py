@@ -18,6 +18,7 @@ place only if they agree; otherwise it is removed and the command fails (exit 1)
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from ..inference.tflite_file import looks_like_tflite
 from .requantize import describe_quantization, float_ops, requantize_int8
 
 MIN_AGREEMENT = 0.90
+MIN_SOURCE_DETECTIONS = 5  # fewer objects than this in the verification images prove nothing
 FEW_CALIBRATION_IMAGES = 10
 Say = Callable[[str], None]
 
@@ -79,17 +81,42 @@ def check_source(model: Path) -> bytes:
     return data
 
 
+def model_input_size(model: Path) -> Tuple[int, int]:
+    """The model's input (width, height), read by the interpreter: a damaged or truncated file is a UsageError."""
+    from ..inference.backends import resolve_backend
+
+    try:
+        interpreter = resolve_backend("auto").interpreter_class(model_path=str(model))
+        shape = interpreter.get_input_details()[0]["shape"]
+        return int(shape[2]), int(shape[1])
+    except (ValueError, RuntimeError, IndexError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UsageError(f"{model}: the interpreter cannot read this model ({reason}); the file is damaged or "
+                         "truncated — copy it again") from None
+
+
+def check_output(source: Path, output: Path, force: bool) -> None:
+    """-o must name a new (or, with --force, replaceable) file in a folder we can write: said before any work."""
+    source, output = Path(source), Path(output)
+    if output.exists() and (output.resolve() == source.resolve() or os.path.samefile(output, source)):
+        raise UsageError(f"-o {output}: the output must not be the source model")
+    if output.is_dir():
+        raise UsageError(f"-o {output} is a folder; give the .tflite file to write, e.g. -o {output / 'model_int8.tflite'}")
+    if output.exists() and not force:
+        raise UsageError(f"-o {output}: the file exists; pass --force to replace it")
+    if not output.parent.is_dir():
+        raise UsageError(f"-o {output}: folder {output.parent} does not exist")
+    if not os.access(output.parent, os.W_OK | os.X_OK):
+        raise UsageError(f"-o {output}: cannot write in {output.parent} (permission denied or read-only); "
+                         "choose another folder")
+
+
 def quantize_model(source: Path, output: Path, labels: Optional[Path], calibration: Sequence[np.ndarray],
                    verification: Sequence[np.ndarray], force: bool = False, say: Say = print) -> QuantizeOutcome:
     """Write OUT (temporary name, then rename) only once it runs and agrees with the source."""
     source, output = Path(source), Path(output)
     data = check_source(source)
-    if output.resolve() == source.resolve():
-        raise UsageError(f"-o {output}: the output must not be the source model")
-    if output.exists() and not force:
-        raise UsageError(f"-o {output}: the file exists; pass --force to replace it")
-    if not output.parent.is_dir():
-        raise UsageError(f"-o {output}: folder {output.parent} does not exist")
+    check_output(source, output, force)
     kind = describe_quantization(data)
     notes: List[str] = []
     if kind == "int8 per-channel":
@@ -124,6 +151,13 @@ def quantize_model(source: Path, output: Path, labels: Optional[Path], calibrati
     with replaced_when_done(output) as temporary:
         temporary.write_bytes(quantized)
         agreement = compare(source, temporary, labels, verification)
+        if agreement.source_detections < MIN_SOURCE_DETECTIONS:
+            raise VerificationFailed(
+                f"cannot verify the quantized model: {source.name} itself found only "
+                f"{agreement.source_detections} object(s) in the {agreement.images} verification image(s) "
+                f"(at least {MIN_SOURCE_DETECTIONS} needed to judge agreement); give --calibration a folder of "
+                f"photos that show objects the model knows, or --eval DATASET (labelled images); nothing was "
+                f"written to {output}")
         if agreement.label_agreement < MIN_AGREEMENT:
             raise VerificationFailed(f"the quantized model disagrees with {source.name}: {agreement.describe()} "
                                      f"(at least {MIN_AGREEMENT:.0%} needed); nothing was written to {output}")
@@ -190,14 +224,14 @@ def appended_archive(source: Path) -> bytes:
     import io
     import zipfile
 
-    from ..inference.model_metadata import read_embedded_metadata
+    from ..inference.model_metadata import read_archive, read_embedded_metadata
 
     if read_embedded_metadata(source).where == "":
         return b""
     archive = io.BytesIO()
-    with zipfile.ZipFile(source) as old, zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as new:
-        for info in old.infolist():
-            new.writestr(info.filename, old.read(info.filename))
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as new:
+        for name, data in read_archive(source):  # the members as `detect` reads them: 1 MB each at most
+            new.writestr(name, data)
     return archive.getvalue()
 
 

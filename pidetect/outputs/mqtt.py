@@ -23,8 +23,10 @@ import collections
 import json
 import logging
 import re
+import os
 import socket
 import ssl
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -71,8 +73,43 @@ class MqttSettings:
         return f"{self.host}:{self.port}"
 
 
+SIMPLE_NAME = re.compile(r"[A-Za-z0-9-]+( [A-Za-z0-9-]+)*")
+
+
 def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "pidetect"
+    """A topic level and Home Assistant object id for a label or client id, one-to-one.
+
+    Names of ASCII letters, digits, '-' and single spaces (all of COCO's) keep today's readable
+    form: spaces become '_' ('traffic light' -> traffic_light). Any other name is transliterated
+    (é -> e; a character with no ASCII form -> its code point, 人 -> u4eba) and given 6 hex digits
+    of its SHA-1, so 人, 狗 and 猫, or 'a_b' and 'a b', never share a topic or an entity.
+    """
+    if SIMPLE_NAME.fullmatch(text):
+        return text.replace(" ", "_")
+    import hashlib
+    import unicodedata
+
+    readable = []
+    for char in text:
+        if char.isascii() and (char.isalnum() or char == "-"):
+            readable.append(char)
+            continue
+        plain = unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode()
+        plain = re.sub(r"[^A-Za-z0-9-]", "", plain)
+        readable.append(plain or ("_" if char.isascii() or char.isspace() else f"u{ord(char):x}"))
+    stem = re.sub(r"_+", "_", "".join(readable)).strip("_")[:48]
+    digest = hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:6]
+    return f"{stem}_{digest}" if stem else f"x{digest}"
+
+
+def check_topic_keys(labels, key: str = "mqtt_labels") -> None:
+    """Two labels that would share a topic are a config error (slug makes that all but impossible)."""
+    seen: Dict[str, str] = {}
+    for label in labels:
+        other = seen.setdefault(slug(label), label)
+        if other != label:
+            raise ConfigError(f"{key}: '{other}' and '{label}' would share the MQTT topic {slug(label)}; "
+                              "keep one of them")
 
 
 def settings_from_config(config) -> MqttSettings:
@@ -80,12 +117,16 @@ def settings_from_config(config) -> MqttSettings:
     password = ""
     if config.mqtt_password_file:
         try:
+            if not stat.S_ISREG(os.stat(config.mqtt_password_file).st_mode):  # a FIFO would block start and stop
+                raise ConfigError(f"mqtt_password_file {config.mqtt_password_file}: not a regular file; put the "
+                                  "password in a file (chmod 600)")
             password = Path(config.mqtt_password_file).read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"mqtt_password_file {config.mqtt_password_file}: cannot read it "
                               f"({getattr(exc, 'strerror', None) or exc})") from None
         if not config.mqtt_username:
             raise ConfigError("mqtt_password_file is set but mqtt_username is empty; set both or neither")
+    check_topic_keys(config.mqtt_labels)
     if config.mqtt_ca_file and not Path(config.mqtt_ca_file).is_file():
         raise ConfigError(f"mqtt_ca_file {config.mqtt_ca_file}: no such file")
     return MqttSettings(host=config.mqtt_host, port=config.mqtt_port, username=config.mqtt_username,

@@ -133,14 +133,23 @@ def build_outputs(config: Config, emit: Callable) -> Tuple[List, Optional[Snapsh
             message = f"display {name} unavailable, continuing without it: {exc}"
             emit(log_record("error", "pidetect.display", message), ERR)
     outputs: List = [DisplaySink(displays, emit, config.display_nice)] if displays else []
-    snapshots = None
+    check_outputs(config)
+    snapshots = Snapshots(Path(config.snapshot_dir), config.snapshot_max_files, config.snapshot_max_mb) \
+        if config.snapshots else None
+    return outputs, snapshots
+
+
+def check_outputs(config: Config) -> None:
+    """The ConfigErrors building the outputs would raise, found without building them (start-up, reload)."""
     if config.snapshots:
         folder = Path(config.snapshot_dir)
         if folder.exists() and not folder.is_dir():
             raise ConfigError(f"snapshot_dir {folder} is a file, not a folder; set snapshot_dir to a folder "
                               "(it is created if missing)")
-        snapshots = Snapshots(folder, config.snapshot_max_files, config.snapshot_max_mb)
-    return outputs, snapshots
+    if config.mqtt_host:
+        from .mqtt import settings_from_config
+
+        settings_from_config(config)
 
 
 def build_record_sinks(config: Config, emit: Callable) -> List:
