@@ -3,25 +3,35 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-stamp
+STAMP  := $(VENV)/.run-stamp
+TEST_STAMP := $(VENV)/.test-stamp
 DEMO   := build/demo
 
 # A second venv with the fallback backend tflite-runtime 2.14 (numpy<2), so `make test` checks it for real.
 TFL_VENV  := .venv-tflite
 TFL_STAMP := $(TFL_VENV)/.installed-stamp
 
-.PHONY: run test models demo clean
+.PHONY: run test models demo journal clean
 
+# What running needs (the daemon and the demo's photos); `make test` adds the test tools on top.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
-	@# journal fields + sd_notify via systemd-python need libsystemd headers to build (apt: libsystemd-dev pkg-config)
-	if pkg-config --exists libsystemd 2>/dev/null; then $(PY) -m pip install --quiet -e '.[journal]'; \
-	else echo "note: libsystemd-dev not installed; journal logging falls back to text (tests needing it skip)"; fi
+	$(PY) -m pip install --quiet -e '.[demo]'
 	touch $@
 
-models: $(STAMP)
+$(TEST_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+# journal fields + sd_notify via systemd-python need libsystemd headers to build (apt: libsystemd-dev pkg-config).
+# Checked on every make, not remembered in a stamp: installing libsystemd-dev later is enough to get it.
+journal: $(STAMP)
+	@if $(PY) -c 'import systemd.journal' 2>/dev/null; then :; \
+	elif pkg-config --exists libsystemd 2>/dev/null; then $(PY) -m pip install --quiet -e '.[journal]'; \
+	else echo "note: libsystemd-dev not installed; journal logging falls back to text (tests needing it skip)"; fi
+
+models: $(STAMP) journal
 	$(PY) -m pidetect models fetch
 
 demo: $(STAMP)
@@ -44,7 +54,7 @@ $(TFL_STAMP): pyproject.toml
 	if $(TFL_VENV)/bin/python -m pip install --quiet -e '.[tflite]'; then touch $@; \
 	else echo "note: tflite-runtime 2.14 has no wheel for this Python; its backend test will skip"; fi
 
-test: models $(TFL_STAMP)
+test: models $(TEST_STAMP) $(TFL_STAMP)
 	PIDETECT_TFLITE_PYTHON=$(TFL_VENV)/bin/python $(PY) -m pytest -q
 
 clean:

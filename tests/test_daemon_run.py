@@ -20,7 +20,8 @@ def scene_video(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scene_run(scene_video, model_paths):
-    return run_daemon("--source", scene_video[0], "--metrics-interval", "0.3")
+    # paced like a camera (10 fps, about 8 s): several metrics intervals pass on any machine, however fast
+    return run_daemon("--source", scene_video[0], "--realtime", "--metrics-interval", "0.5")
 
 
 def test_each_object_enters_and_leaves_once_in_order(scene_video, scene_run):
@@ -49,7 +50,6 @@ def test_metrics_records_are_plausible(scene_video, scene_run):
                           "cpu_percent", "rss_mb", "temp_c", "throttled", "ts"}
         assert 20 < m["rss_mb"] < 1000
         assert m["cpu_percent"] >= 0
-        assert m["frames_dropped"] == 0  # a file source is processed frame by frame
     busy = [m for m in metrics if m["inference_ms_p50"] is not None]
     assert busy
     for m in busy:
@@ -58,8 +58,11 @@ def test_metrics_records_are_plausible(scene_video, scene_run):
     total_frames = sum(s.frames for s in scene_video[1])
     # the per-interval rates add up to the frames really captured and inferred (unique frames, not loop passes)
     assert abs(sum(m["capture_fps"] * m["interval_s"] for m in metrics) - total_frames) < 3
-    assert abs(sum(m["inference_fps"] * m["interval_s"] for m in metrics) - total_frames) < 3
-    assert of(records, "lifecycle", state="stopped")[0]["frames"] == total_frames
+    # paced: a frame the model had no time for is dropped (counted), never lost from the books
+    inferred = of(records, "lifecycle", state="stopped")[0]["frames"]
+    dropped = sum(m["frames_dropped"] for m in metrics)
+    assert inferred + dropped == total_frames and inferred >= total_frames // 2
+    assert abs(sum(m["inference_fps"] * m["interval_s"] for m in metrics) - inferred) < 3
     assert records.index(metrics[-1]) > records.index(of(records, "lifecycle", state="stopping")[0])
 
 

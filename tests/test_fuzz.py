@@ -6,6 +6,7 @@ suite stays within CI's time; raise PIDETECT_FUZZ_EXAMPLES for a longer hunt.
 """
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -14,6 +15,7 @@ import stat
 import tempfile
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -314,3 +316,160 @@ def test_snapshot_pruning_touches_only_its_own_files(entries, max_files, saves):
                      and k not in foreign_before]
         if saves:
             assert len(own_after) <= max_files
+
+
+# --- issue 19: the new parsers and ranges ----------------------------------------------------------------
+from pidetect.config import NUMERIC_RANGES, OPEN_BELOW  # noqa: E402
+from pidetect.errors import ConfigError, UsageError  # noqa: E402
+
+
+def near(low, high):
+    """Values at, just inside and beyond a range's ends, and the ones that broke it before."""
+    span = max(abs(high - low), 1.0)
+    return st.one_of(st.sampled_from([low, high, low - 1, high + 1, high * 10, float("inf"), float("-inf"),
+                                      float("nan"), 1e300, -1e300, low + span * 1e-9, high - span * 1e-9]),
+                     st.floats(allow_nan=True, allow_infinity=True), st.integers(-2**70, 2**70))
+
+
+@FUZZ
+@given(st.data())
+def test_numeric_keys_at_and_beyond_their_ranges(data):
+    key, low, high = data.draw(st.sampled_from(NUMERIC_RANGES))
+    value = data.draw(near(low, high))
+    flag = repr(value) if isinstance(value, float) else str(value)
+    for where in ("flag", "file"):
+        try:
+            if where == "flag":
+                config = build_config(None, {key: flag})
+            else:
+                with tempfile.TemporaryDirectory() as folder:
+                    path = Path(folder) / "pidetect.toml"
+                    path.write_text(f"{key} = {toml_value(value)}\n")
+                    config = build_config(path, {})
+        except (UsageError, ConfigError) as exc:
+            assert key in str(exc) or key.replace("_", "-") in str(exc), exc
+            continue
+        got = getattr(config, key)
+        assert (low < got if key in OPEN_BELOW else low <= got) and got <= high, (key, got)
+
+
+yolo_line = st.one_of(
+    st.lists(st.one_of(st.floats(allow_nan=True), st.integers(-5, 100)), min_size=0, max_size=7)
+    .map(lambda values: " ".join(repr(v) if isinstance(v, float) else str(v) for v in values)),
+    text_no_surrogates)
+
+
+@FUZZ
+@given(st.lists(yolo_line, max_size=6).map("\n".join), st.lists(text_no_surrogates, min_size=1, max_size=4))
+def test_yolo_datasets(labels, names):
+    from pidetect.models.datasets import load_dataset
+
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        (root / "images").mkdir()
+        (root / "labels").mkdir()
+        cv2.imwrite(str(root / "images" / "a.png"), np.zeros((20, 30, 3), np.uint8))
+        (root / "labels" / "a.txt").write_text(labels, encoding="utf-8")
+        (root / "classes.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
+        try:
+            dataset = load_dataset(root)
+        except PidetectError:
+            return
+        for image in dataset.images:
+            for box in image.boxes:
+                assert all(math.isfinite(v) for v in box.box) and box.box[2] > box.box[0] and box.box[3] > box.box[1]
+
+
+json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-10, 10**6), st.floats(allow_nan=False),
+                                     text_no_surrogates),
+                           lambda children: st.one_of(st.lists(children, max_size=4),
+                                                      st.dictionaries(text_no_surrogates, children, max_size=4)),
+                           max_leaves=12)
+annotation_fields = st.fixed_dictionaries({}, optional={
+    "id": json_values, "image_id": st.one_of(st.just(1), json_values), "category_id": st.one_of(st.just(1), json_values),
+    "bbox": st.one_of(st.lists(st.one_of(st.floats(), st.integers()), min_size=4, max_size=4), json_values),
+    "iscrowd": st.one_of(st.sampled_from([0, 1]), json_values), "area": json_values})
+
+
+@FUZZ
+@given(st.lists(annotation_fields, max_size=4), json_values)
+def test_coco_documents(annotations, categories):
+    from pidetect.models.datasets import load_dataset
+
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        cv2.imwrite(str(root / "a.png"), np.zeros((20, 30, 3), np.uint8))
+        document = {"images": [{"id": 1, "file_name": "a.png", "width": 30, "height": 20}],
+                    "annotations": annotations,
+                    "categories": categories if not isinstance(categories, str) else [{"id": 1, "name": "cat"}]}
+        (root / "instances_x.json").write_text(json.dumps(document))
+        try:
+            load_dataset(root / "instances_x.json")
+        except PidetectError:
+            pass
+
+
+voc_parts = st.sampled_from(["<annotation>", "</annotation>", "<object>", "</object>", "<name>cat</name>",
+                             "<bndbox>", "</bndbox>", "<xmin>1</xmin>", "<ymin>x</ymin>", "<xmax>1e400</xmax>",
+                             "<ymax>-5</ymax>", "<filename>a.png</filename>", "<size><width>0</width></size>",
+                             "<difficult>1</difficult>", "<!DOCTYPE x [<!ENTITY a 'b'>]>", "&a;", "<"])
+
+
+@FUZZ
+@given(st.lists(st.one_of(voc_parts, text_no_surrogates), max_size=12).map("".join))
+def test_voc_documents(text):
+    from pidetect.models.datasets import load_dataset
+
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        cv2.imwrite(str(root / "a.png"), np.zeros((20, 30, 3), np.uint8))
+        (root / "a.xml").write_text(text, encoding="utf-8")
+        try:
+            load_dataset(root)
+        except PidetectError:
+            pass
+
+
+meta_texts = st.one_of(text_no_surrogates, st.builds(repr, json_values),
+                       st.builds(lambda names: repr({"names": names, "task": "detect"}),
+                                 st.one_of(st.dictionaries(st.integers(-3, 100), text_no_surrogates, max_size=5),
+                                           st.lists(text_no_surrogates, max_size=5), json_values)))
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(["temp_meta.txt", "labels.txt", "x.txt", "dir/", "a.bin"]),
+                       st.one_of(meta_texts.map(lambda t: t.encode("utf-8")), st.binary(max_size=64)), max_size=3),
+       st.integers(0, 3), st.integers(0, 200))
+def test_metadata_archives(members, damage, where):
+    from pidetect.errors import ModelError
+    from pidetect.inference.model_metadata import read_embedded_metadata
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    data = bytearray(b"TFL3" + bytes(60) + archive.getvalue())
+    if damage and len(data) > 64:
+        position = 64 + where % (len(data) - 64)
+        data[position] = (data[position] + 1 + damage) % 256  # one damaged byte somewhere in the archive
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "m.tflite"
+        path.write_bytes(bytes(data))
+        try:
+            meta = read_embedded_metadata(path)
+        except ModelError as exc:
+            assert str(exc)
+            return
+        for name in (meta.names or {}).values():
+            assert name and "\n" not in name
+
+
+@FUZZ
+@given(st.lists(st.text(max_size=12), max_size=12, unique=True))
+def test_mqtt_topic_keys_of_arbitrary_labels(labels):
+    from pidetect.outputs.mqtt import slug
+
+    keys = [slug(label) for label in labels]
+    assert len(set(keys)) == len(keys)
+    for key in keys:
+        assert key and len(key) <= 64 and all(c.isascii() and (c.isalnum() or c in "_-") for c in key), key

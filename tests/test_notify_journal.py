@@ -150,7 +150,7 @@ def test_journal_fields_and_priorities(tmp_path, model_paths):
     work = tmp_path / "journal"
     # JOURNAL_STREAM set and the journal reachable: --log-format auto picks the journal, as under systemd
     script = (f"JOURNAL_STREAM=8:1 {sys.executable} -m pidetect run --source {clip} && "
-              f"{sys.executable} -m pidetect run --log-format journal --source {tmp_path / 'gone.avi'} "
+              f"{sys.executable} -m pidetect run --log-format journal --source /dev/video99 "
               f"--duration 2.5 --ready-timeout 0.5")
     done = subprocess.run([str(TOOLS / "with-journald.sh"), str(work), "--unit", "pidetect.service", "--",
                            "sh", "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
@@ -176,5 +176,5 @@ def test_journal_fields_and_priorities(tmp_path, model_paths):
     assert ("TEMP_C" in metrics[0]) == has_sensor  # null values are left out of the journal entry
     retrying = journal("-u", "pidetect", "EVENT=source", "STATE=retrying")
     assert retrying and all(e["PRIORITY"] == "4" for e in retrying)
-    assert "file not found" in retrying[0]["DETAIL"]
+    assert "no such device" in retrying[0]["DETAIL"]  # an absent camera is retried (a missing file is a typo: 78)
     assert journal("-u", "pidetect", "EVENT=lifecycle", "STATE=stopped")

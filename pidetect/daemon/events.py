@@ -10,12 +10,13 @@ without a match.
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..frames import Box, Detection
-from .logs import DEBUG, INFO
+from .logs import DEBUG, ERR, INFO, log_record
 
 
 def iou(a: Box, b: Box) -> float:
@@ -119,8 +120,11 @@ class EventLogSink:
         self.in_view = in_view  # tells the motion gate whether anything is being followed
         self.last_seq = 0
         self.last_entered: Optional[str] = None  # "cat 0.91 at 12:01:02", for the systemd STATUS line
+        self._test_raise = bool(os.environ.get("PIDETECT_TEST_EVENTS_RAISE"))  # the tests' way to break this sink
 
     def handle(self, result) -> None:
+        if self._test_raise:
+            raise RuntimeError("injected by PIDETECT_TEST_EVENTS_RAISE")
         frame = result.frame
         self.last_seq = frame.seq
         if self.per_frame:
@@ -132,10 +136,20 @@ class EventLogSink:
                 self.last_entered = f"{event.track.label} {event.track.score:.2f} at " + \
                     time.strftime("%H:%M:%S", time.localtime(frame.ts))
                 if self.snapshots is not None:
-                    record["snapshot"] = self.snapshots.save(result, event.track)
+                    record["snapshot"] = self._snapshot(result, event.track)
             self.emit(record, INFO)
         if self.in_view is not None:
             self.in_view.set(len(self.tracker.tracks))
+
+    def _snapshot(self, result, track) -> Optional[str]:
+        """A snapshot that cannot be made is said, and the event is logged without it: a broken snapshot
+        must never cost the events that follow."""
+        try:
+            return self.snapshots.save(result, track)
+        except Exception as exc:
+            self.emit(log_record("error", "pidetect.snapshots", f"snapshot of {track.label} {track.track_id} "
+                                 f"failed: {type(exc).__name__}: {exc}"), ERR)
+            return None
 
     def source_gap(self, gap) -> None:
         """The camera was lost (or a looping file starts over): every object in view has left."""

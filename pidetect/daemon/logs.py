@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import threading
@@ -23,6 +24,14 @@ from ..records import DEBUG, ERR, INFO, WARNING, log_record
 _LEVEL_TO_PRIORITY = {logging.DEBUG: DEBUG, logging.INFO: INFO, logging.WARNING: WARNING,
                       logging.ERROR: ERR, logging.CRITICAL: ERR}
 SYSLOG_IDENTIFIER = "pidetect"
+
+
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """A text line that stays one line: a newline in a value (a label, a camera's stderr) cannot forge another."""
+    return CONTROL_CHARACTERS.sub(lambda match: repr(match.group())[1:-1], text)
 
 
 def describe(record: Dict[str, Any]) -> str:
@@ -88,7 +97,7 @@ class RecordLog:
                 else:
                     stamp = time.strftime("%H:%M:%S", time.localtime(record["ts"]))
                     level = {ERR: "error: ", WARNING: "warning: "}.get(priority, "")
-                    self.stream.write(f"{stamp} {level}{describe(record)}\n")
+                    self.stream.write(f"{stamp} {level}{one_line(describe(record))}\n")
                 self.stream.flush()
         except (OSError, ValueError):
             pass  # a closed stdout/stderr or an unreachable journal must not stop detection

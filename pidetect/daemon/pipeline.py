@@ -21,6 +21,7 @@ from typing import Callable, Deque, Dict, List, Optional, Protocol, Sequence
 from ..capture.gate import MotionGate
 from ..capture.sources import Source, SourceError
 from ..frames import Frame, Result, SourceGap
+from ..pixels import as_bgr8
 from ..records import INFO, WARNING
 from ..slots import LatestFrameSlot, RecordFn, call_each
 
@@ -39,6 +40,7 @@ class CaptureThread(threading.Thread):
     """
 
     STEADY_SECONDS = 10.0
+    NOMINAL_FILE_FPS = 25.0  # a file without a frame rate (an image sequence): video time runs at this rate
 
     def __init__(self, source: Source, slot: LatestFrameSlot, record: RecordFn, stop: threading.Event,
                  realtime: bool = False, loop: bool = False, max_delay: float = 30.0,
@@ -78,7 +80,13 @@ class CaptureThread(threading.Thread):
                 delay = min(delay * 2, self.max_delay)
                 continue
             attempts = 0
-            self._source_record("opened", f"{self.source.native_fps:g} fps" if self.source.native_fps else "")
+            if self.source.native_fps > 0:
+                self._source_record("opened", f"{self.source.native_fps:g} fps")
+            elif not self.source.live:
+                self._source_record("opened", f"no frame rate in the file: video time (the motion gate's clock, "
+                                    f"--realtime pacing) runs at a nominal {self.NOMINAL_FILE_FPS:g} fps")
+            else:
+                self._source_record("opened")
             opened = time.monotonic()
             delivered = self._read_until_end()
             why = self.source.failure_detail()
@@ -107,7 +115,10 @@ class CaptureThread(threading.Thread):
     def _read_until_end(self) -> int:
         """Read frames until the source ends or fails; return how many were delivered."""
         delivered = 0
-        video_fps = self.source.native_fps if not self.source.live else 0.0  # a file's frame rate, if it has one
+        # a file's frame rate; a file without one (an image sequence says -1) gets a nominal rate, so that
+        # video time, never the wall clock, drives its motion gate
+        video_fps = 0.0 if self.source.live else (self.source.native_fps if self.source.native_fps > 0
+                                                  else self.NOMINAL_FILE_FPS)
         paced = self.realtime and video_fps > 0
         interval = 1.0 / video_fps if paced else 0.0
         batch = not self.source.live and not self.realtime
@@ -120,6 +131,7 @@ class CaptureThread(threading.Thread):
                 image = self.source.read()
                 if image is None:
                     break
+                image = as_bgr8(image)  # grey, BGRA, 16-bit or float frames: 8-bit BGR from here on
             elif not self.source.skip():
                 break
             if paced:

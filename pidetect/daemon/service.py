@@ -9,6 +9,7 @@ the running pipeline kept).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -18,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ..config import Config, build_config
-from ..inference.detector import Detector, DetectorOptions
+from ..config import FIELDS, Config, build_config
+from ..inference.detector import Detector, DetectorOptions, check_label_names
 from ..errors import PidetectError
 from .events import EventLogSink, Tracker
 from .logs import ERR, INFO, WARNING, Notifier, RecordLog, log_record, watchdog_interval
@@ -69,6 +70,21 @@ def preflight(config: Config) -> None:
 
     make_source(config).close()
     check_outputs(config)
+
+
+def check_mqtt_labels(config: Config, model_labels) -> Config:
+    """mqtt_labels must be labels the model has (a typo would be an entity that never turns on).
+
+    The default list (person, car, cat, dog) is cut to what the model has instead: a user's own
+    model without cars must not need a config change to start.
+    """
+    if not config.mqtt_host:
+        return config
+    if config.mqtt_labels == FIELDS["mqtt_labels"].default:
+        kept = tuple(label for label in config.mqtt_labels if label in set(model_labels))
+        return dataclasses.replace(config, mqtt_labels=kept)
+    check_label_names(model_labels, {"mqtt_labels": frozenset(config.mqtt_labels)})
+    return config
 
 
 def make_detectors(config: Config) -> List[Detector]:
@@ -232,6 +248,7 @@ class Service:
             new_detectors = detectors
             if detector_settings(config) != detector_settings(running.config):
                 new_detectors = make_detectors(config)
+            config = check_mqtt_labels(config, new_detectors[0].labels.values())
         except PidetectError as exc:
             message = f"reload failed, keeping the running configuration: {exc}"
             self.emit(log_record("error", "pidetect.service", message), ERR)
@@ -262,6 +279,7 @@ class Service:
         self.notifier.send(STATUS="loading model")
         detectors = make_detectors(self.config)
         first = detectors[0]
+        self.config = check_mqtt_labels(self.config, first.labels.values())
         self.lifecycle("model_loaded", model=str(first.model_path), backend=first.backend.name,
                        backend_version=first.backend.version, interpreters=len(detectors),
                        threads=first.num_threads)
@@ -322,6 +340,10 @@ class Service:
                 continue
             if running.capture.failed:
                 message = "the capture thread failed (see the error above); exiting so systemd restarts"
+                self.emit(log_record("error", "pidetect.service", message), ERR)
+                return 1
+            if running.events not in running.inference.sinks:
+                message = "the events sink failed (see the error above); exiting so systemd restarts"
                 self.emit(log_record("error", "pidetect.service", message), ERR)
                 return 1
             if running.inference.finished.is_set():

@@ -6,9 +6,13 @@ and into bench, so a figure always says what produced it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import sys
+import tempfile
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 from ..errors import UnavailableError
 
@@ -71,3 +75,42 @@ def _dist_version(module: str) -> str:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+# What TFLite's C++ logger prints at INFO for every interpreter: nothing a user can act on.
+CHATTER = ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.", "INFO: Initialized TensorFlow Lite runtime.")
+
+
+@contextlib.contextmanager
+def without_litert_chatter() -> Iterator[None]:
+    """Run the block with the process's stderr (fd 2) caught in a file; then write back all but CHATTER.
+
+    Why: LiteRT's C++ logger writes straight to fd 2, past Python's sys.stderr, and offers Python no
+    switch; its INFO line appeared in every `detect` output and in the journal. Warnings and errors it
+    prints (and anything another thread wrote meanwhile) are passed on unchanged, in order.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no fd 2 (a closed stderr): nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            try:
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            text = caught.read().decode("utf-8", "replace")
+            kept = "".join(line for line in text.splitlines(keepends=True) if line.rstrip("\r\n") not in CHATTER)
+            if kept:
+                try:
+                    os.write(2, kept.encode("utf-8"))
+                except OSError:
+                    pass

@@ -24,8 +24,9 @@ import numpy as np
 
 from ..errors import ConfigError, ModelError
 from ..frames import Detection, Frame, Result
+from ..pixels import as_bgr8
 from . import ssd, yolo
-from .backends import Backend, resolve_backend
+from .backends import Backend, resolve_backend, without_litert_chatter
 from .family import Candidates, ModelFacts, ModelFamily, Placement
 from .labels import load_labels
 from .model_metadata import EmbeddedMetadata, MetadataError, read_embedded_metadata
@@ -133,9 +134,10 @@ class Detector:
         try:
             # From the path, not from bytes: the interpreter maps the file, so the weights it no longer
             # reads once XNNPACK has packed them can be handed back to the kernel (release_cold_model_pages).
-            self.interpreter = self.backend.interpreter_class(model_path=str(self.model_path),
-                                                              num_threads=self.num_threads)
-            self.interpreter.allocate_tensors()
+            with without_litert_chatter():
+                self.interpreter = self.backend.interpreter_class(model_path=str(self.model_path),
+                                                                  num_threads=self.num_threads)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             hint = ""
@@ -284,8 +286,7 @@ class Detector:
     # --- per frame -------------------------------------------------------------------------
     def prepare(self, image: np.ndarray) -> Placement:
         """Place the BGR frame into the interpreter's input as the model's family expects it."""
-        if image.ndim == 2 or image.shape[2] != 3:  # grey or BGRA frames from some cameras/files
-            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR if image.ndim == 2 else cv2.COLOR_BGRA2BGR)
+        image = as_bgr8(image)  # the daemon's frames already are; callers of the API may pass grey, 16-bit …
         tensor = self._input_view()[0]
         if self._lut is None:
             placement = self.family.place(image, tensor)

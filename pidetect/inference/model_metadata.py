@@ -95,7 +95,9 @@ def _ultralytics(path: Path, raw: bytes) -> EmbeddedMetadata:
     try:
         meta = ast.literal_eval(raw.decode("utf-8"))
     except (ValueError, SyntaxError, MemoryError, RecursionError, UnicodeDecodeError, TypeError) as exc:
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else (str(exc).strip() or type(exc).__name__)
+        # the parser says MemoryError or RecursionError, often with no text, for literals nested too deeply
+        reason = "nested too deeply" if isinstance(exc, (RecursionError, MemoryError)) else \
+            (str(exc).strip() or type(exc).__name__)
         raise MetadataError(f"{path}: temp_meta.txt in the model's metadata is not a readable dict ({reason}); "
                             "pass --labels FILE") from None
     if not isinstance(meta, dict):

@@ -83,10 +83,11 @@ def check_source(model: Path) -> bytes:
 
 def model_input_size(model: Path) -> Tuple[int, int]:
     """The model's input (width, height), read by the interpreter: a damaged or truncated file is a UsageError."""
-    from ..inference.backends import resolve_backend
+    from ..inference.backends import resolve_backend, without_litert_chatter
 
     try:
-        interpreter = resolve_backend("auto").interpreter_class(model_path=str(model))
+        with without_litert_chatter():
+            interpreter = resolve_backend("auto").interpreter_class(model_path=str(model))
         shape = interpreter.get_input_details()[0]["shape"]
         return int(shape[2]), int(shape[1])
     except (ValueError, RuntimeError, IndexError) as exc:

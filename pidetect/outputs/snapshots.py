@@ -28,8 +28,15 @@ from .overlay import Overlay
 
 log = logging.getLogger(__name__)
 SAFE = re.compile(r"[^A-Za-z0-9_-]+")
-OWN_NAME = re.compile(r"\d{8}-\d{6}\.\d{3}-[A-Za-z0-9_-]+-\d+\.jpg")
-OWN_TEMPORARY = re.compile(r"\.(\d{8}-\d{6}\.\d{3}-[A-Za-z0-9_-]+-\d+\.jpg)\.tmp")
+OWN_NAME = re.compile(r"(\d{8}-\d{6}\.\d{3})-[A-Za-z0-9_-]+-\d+\.jpg")
+OWN_TEMPORARY = re.compile(r"\.(\d{8}-\d{6}\.\d{3}-[A-Za-z0-9_-]+-\d+\.jpg)(\.\d+)?\.tmp")
+MAX_LABEL_CHARS = 64  # of the label in a file name: a 5,000-character label must not make every write fail
+STALE_TEMPORARY_SECONDS = 60.0  # younger temporary files may be another daemon's write in progress
+
+
+def name_part(label: str) -> str:
+    """The label as it appears in a snapshot's name: safe characters, short, never empty."""
+    return SAFE.sub("_", label).strip("_")[:MAX_LABEL_CHARS] or "object"
 
 
 def is_own_file(entry: os.DirEntry) -> bool:
@@ -60,24 +67,33 @@ class Snapshots:
         self._files: Optional[List[Tuple[str, int]]] = None  # (name, size), oldest first
 
     def _scan(self) -> List[Tuple[str, int]]:
-        """pidetect's own snapshots in the folder, oldest first; stale temporary files of its own removed."""
+        """pidetect's own snapshots in the folder, oldest first; stale temporary files of its own removed.
+
+        Read again before every save (a few hundred directory entries: well under a millisecond), so
+        that two daemons sharing one folder keep its caps together.
+        """
         self.folder.mkdir(parents=True, exist_ok=True)
         files = []
+        now = time.time()
         for entry in os.scandir(self.folder):
-            if is_own_file(entry):
-                files.append((entry.name, entry.stat(follow_symlinks=False).st_size))
-            elif OWN_TEMPORARY.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
-                _unlink_quietly(Path(entry.path))  # left by a crash or power cut mid-write
-        return sorted(files)
+            try:
+                if is_own_file(entry):
+                    info = entry.stat(follow_symlinks=False)
+                    files.append((entry.name, info.st_size, info.st_mtime_ns))
+                elif OWN_TEMPORARY.fullmatch(entry.name) and entry.is_file(follow_symlinks=False) and \
+                        now - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMPORARY_SECONDS:
+                    _unlink_quietly(Path(entry.path))  # left by a crash or power cut mid-write
+            except FileNotFoundError:
+                continue  # removed meanwhile (another daemon pruning the same folder)
+        return [(name, size) for name, size, _written in sorted(files, key=_age_order)]
 
     def save(self, result: Result, track) -> Optional[str]:
         """Write the snapshot; return its path, or None (said once per episode) when it cannot be written."""
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(result.frame.ts))
         millis = int(result.frame.ts * 1000) % 1000
-        name = f"{stamp}.{millis:03d}-{SAFE.sub('_', track.label)}-{track.track_id}.jpg"
+        name = f"{stamp}.{millis:03d}-{name_part(track.label)}-{track.track_id}.jpg"
         try:
-            if self._files is None:
-                self._files = self._scan()
+            self._files = self._scan()
         except OSError as exc:
             self._report(exc)
             return None
@@ -102,7 +118,7 @@ class Snapshots:
         return str(self.folder / name)
 
     def _write(self, name: str, data: bytes) -> None:
-        temporary = self.folder / f".{name}.tmp"
+        temporary = self.folder / f".{name}.{os.getpid()}.tmp"  # two daemons on one folder never collide
         try:
             write_new_file(temporary, data)
             os.replace(temporary, self.folder / name)
@@ -137,6 +153,12 @@ class Snapshots:
             except OSError as exc:
                 log.warning("cannot remove old snapshot %s: %s", name, exc.strerror)
         del self._files[:count]
+
+
+def _age_order(entry: Tuple[str, int, int]) -> tuple:
+    """Oldest first: by the frame time in the name, then by when the file was written (objects entering
+    in the same frame, or two daemons' files of the same millisecond)."""
+    return (OWN_NAME.fullmatch(entry[0]).group(1), entry[2], entry[0])
 
 
 def _unlink_quietly(path: Path) -> None:
