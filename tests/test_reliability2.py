@@ -89,15 +89,20 @@ def test_a_reload_that_cannot_start_never_stops_the_service(tmp_path, clip, bad)
 
 
 # 2. quantize refuses to "verify" on images where the source finds nothing ---------------------------------
-def test_quantize_refuses_when_the_source_found_nothing_to_compare(tmp_path, model_paths):
+@pytest.fixture
+def uint8_and_grey(tmp_path, model_paths):
+    """Coral's uint8 model (data-free requantization: quick) and a folder of 4 grey images (nothing in them)."""
     from pidetect.inference.model_paths import load_manifest
 
-    manifest = load_manifest()
-    uint8 = model_paths[0].parent / manifest.files[0].name
     grey = tmp_path / "grey"
     grey.mkdir()
     for index in range(4):
         cv2.imwrite(str(grey / f"{index}.png"), np.full((300, 400, 3), 128, np.uint8))
+    return model_paths[0].parent / load_manifest().files[0].name, grey
+
+
+def test_quantize_refuses_when_the_source_found_nothing_to_compare(tmp_path, model_paths, uint8_and_grey):
+    uint8, grey = uint8_and_grey
     out = tmp_path / "q.tflite"
     done = no_traceback(run_pidetect("quantize", uint8, "-o", out, "--labels", model_paths[1], "--calibration", grey,
                                      timeout=300))
@@ -106,15 +111,9 @@ def test_quantize_refuses_when_the_source_found_nothing_to_compare(tmp_path, mod
     assert not out.exists() and not list(tmp_path.glob(".*q.tflite*"))
 
 
-def test_quantize_verifies_on_an_eval_dataset_when_given(tmp_path, model_paths):
-    from pidetect.inference.model_paths import load_manifest
-
+def test_quantize_verifies_on_an_eval_dataset_when_given(tmp_path, model_paths, uint8_and_grey):
     dataset = shared_path("datasets", "coco-train128")
-    uint8 = model_paths[0].parent / load_manifest().files[0].name
-    grey = tmp_path / "grey"
-    grey.mkdir()
-    for index in range(4):
-        cv2.imwrite(str(grey / f"{index}.png"), np.full((300, 400, 3), 128, np.uint8))
+    uint8, grey = uint8_and_grey
     out = tmp_path / "q.tflite"
     done = no_traceback(run_pidetect("quantize", uint8, "-o", out, "--labels", model_paths[1], "--calibration", grey,
                                      "--eval", dataset, timeout=600))
@@ -334,17 +333,21 @@ def exif_jpeg(image: np.ndarray, orientation: int) -> bytes:
     return jpeg[:2] + app1 + jpeg[2:]
 
 
+def yolo_row_of(detector, photo: np.ndarray, label: str, class_id: int = 0) -> str:
+    """A YOLO label line for the box the default model itself finds around `label` (ground truth it meets)."""
+    found = next(d for d in detector.detect_image(photo).detections if d.label == label)
+    (x1, y1, x2, y2), (h, w) = found.box, photo.shape[:2]
+    return f"{class_id} {(x1 + x2) / 2 / w} {(y1 + y2) / 2 / h} {(x2 - x1) / w} {(y2 - y1) / h}\n"
+
+
 def test_eval_reads_sideways_photos_upright(tmp_path, detector):
     photo = load_photo("chelsea.png")
-    cat = next(d for d in detector.detect_image(photo).detections if d.label == "cat")
     height, width = photo.shape[:2]
     (tmp_path / "images").mkdir()
     (tmp_path / "labels").mkdir()
     # stored turned 90 degrees anticlockwise; Orientation 6 says "turn clockwise to view"
     (tmp_path / "images" / "cat.jpg").write_bytes(exif_jpeg(cv2.rotate(photo, cv2.ROTATE_90_COUNTERCLOCKWISE), 6))
-    x1, y1, x2, y2 = cat.box
-    (tmp_path / "labels" / "cat.txt").write_text(f"0 {(x1 + x2) / 2 / width} {(y1 + y2) / 2 / height} "
-                                                 f"{(x2 - x1) / width} {(y2 - y1) / height}\n")
+    (tmp_path / "labels" / "cat.txt").write_text(yolo_row_of(detector, photo, "cat"))
     (tmp_path / "classes.txt").write_text("cat\n")
     from pidetect.models.datasets import load_dataset
 
@@ -402,15 +405,11 @@ def test_eval_drops_impossible_yolo_boxes_with_a_warning(tmp_path, caplog):
 
 def test_eval_merges_a_mapped_class_and_says_what_became_of_each(tmp_path, detector):
     photo = load_photo("astronaut.png")
-    person = next(d for d in detector.detect_image(photo).detections if d.label == "person")
-    h, w = photo.shape[:2]
     (tmp_path / "images").mkdir()
     (tmp_path / "labels").mkdir()
-    x1, y1, x2, y2 = person.box
-    row = f"{(x1 + x2) / 2 / w} {(y1 + y2) / 2 / h} {(x2 - x1) / w} {(y2 - y1) / h}"
     for name, cls in (("a", 0), ("b", 1)):
         cv2.imwrite(str(tmp_path / "images" / f"{name}.jpg"), photo)
-        (tmp_path / "labels" / f"{name}.txt").write_text(f"{cls} {row}\n")
+        (tmp_path / "labels" / f"{name}.txt").write_text(yolo_row_of(detector, photo, "person", cls))
     (tmp_path / "classes.txt").write_text("person\npedestrian\nunicorn\n")
     done = no_traceback(run_pidetect("eval", tmp_path, "--map", "pedestrian=person", "--json", timeout=300))
     assert done.returncode == 0, done.stderr
