@@ -63,6 +63,8 @@ def arm64_root():
     cached = (ROOT / ".pidetect-arm64-root").exists()
     started = time.monotonic()
     done = run([ARM64 / "make-root.sh", ROOT], timeout=1800)
+    if done.returncode == 3:  # a prerequisite this machine lacks (binfmt_misc, the tools)
+        pytest.skip(f"arm64 under emulation: {done.stderr.strip()}")
     assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
     print(f"arm64 root: {'cached' if cached else 'built'} in {time.monotonic() - started:.0f} s at {ROOT}")
     return ROOT

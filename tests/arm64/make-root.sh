@@ -15,11 +15,14 @@ STAMP="$ROOT/.pidetect-arm64-root"
 for tool in debootstrap qemu-aarch64-static update-binfmts; do
     command -v "$tool" >/dev/null || { echo "make-root.sh: $tool missing (apt-get install qemu-user-static debootstrap binfmt-support)" >&2; exit 3; }
 done
-# arm64 binaries run through qemu-aarch64 (flags F: the interpreter is kept open, so containers use it too)
+# arm64 binaries run through qemu-aarch64 (flags F: the interpreter is kept open, so containers use it too).
+# Exit 3 = a prerequisite this machine lacks (the tests skip, saying why); anything else is a failure.
 if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
-    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || {
+        echo "make-root.sh: binfmt_misc cannot be mounted here (a container without it?): no arm64 emulation" >&2; exit 3; }
 fi
-[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --enable qemu-aarch64
+[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --enable qemu-aarch64 || {
+    echo "make-root.sh: update-binfmts --enable qemu-aarch64 failed: no arm64 emulation" >&2; exit 3; }
 MIRROR=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
 [ -n "$MIRROR" ] || MIRROR=$(awk '$1 == "deb" && $0 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
 [ -n "$MIRROR" ] || { echo "make-root.sh: no Debian mirror found in this machine's apt sources" >&2; exit 3; }
