@@ -4,6 +4,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -379,6 +380,15 @@ def test_eval_reads_the_split_data_yaml_names_and_pairs_labels_by_folder(tmp_pat
     assert train.images[0].boxes[0].box[2] - train.images[0].boxes[0].box[0] == pytest.approx(0.2 * 451)
     with pytest.raises(DatasetError, match="--split test"):
         load_dataset(tmp_path, split="test")
+    roboflow = tmp_path / "roboflow"  # train/images + valid/images, and a data.yaml written for a subfolder
+    for split in ("train", "valid"):
+        (roboflow / split / "images").mkdir(parents=True)
+        (roboflow / split / "labels").mkdir()
+        cv2.imwrite(str(roboflow / split / "images" / "0001.jpg"), load_photo("chelsea.png"))
+        (roboflow / split / "labels" / "0001.txt").write_text("0 0.5 0.5 0.3 0.3\n")
+    (roboflow / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\nnames: ['cat']\n")
+    assert [i.path.parent.parent.name for i in load_dataset(roboflow).images] == ["valid"]
+    shutil.rmtree(roboflow)
     (tmp_path / "data.yaml").unlink()
     (tmp_path / "classes.txt").write_text("cat\n")
     both = load_dataset(tmp_path)  # no data.yaml: every image, each with the label at its own place

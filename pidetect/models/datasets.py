@@ -220,6 +220,8 @@ def _yolo_split_folders(root: Path, yaml_path: Optional[Path], data: Optional[di
     for entry in entries:
         folder = Path(str(entry))
         folder = folder if folder.is_absolute() else base / folder
+        if not folder.is_dir() and str(entry).startswith("../"):  # as Ultralytics: Roboflow's "../valid/images"
+            folder = base / str(entry)[3:]
         if not folder.is_dir():
             raise DatasetError(f"{yaml_path}: {chosen}: {entry} is not a folder of images ({folder}); pidetect reads "
                                "split folders (not image lists)")
