@@ -605,3 +605,35 @@ def test_litert_info_chatter_is_silenced_and_its_errors_are_not(tmp_path):
               "    os.write(2, b'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\nERROR: a real one\\n')\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert done.stderr == "ERROR: a real one\n", done.stderr
+
+
+# the soak's memory steps: frame-sized blocks come from mmap (returned when freed), never from an arena ----
+def test_frame_sized_blocks_are_mapped_not_kept_in_a_heap_arena():
+    script = '''
+import ctypes, sys
+import numpy as np
+from pidetect.daemon.memory import fix_mmap_threshold
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] == "fixed":
+    assert fix_mmap_threshold()
+block = np.ones(3 << 20, np.uint8)
+del block  # a freed 3 MiB block: glibc raises its mmap threshold to 3 MiB (unless fixed)
+before = libc.mallinfo2().hblkhd
+frame = np.ones((720, 1280, 3), np.uint8)  # a 2.6 MiB frame
+print(libc.mallinfo2().hblkhd - before)
+'''
+    mapped = {}
+    for mode in ("dynamic", "fixed"):
+        done = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, cwd=REPO,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        mapped[mode] = int(done.stdout.strip())
+    assert mapped["dynamic"] == 0  # glibc's default after a freed large block: the frame lives in the heap
+    assert mapped["fixed"] >= 720 * 1280 * 3  # fixed threshold: its own mapping, returned to the kernel when freed

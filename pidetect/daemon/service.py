@@ -24,6 +24,7 @@ from ..inference.detector import Detector, DetectorOptions, check_label_names
 from ..errors import PidetectError
 from .events import EventLogSink, Tracker
 from .logs import ERR, INFO, WARNING, Notifier, RecordLog, log_record, watchdog_interval
+from .memory import fix_mmap_threshold
 from .metrics import Metrics, throttled_now
 from ..inference.model_paths import resolve_model_paths
 from ..slots import InView, LatestFrameSlot
@@ -275,6 +276,7 @@ class Service:
     # --- the main loop -------------------------------------------------------------------------
     def run(self) -> int:
         started = time.monotonic()
+        fix_mmap_threshold()  # frames freed go back to the kernel: flat memory over days (daemon/memory.py)
         self.lifecycle("starting", pid=os.getpid(), source=self.config.source)
         self.notifier.send(STATUS="loading model")
         detectors = make_detectors(self.config)
