@@ -25,11 +25,11 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from nspawn_container import boot, media_with_clip, passed_checks
 from pidetect.inference.model_paths import load_manifest
 from pidetect.tools.demo import SCENES, load_photo, write_scene_video
 
 ARM64 = REPO / "tests" / "arm64"
-TOOLS = REPO / "tests" / "tools"
 CACHE = Path(os.environ.get("PIDETECT_ARM64_CACHE", "/var/cache/pidetect-tests"))
 ROOT = CACHE / "arm64-bookworm"
 BOARDS = {"pi4": ("cortex-a72", ARM64 / "cpuinfo-pi4"), "pi5": ("cortex-a76", ARM64 / "cpuinfo-pi5")}
@@ -233,28 +233,14 @@ def test_every_extra_offered_on_a_pi_has_aarch64_wheels(arm64_root, tmp_path, ex
 def test_installer_and_service_on_arm64_under_systemd(arm64_root, tmp_path, model_paths):
     if shutil.which("systemd-nspawn") is None:
         pytest.skip("needs systemd-nspawn (apt-get install systemd-container)")
-    out = tmp_path / "out"
-    out.mkdir()
-    media = tmp_path / "media"
-    media.mkdir()
-    write_scene_video(media / "clip.avi", 320, 240, fps=5, frames_per_scene=10, blank_frames=6,
-                      scenes=[("chelsea.png", "cat"), ("astronaut.png", "person")])
-    media.chmod(0o755)
-    (media / "clip.avi").chmod(0o644)
+    out, media = media_with_clip(tmp_path, 320, 240, fps=5, frames_per_scene=10, blank_frames=6)
     env = dict(os.environ, NSPAWN_ROOT=str(arm64_root), NSPAWN_TIMEOUT="1700", NSPAWN_SETENV="QEMU_CPU=cortex-a72")
     started = time.monotonic()
-    done = subprocess.run([str(TOOLS / "nspawn-boot.sh"), str(REPO / "tests/nspawn-arm64"), str(out),
-                           "--bind-ro", f"{REPO}:/src", "--bind-ro", f"{media}:/media",
-                           "--bind-ro", f"{BOARDS['pi4'][1]}:/opt/cpuinfo"],
-                          capture_output=True, text=True, timeout=1800, env=env)
-    results = (out / "results").read_text() if (out / "results").exists() else ""
-    log_tail = (out / "log").read_text()[-6000:] if (out / "log").exists() else done.stdout[-3000:] + done.stderr
-    failed = [line for line in results.splitlines() if line.startswith("FAIL")]
-    assert results and not failed and done.returncode == 0, f"{failed}\n--- results\n{results}\n--- log\n{log_tail}"
+    done = boot("nspawn-arm64", out, [f"{media}:/media", f"{BOARDS['pi4'][1]}:/opt/cpuinfo"], env, timeout=1800)
+    passed = passed_checks(out, done)
     expected = {"arch", "cpuinfo", "install", "python3-systemd", "venv-aarch64", "model-int8", "started", "notify",
                 "journal-cat", "journal-person", "status-fps", "watchdog-armed", "watchdog-pinged", "no-restarts",
                 "stop-clean", "stop-status", "stop-fast", "journal-stopped"}
-    passed = {line.split()[1] for line in results.splitlines() if line.startswith("PASS")}
     assert expected <= passed, expected - passed
     print(f"arm64 nspawn: {time.monotonic() - started:.0f} s in all, installer "
           f"{(out / 'install_seconds').read_text().strip()} s; {(out / 'ready_time').read_text().strip()}")

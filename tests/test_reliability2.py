@@ -6,7 +6,6 @@ import logging
 import os
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -69,7 +68,7 @@ def test_a_reload_that_cannot_start_never_stops_the_service(tmp_path, clip, bad)
     daemon = Daemon("--config", config)
     try:
         daemon.wait_for(lambda r: r.get("state") == "ready", what="ready")
-        lines = good if bad != "pipe_quote" else f"loop = true\nrealtime = true\n"
+        lines = good if bad != "pipe_quote" else "loop = true\nrealtime = true\n"
         config.write_text(lines + extra)
         daemon.proc.send_signal(signal.SIGHUP)
         failed = daemon.wait_for(lambda r: "reload failed" in r.get("message", ""), what="reload failed")

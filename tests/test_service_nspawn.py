@@ -6,14 +6,12 @@ import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from conftest import REPO, SHARED
-from pidetect.tools.demo import write_scene_video
+from nspawn_container import boot, media_with_clip, passed_checks
 
-TOOLS = Path(__file__).parent / "tools"
 UNIT = REPO / "systemd" / "pidetect.service"
 MAX_EXPOSURE = 2.5
 
@@ -80,14 +78,7 @@ def test_installer_refuses_bad_arguments():
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("systemd-nspawn") is None,
                     reason="needs root and systemd-nspawn (apt-get install systemd-container)")
 def test_service_under_real_systemd(tmp_path, model_paths):
-    out = tmp_path / "out"
-    out.mkdir()
-    media = tmp_path / "media"
-    media.mkdir()
-    write_scene_video(media / "clip.avi", 640, 480, fps=10, frames_per_scene=10, blank_frames=8,
-                      scenes=[("chelsea.png", "cat"), ("astronaut.png", "person")])
-    media.chmod(0o755)
-    (media / "clip.avi").chmod(0o644)
+    out, media = media_with_clip(tmp_path, 640, 480, fps=10, frames_per_scene=10, blank_frames=8)
     # a broker on the host's loopback (the container shares it): the hardened unit must reach it
     from mqtt_broker import Broker, Subscriber
 
@@ -97,16 +88,11 @@ def test_service_under_real_systemd(tmp_path, model_paths):
     (media / "mqtt_port").chmod(0o644)
     env = dict(os.environ, NSPAWN_TIMEOUT="900")
     yolo = SHARED / "models" / "yolov8n"  # the own-model checks run when ../shared is here (always in CI)
-    extra = ["--bind-ro", f"{yolo}:/yolo"] if yolo.is_dir() else []
-    done = subprocess.run([str(TOOLS / "nspawn-boot.sh"), str(REPO / "tests/nspawn"), str(out),
-                           "--bind-ro", f"{REPO}:/src", "--bind-ro", f"{media}:/media", *extra],
-                          capture_output=True, text=True, timeout=1000, env=env)
+    extra = [f"{yolo}:/yolo"] if yolo.is_dir() else []
+    done = boot("nspawn", out, [f"{media}:/media", *extra], env, timeout=1000)
     subscriber.stop()
     broker.stop()
-    results = (out / "results").read_text() if (out / "results").exists() else ""
-    log_tail = (out / "log").read_text()[-6000:] if (out / "log").exists() else done.stdout[-3000:]
-    failed = [line for line in results.splitlines() if line.startswith("FAIL")]
-    assert results and not failed and done.returncode == 0, f"{failed}\n--- results\n{results}\n--- log\n{log_tail}"
+    passed = passed_checks(out, done)
     expected = {"install", "started", "status-fps", "journal-cat", "journal-person", "user", "group-video",
                 "group-render", "group-tty", "no-new-privs", "no-write-opt", "no-write-etc", "watchdog-restart",
                 "config-78", "config-no-loop", "stop-clean", "reinstall-keeps-config", "uninstall-unit",
@@ -114,7 +100,6 @@ def test_service_under_real_systemd(tmp_path, model_paths):
                 "fb-absent-running", "private-tmp", "no-home", "display-nice"}
     if extra or os.environ.get("PIDETECT_REQUIRE_ALL") == "1":
         expected |= {"model-installed", "model-refused", "model-runs"}
-    passed = {line.split()[1] for line in results.splitlines() if line.startswith("PASS")}
     assert expected <= passed, expected - passed
     events = [json.loads(p) for p in subscriber.on("pd/nspawn/events")]
     assert any(e["label"] == "cat" and e["state"] == "entered" for e in events), "events from the unit reached MQTT"

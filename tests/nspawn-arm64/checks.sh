@@ -4,19 +4,7 @@
 # deploy/install.sh as a Pi owner runs it (apt packages, python3-systemd, the venv, the model, the unit),
 # the service on a video file, its journal, READY, the watchdog and a clean stop.
 # One line per check in /out/results ("PASS name" / "FAIL name: why"); details in /out/log.
-set -u
-RESULTS=/out/results
-LOG=/out/log
-: > "$RESULTS"
-exec >>"$LOG" 2>&1
-set -x
-
-pass() { echo "PASS $1" >> "$RESULTS"; }
-fail() { echo "FAIL $1: $2" >> "$RESULTS"; }
-expect() { local name=$1 why=$2; shift 2; if "$@"; then pass "$name"; else fail "$name" "$why"; fi; }
-wait_for() { local seconds=$1; shift; local i; for i in $(seq $((seconds * 2))); do "$@" && return 0; sleep 0.5; done; return 1; }
-prop() { systemctl show -p "$1" --value pidetect.service; }
-journal_has() { journalctl -u pidetect --no-pager -o cat "$@" | grep -q .; }
+. /src/tests/nspawn/lib.sh
 
 expect arch "the container is aarch64" test "$(uname -m)" = aarch64
 expect cpuinfo "an ARM /proc/cpuinfo is in place" grep -q 'CPU part' /proc/cpuinfo

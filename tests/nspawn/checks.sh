@@ -2,19 +2,7 @@
 # Runs inside a throw-away container with a real systemd PID 1 (tests/test_service_nspawn.py boots it).
 # Installs pidetect with the real deploy/install.sh and checks the service as a Pi user would meet it.
 # One line per check in /out/results ("PASS name" / "FAIL name: why"); details in /out/log.
-set -u
-RESULTS=/out/results
-LOG=/out/log
-: > "$RESULTS"
-exec >>"$LOG" 2>&1
-set -x
-
-pass() { echo "PASS $1" >> "$RESULTS"; }
-fail() { echo "FAIL $1: $2" >> "$RESULTS"; }
-expect() { local name=$1 why=$2; shift 2; if "$@"; then pass "$name"; else fail "$name" "$why"; fi; }
-wait_for() { local seconds=$1; shift; local i; for i in $(seq $((seconds * 5))); do "$@" && return 0; sleep 0.2; done; return 1; }
-prop() { systemctl show -p "$1" --value pidetect.service; }
-journal_has() { journalctl -u pidetect --no-pager -o cat "$@" | grep -q .; }
+. /src/tests/nspawn/lib.sh
 
 CONFIG=/etc/pidetect/pidetect.toml
 
