@@ -636,3 +636,21 @@ print(libc.mallinfo2().hblkhd - before)
         mapped[mode] = int(done.stdout.strip())
     assert mapped["dynamic"] == 0  # glibc's default after a freed large block: the frame lives in the heap
     assert mapped["fixed"] >= 720 * 1280 * 3  # fixed threshold: its own mapping, returned to the kernel when freed
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare for a "
+                    "read-only mount")
+def test_a_read_only_place_for_plot_and_quantize_output_is_said_first(tmp_path, model_paths):
+    from pidetect.inference.model_paths import load_manifest
+
+    uint8 = model_paths[0].parent / load_manifest().files[0].name
+    place = tmp_path / "ro"
+    place.mkdir()
+    python = sys.executable
+    script = (f"mount -t tmpfs -o ro tmpfs {place} && "
+              f"{python} -m pidetect eval {tmp_path / 'no-dataset'} --plot {place / 'p.png'}; echo eval=$?; "
+              f"{python} -m pidetect quantize {uint8} -o {place / 'q.tflite'}; echo quantize=$?")
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, cwd=REPO,
+                          timeout=120)
+    assert "eval=2" in done.stdout and "quantize=2" in done.stdout, done.stdout + done.stderr
+    assert done.stderr.count("read-only") == 2 and "Traceback" not in done.stderr, done.stderr
