@@ -86,6 +86,11 @@ def test_soak_script_reports_growth(model_paths):
     assert done.returncode == (0 if report["pass"] else 1)
     assert report["rss_private_first_minute_mb"] > 30
     assert abs(report["growth_mb"] - (report["rss_private_last_minute_mb"] - report["rss_private_first_minute_mb"])) < 0.1
+    from pidetect.tools.soak import summary
+
+    line = summary(dict(report, mqtt_event_messages=7))
+    assert f"private RSS {report['rss_private_first_minute_mb']:.1f} MB" in line and "{" not in line
+    assert "7 MQTT event messages" in line and line.endswith("PASS" if report["pass"] else "FAIL")
 
 
 def test_bench_bad_arguments_are_usage_errors():

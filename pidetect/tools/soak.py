@@ -42,8 +42,9 @@ def start_broker(workdir: Path) -> Tuple[List[subprocess.Popen], int, Path]:
     broker = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
     received = workdir / "events.txt"
-    subscriber = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-t", "soak/events"],
-                                  stdout=received.open("wb"), stderr=subprocess.DEVNULL)
+    with received.open("wb") as output:  # the subscriber keeps its own copy of the descriptor
+        subscriber = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-t", "soak/events"],
+                                      stdout=output, stderr=subprocess.DEVNULL)
     return [subscriber, broker], port, received
 
 
@@ -125,11 +126,18 @@ def main(argv: Sequence[str] = None) -> int:
               "motion": args.motion, "mqtt_event_messages": messages,
               "rss_private_first_minute_mb": round(start_mb, 1), "rss_private_last_minute_mb": round(end_mb, 1),
               "growth_mb": round(grew, 2), "max_growth_mb": args.max_growth_mb, "pass": ok}
-    print(json.dumps(report) if args.json else
-          f"soak {args.minutes:g} min, display {args.display}, motion {args.motion}"
-          + (f", {messages} MQTT event messages received" if messages is not None else "") + ": private RSS {start_mb:.1f} MB -> {end_mb:.1f} MB "
-          f"({grew:+.2f} MB; limit {args.max_growth_mb:g}) {'PASS' if ok else 'FAIL'}")
+    print(json.dumps(report) if args.json else summary(report))
     return 0 if ok else 1
+
+
+def summary(report: dict) -> str:
+    """The report as one line for a terminal."""
+    messages = report["mqtt_event_messages"]
+    return (f"soak {report['minutes']:g} min, display {report['display']}, motion {report['motion']}"
+            + (f", {messages} MQTT event messages received" if messages is not None else "")
+            + f": private RSS {report['rss_private_first_minute_mb']:.1f} MB -> "
+            f"{report['rss_private_last_minute_mb']:.1f} MB ({report['growth_mb']:+.2f} MB; limit "
+            f"{report['max_growth_mb']:g}) {'PASS' if report['pass'] else 'FAIL'}")
 
 
 if __name__ == "__main__":
