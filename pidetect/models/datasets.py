@@ -165,15 +165,15 @@ def read_yolo(root: Path, yaml_path: Optional[Path] = None, skip_missing: bool =
     if not images:
         raise DatasetError(f"YOLO dataset {root}: no images in {', '.join(str(f) for f in folders)}")
     labelled, labels_found = [], 0
-    image_labels = {_yolo_label_path(root, image) for image in images}
+    label_of = {image: _labels_path(image).with_suffix(".txt") for image in images}
+    wanted = set(label_of.values())
     missing = []
     for folder in folders:  # label files in the split's labels folder whose image is not there
-        labels_folder = _yolo_label_path(root, folder / "x").parent
+        labels_folder = _labels_path(folder)
         if labels_folder != folder:
             missing += [folder / (p.relative_to(labels_folder).with_suffix(".jpg")) for p in
-                        sorted(labels_folder.rglob("*.txt")) if p not in image_labels and p.name != "classes.txt"]
-    for image in images:
-        label_file = _yolo_label_path(root, image)
+                        sorted(labels_folder.rglob("*.txt")) if p not in wanted and p.name != "classes.txt"]
+    for image, label_file in label_of.items():
         width, height = _image_size(image)
         if label_file.is_file():
             labels_found += 1
@@ -229,14 +229,15 @@ def _yolo_split_folders(root: Path, yaml_path: Optional[Path], data: Optional[di
     return folders
 
 
-def _yolo_label_path(root: Path, image: Path) -> Path:
-    """Ultralytics' rule: the last 'images' folder in the image's path becomes 'labels', suffix .txt."""
-    parts = list(image.parts)
-    for index in range(len(parts) - 2, -1, -1):
+def _labels_path(path: Path) -> Path:
+    """Ultralytics' rule: the last 'images' in the path becomes 'labels' (an image's label file is that path
+    with .txt; a split folder's labels folder is that path); with no 'images' the labels are beside them."""
+    parts = list(path.parts)
+    for index in range(len(parts) - 1, -1, -1):
         if parts[index] == "images":
             parts[index] = "labels"
-            return Path(*parts).with_suffix(".txt")
-    return image.with_suffix(".txt")  # labels beside the images
+            return Path(*parts)
+    return path
 
 
 def _yolo_names(root: Path, yaml_path: Optional[Path], data: Optional[dict]) -> List[str]:
