@@ -67,10 +67,11 @@ def preflight(config: Config) -> None:
     Why: a reload must find a bad snapshot_dir, an unreadable mqtt_password_file or a pipe: source with
     an unbalanced quote while the running pipeline still runs, not after it was stopped.
     """
-    from ..outputs.sinks import check_outputs
+    from ..outputs.sinks import check_outputs, check_record_sinks
 
     make_source(config).close()
     check_outputs(config)
+    check_record_sinks(config)
 
 
 def check_mqtt_labels(config: Config, model_labels) -> Config:

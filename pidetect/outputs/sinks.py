@@ -123,6 +123,7 @@ def make_display(name: str, config: Config):
 
 
 def build_outputs(config: Config, emit: Callable) -> Tuple[List, Optional[Snapshots]]:
+    check_outputs(config)  # before any display exists: a display holds its port
     displays = []
     for name in config.display:
         if name == "none":
@@ -133,7 +134,6 @@ def build_outputs(config: Config, emit: Callable) -> Tuple[List, Optional[Snapsh
             message = f"display {name} unavailable, continuing without it: {exc}"
             emit(log_record("error", "pidetect.display", message), ERR)
     outputs: List = [DisplaySink(displays, emit, config.display_nice)] if displays else []
-    check_outputs(config)
     snapshots = Snapshots(Path(config.snapshot_dir), config.snapshot_max_files, config.snapshot_max_mb) \
         if config.snapshots else None
     return outputs, snapshots
@@ -146,6 +146,10 @@ def check_outputs(config: Config) -> None:
         if folder.exists() and not folder.is_dir():
             raise ConfigError(f"snapshot_dir {folder} is a file, not a folder; set snapshot_dir to a folder "
                               "(it is created if missing)")
+
+
+def check_record_sinks(config: Config) -> None:
+    """The ConfigErrors building the record sinks would raise (the MQTT password and CA files, topic keys)."""
     if config.mqtt_host:
         from .mqtt import settings_from_config
 
