@@ -83,12 +83,20 @@ class Arm64:
 
 
 @pytest.fixture(scope="module")
-def arm64(arm64_root, tmp_path_factory):
-    media = tmp_path_factory.mktemp("arm64-media")
-    wheel_dir = media / "wheels"
+def pidetect_wheel(tmp_path_factory) -> Path:
+    """pidetect as the wheel pip would install on a Pi (pure Python: built here, installed there)."""
+    wheel_dir = tmp_path_factory.mktemp("wheel")
     done = run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", wheel_dir, REPO], timeout=600)
     assert done.returncode == 0, done.stderr
-    wheel = next(wheel_dir.glob("pidetect-*.whl")).name
+    return next(wheel_dir.glob("pidetect-*.whl"))
+
+
+@pytest.fixture(scope="module")
+def arm64(arm64_root, pidetect_wheel, tmp_path_factory):
+    media = tmp_path_factory.mktemp("arm64-media")
+    (media / "wheels").mkdir()
+    shutil.copy(pidetect_wheel, media / "wheels")
+    wheel = pidetect_wheel.name
     manifest = load_manifest()
     (media / "models").mkdir()
     for entry in manifest.files:  # what a download gives; the int8 default is derived on the Pi itself
@@ -214,14 +222,11 @@ def aarch64_platforms():
 
 
 @pytest.mark.parametrize("extras", ["eval,plot,quantize,demo", "tflite"])
-def test_every_extra_offered_on_a_pi_has_aarch64_wheels(arm64_root, tmp_path, extras):
+def test_every_extra_offered_on_a_pi_has_aarch64_wheels(arm64_root, pidetect_wheel, extras):
     # resolved for Debian 12 arm64 (CPython 3.11, glibc 2.36) without building anything; the journal extra
     # is apt's python3-systemd on a Pi (the installer's; tested in the service test below)
     wheels = CACHE / "wheels-aarch64"
-    wheel_dir = tmp_path / "wheel"
-    done = run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", wheel_dir, REPO], timeout=600)
-    assert done.returncode == 0, done.stderr
-    wheel = next(wheel_dir.glob("pidetect-*.whl"))
+    wheel = pidetect_wheel
     platforms = [arg for tag in aarch64_platforms() for arg in ("--platform", tag)]
     done = run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", *platforms,
                 "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311", "--abi", "abi3",

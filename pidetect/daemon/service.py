@@ -83,7 +83,8 @@ def check_mqtt_labels(config: Config, model_labels) -> Config:
     if not config.mqtt_host:
         return config
     if config.mqtt_labels == FIELDS["mqtt_labels"].default:
-        kept = tuple(label for label in config.mqtt_labels if label in set(model_labels))
+        known = set(model_labels)
+        kept = tuple(label for label in config.mqtt_labels if label in known)
         return dataclasses.replace(config, mqtt_labels=kept)
     check_label_names(model_labels, {"mqtt_labels": frozenset(config.mqtt_labels)})
     return config
