@@ -568,6 +568,9 @@ def test_mqtt_labels_are_checked_against_the_model(clip):
     done = no_traceback(run_pidetect("run", "--source", clip, "--mqtt-host", "127.0.0.1", "--mqtt-labels",
                                      "person,kat", timeout=60))
     assert done.returncode == 78 and "mqtt_labels" in done.stderr and "'kat'" in done.stderr, done.stderr
+    done = no_traceback(run_pidetect("check", "--source", clip, "--mqtt-host", "127.0.0.1", "--mqtt-labels",
+                                     "person,kat", timeout=60))  # the doctor says what the daemon would refuse
+    assert done.returncode == 78 and "FAIL model" in done.stdout and "'kat'" in done.stdout, done.stdout
 
 
 def test_deeply_nested_metadata_gives_a_message():
