@@ -267,7 +267,7 @@ def test_a_16_bit_or_grey_image_sequence_gives_events_and_snapshots(tmp_path, ki
 
 
 def test_a_failing_snapshot_is_said_and_events_go_on():
-    from pidetect.daemon.events import EventLogSink, Tracker
+    from pidetect.tracking.tracker import EventLogSink, Tracker
     from pidetect.frames import Detection, Frame, Result
 
     class Broken:
@@ -522,7 +522,7 @@ def test_a_newline_in_a_label_cannot_forge_a_log_line():
 
 
 def test_snapshot_names_of_long_empty_and_odd_labels(tmp_path):
-    from pidetect.daemon.events import Track
+    from pidetect.tracking.tracker import Track
     from pidetect.frames import Frame, Result
     from pidetect.outputs.snapshots import OWN_NAME, Snapshots
 
@@ -535,7 +535,7 @@ def test_snapshot_names_of_long_empty_and_odd_labels(tmp_path):
 
 
 def test_two_daemons_on_one_snapshot_folder_keep_its_cap(tmp_path):
-    from pidetect.daemon.events import Track
+    from pidetect.tracking.tracker import Track
     from pidetect.frames import Frame, Result
     from pidetect.outputs.snapshots import Snapshots
 

@@ -22,7 +22,7 @@ from typing import List, Optional, Sequence
 from ..config import FIELDS, Config, build_config
 from ..inference.detector import Detector, DetectorOptions, check_label_names
 from ..errors import PidetectError
-from .events import EventLogSink, Tracker
+from ..tracking.tracker import EventLogSink, Tracker
 from .logs import ERR, INFO, WARNING, Notifier, RecordLog, log_record, watchdog_interval
 from .memory import fix_mmap_threshold
 from .metrics import Metrics, throttled_now

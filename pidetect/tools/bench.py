@@ -48,7 +48,7 @@ from ..inference.backends import BACKENDS, resolve_backend
 from ..inference.detector import Detector, DetectorOptions
 from ..errors import ModelError, UnavailableError
 from ..outputs.fb import FramebufferDisplay
-from ..daemon.events import Tracker
+from ..tracking.tracker import Tracker
 from ..frames import Frame, Result
 from ..outputs.overlay import Overlay
 

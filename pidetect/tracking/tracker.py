@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..frames import Box, Detection
-from .logs import DEBUG, ERR, INFO, log_record
+from ..records import DEBUG, ERR, INFO, log_record
 
 
 def iou(a: Box, b: Box) -> float:
