@@ -200,7 +200,7 @@ def test_headers_that_claim_huge_sizes(encoded_images, ext, width, height):
 # --- the MJPEG HTTP request parser -----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def mjpeg_server():
-    from pidetect.outputs.mjpeg import LatestJpeg, MjpegServer
+    from pidetect.web.mjpeg import LatestJpeg, MjpegServer
 
     latest = LatestJpeg()
     latest.publish(cv2.imencode(".jpg", load_photo("chelsea.png"))[1].tobytes())

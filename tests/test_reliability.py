@@ -314,7 +314,7 @@ def test_mjpeg_listener_queues_many_viewers_at_once():
     import socket
     import threading
 
-    from pidetect.outputs.mjpeg import LatestJpeg, MjpegServer
+    from pidetect.web.mjpeg import LatestJpeg, MjpegServer
     from pidetect.tools.bench import free_port
 
     server = MjpegServer(("127.0.0.1", free_port()), LatestJpeg())
@@ -348,7 +348,7 @@ def test_mjpeg_listener_queues_many_viewers_at_once():
 
 def test_mjpeg_bind_errors_name_the_address_not_the_port():
     from pidetect.outputs.display import DisplayUnavailable
-    from pidetect.outputs.mjpeg import MjpegDisplay
+    from pidetect.web.mjpeg import MjpegDisplay
 
     with pytest.raises(DisplayUnavailable) as caught:
         MjpegDisplay("192.0.2.1", 8080)  # TEST-NET-1: no interface here has it (binding sends nothing)

@@ -112,7 +112,7 @@ def make_display(name: str, config: Config):
         return FramebufferDisplay(config.fb_device, config.fb_tty, config.fb_format,
                                   sysfs_root() / "class" / "graphics")
     if name == "mjpeg":
-        from .mjpeg import MjpegDisplay
+        from ..web.mjpeg import MjpegDisplay
 
         return MjpegDisplay(config.mjpeg_address, config.mjpeg_port)
     if name == "window":

@@ -18,8 +18,8 @@ from typing import Optional, Tuple
 import cv2
 
 from ..frames import Result
-from .overlay import Overlay
-from .display import DisplayUnavailable
+from ..outputs.overlay import Overlay
+from ..outputs.display import DisplayUnavailable
 
 log = logging.getLogger(__name__)
 BOUNDARY = b"pidetectframe"
