@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from . import __version__
-from .config import DEFAULT_CONFIG_PATH, FIELDS, HELP, build_config
+from .config import DEFAULT_CONFIG_PATH, FLAG_FIELDS, HELP, build_config
 from .errors import EX_USAGE, PidetectError, UsageError
 from .records import log_record
 
@@ -45,7 +45,7 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help=f"TOML config file (default {DEFAULT_CONFIG_PATH} if it exists)")
-    for name, field in FIELDS.items():
+    for name, field in FLAG_FIELDS.items():
         flag = "--" + name.replace("_", "-")
         if field.type in ("bool", bool):
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=HELP[name])
@@ -56,7 +56,7 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _config_from_args(args: argparse.Namespace):
-    overrides = {name: getattr(args, name) for name in FIELDS}
+    overrides = {name: getattr(args, name) for name in FLAG_FIELDS}
     path = args.config or DEFAULT_CONFIG_PATH
     return build_config(path, overrides, path_required=args.config is not None), path, overrides
 

@@ -19,7 +19,10 @@ try:
 except ImportError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
+from .config_tables import (TABLE_KEYS, FilterSpec, ZoneSpec, check_required_zones, parse_filters, parse_masks,
+                            parse_zones)
 from .errors import ConfigError, UsageError
+from .geometry import Polygon
 
 DEFAULT_CONFIG_PATH = Path("/etc/pidetect/pidetect.toml")
 DISPLAYS = ("none", "fb", "mjpeg", "window")
@@ -76,6 +79,7 @@ class Config:
     snapshot_dir: str = "/var/lib/pidetect/snapshots"
     snapshot_max_files: int = 500
     snapshot_max_mb: float = 200.0
+    required_zones: Tuple[str, ...] = ()
     # MQTT (and Home Assistant discovery)
     mqtt_host: str = ""
     mqtt_port: int = 1883
@@ -97,6 +101,11 @@ class Config:
     ready_timeout: float = 10.0
     max_frames: int = 0
     duration: float = 0.0
+    # zones, object filters and masks: written in the file only, as tables after the flat keys (config_tables.py)
+    zones: Tuple[ZoneSpec, ...] = ()
+    filters: Tuple[FilterSpec, ...] = ()
+    object_mask: Tuple[Polygon, ...] = ()
+    motion_mask: Tuple[Polygon, ...] = ()
 
 
 HELP: Dict[str, str] = {
@@ -150,6 +159,9 @@ HELP: Dict[str, str] = {
     "snapshot_dir": "folder for snapshots",
     "snapshot_max_files": "keep at most this many snapshots (oldest removed first)",
     "snapshot_max_mb": "keep snapshots under this many megabytes",
+    "required_zones": "notify only about objects in one of these zones: snapshots are taken when the object starts "
+                      "counting in one, and MQTT's events topic gets those zones' records instead of every "
+                      "detection ('' = everything notifies)",
     "mqtt_host": "MQTT broker to publish events to ('' = off), e.g. 192.168.1.10 or homeassistant.local",
     "mqtt_port": "MQTT broker port (1883; 8883 is the usual TLS port)",
     "mqtt_username": "MQTT user name ('' = anonymous)",
@@ -172,6 +184,10 @@ HELP: Dict[str, str] = {
 }
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+FLAG_FIELDS = {name: f for name, f in FIELDS.items() if name not in TABLE_KEYS}  # every key that is also a flag
+
+
+TOP_LEVEL_KEYS = frozenset(FIELDS)
 
 
 def sysfs_root() -> Path:
@@ -193,6 +209,9 @@ def _expected_type(name: str) -> type:
 
 def coerce(name: str, value: Any) -> Any:
     """Convert a TOML or CLI value to the field's type; raise ValueError saying what is allowed."""
+    if name in TABLE_KEYS:
+        raise ValueError("is written in the config file only (a table or a list of polygons), see "
+                         "deploy/pidetect.toml")
     kind = _expected_type(name)
     if kind is bool:
         if isinstance(value, bool):
@@ -339,6 +358,15 @@ def load_file(path: Path) -> Tuple[Dict[str, Any], str]:
     values = {}
     for key, value in raw.items():
         where = f"{path}:{_line_of(text, key) or '?'}"
+        if key == "zones":
+            values[key] = parse_zones(value, text, str(path), TOP_LEVEL_KEYS)
+            continue
+        if key == "filters":
+            values[key] = parse_filters(value, text, str(path), TOP_LEVEL_KEYS)
+            continue
+        if key in ("object_mask", "motion_mask"):
+            values[key] = parse_masks(value, key, where)
+            continue
         if key not in FIELDS:
             close = [k for k in FIELDS if k.replace("_", "") == key.replace("_", "").replace("-", "").lower()]
             hint = f"; did you mean '{close[0]}'?" if close else "; see deploy/pidetect.toml for every key"
@@ -366,6 +394,13 @@ def build_config(path: Optional[Path], overrides: Dict[str, Any], path_required:
         except ValueError as exc:
             raise UsageError(f"--{key.replace('_', '-')} {_show(value)}: {exc}") from None
     config = Config(**values)
+    if config.required_zones:
+        flag = overrides.get("required_zones") is not None
+        where = "--required-zones" if flag else f"{origin}:{_line_of(text, 'required_zones') or '?'}"
+        try:
+            check_required_zones(config.required_zones, config.zones, where)
+        except ConfigError as exc:
+            raise (UsageError(str(exc)) if flag else exc) from None
     problems = check(config)
     if problems:
         key, problem = problems[0]

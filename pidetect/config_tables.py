@@ -1,0 +1,235 @@
+"""The config file's tables: `[zones.NAME]`, `[filters.LABEL]` and the mask lists, read into typed specs.
+
+The flat keys stay flat (each is also a CLI flag); what cannot be one flag — named polygons and
+per-label filters — is written as TOML tables after them, and as two top-level lists of polygons:
+
+    object_mask = [[[0.80, 0.10], [0.95, 0.10], [0.95, 0.35], [0.80, 0.35]]]
+    motion_mask = [[[0.0, 0.0], [1.0, 0.0], [1.0, 0.2], [0.0, 0.2]]]
+
+    [zones.porch]
+    points = [[0.10, 0.55], [0.62, 0.50], [0.70, 1.0], [0.05, 1.0]]
+    objects = ["person"]
+    inertia = 3
+    loiter_seconds = 0
+
+    [filters.car]
+    min_area = 0.02
+    threshold = 0.6
+
+Every problem is a ConfigError naming the file, the line and what to write instead. Labels are
+checked against the model later (`check_table_labels`), once the model is loaded.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, Optional, Tuple
+
+from .errors import ConfigError
+from .geometry import Polygon, polygon_problem
+
+TABLE_KEYS = ("zones", "filters", "object_mask", "motion_mask")
+ZONE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+@dataclass(frozen=True)
+class ZoneSpec:
+    """A named area; an object counts in it when its bottom centre has been inside for `inertia` looks in a
+    row (and `loiter_seconds`), and stops counting after `inertia` looks outside."""
+
+    name: str
+    polygon: Polygon
+    objects: Tuple[str, ...] = ()  # labels that count here; empty: every label
+    inertia: int = 3
+    loiter_seconds: float = 0.0
+    where: str = field(default="", compare=False)  # "file:line" of its table, for errors found later
+
+    def counts(self, label: str) -> bool:
+        return not self.objects or label in self.objects
+
+
+@dataclass(frozen=True)
+class FilterSpec:
+    """Per-label filters. Areas below 1 are shares of the frame, from 1 up pixels; ratio = width / height."""
+
+    label: str
+    min_area: float = 0.0
+    max_area: float = math.inf
+    min_ratio: float = 0.0
+    max_ratio: float = math.inf
+    min_score: float = 0.0
+    threshold: float = 0.0  # median of the recent scores a track must reach to become an event
+    where: str = field(default="", compare=False)
+
+
+ZONE_KEYS = {"points", "objects", "inertia", "loiter_seconds"}
+FILTER_KEYS = {f.name for f in fields(FilterSpec)} - {"label", "where"}
+
+
+def line_of_table(text: str, table: str, name: str) -> Optional[int]:
+    """The line of `[table.name]` (bare or quoted name)."""
+    pattern = re.compile(rf"\s*\[\s*{re.escape(table)}\s*\.\s*(\"{re.escape(name)}\"|'{re.escape(name)}'|"
+                         rf"{re.escape(name)})\s*\]")
+    for number, line in enumerate(text.splitlines(), 1):
+        if pattern.match(line):
+            return number
+    return None
+
+
+def line_of_key_in_table(text: str, table_line: Optional[int], key: str) -> Optional[int]:
+    """The line of `key =` after a table's header and before the next header."""
+    if table_line is None:
+        return None
+    lines = text.splitlines()
+    for number in range(table_line + 1, len(lines) + 1):
+        line = lines[number - 1]
+        if re.match(r"\s*\[", line):
+            break
+        if re.match(rf"\s*{re.escape(key)}\s*=", line):
+            return number
+    return table_line
+
+
+def _polygon(value: Any, where: str, what: str) -> Polygon:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: {what} must be a list of [x, y] points, e.g. [[0.1, 0.5], [0.6, 0.5], "
+                          "[0.7, 1.0]]")
+    problem = polygon_problem(value)
+    if problem:
+        raise ConfigError(f"{where}: {what}: {problem}")
+    return Polygon(tuple((float(x), float(y)) for x, y in value))
+
+
+def _number(value: Any, where: str, key: str, low: float, high: float, whole: bool = False) -> float:
+    kind = "a whole number" if whole else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and not isinstance(value, int)):
+        raise ConfigError(f"{where}: {key} = {value!r}: must be {kind}")
+    if not low <= value <= high:  # NaN fails too
+        raise ConfigError(f"{where}: {key} = {value!r}: must be between {low:g} and {high:g}")
+    return value
+
+
+def _labels(value: Any, where: str, key: str) -> Tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError(f"{where}: {key} must be a list of labels, e.g. [\"person\", \"dog\"] ([] = every label)")
+    return tuple(v.strip() for v in value)
+
+
+def parse_masks(raw: Any, key: str, where: str) -> Tuple[Polygon, ...]:
+    """`object_mask` / `motion_mask`: a list of polygons (a single polygon is accepted as a list of one)."""
+    if isinstance(raw, list) and raw and all(isinstance(p, list) and len(p) == 2 and
+                                             all(isinstance(v, (int, float)) for v in p) for p in raw):
+        raw = [raw]  # one polygon written without the outer brackets
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: {key} must be a list of polygons, e.g. [[[0.8, 0.1], [0.95, 0.1], "
+                          "[0.95, 0.35], [0.8, 0.35]]]")
+    return tuple(_polygon(polygon, where, f"{key} polygon {number}") for number, polygon in enumerate(raw, 1))
+
+
+def _unknown_key(where: str, key: str, kind: str, allowed, top_level) -> ConfigError:
+    if key in top_level:
+        return ConfigError(f"{where}: '{key}' is a top-level key, but written after a [table] header TOML puts it "
+                           "inside that table; move it above the first [zones.…] or [filters.…] table")
+    return ConfigError(f"{where}: unknown key '{key}'; a {kind} has " + ", ".join(sorted(allowed)))
+
+
+def parse_zones(raw: Any, text: str, origin: str, top_level=frozenset()) -> Tuple[ZoneSpec, ...]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: zones must be tables, one per zone: [zones.porch] with points = [[x, y], …]")
+    specs = []
+    for name, table in raw.items():
+        header = line_of_table(text, "zones", name)
+        where = f"{origin}:{header or '?'}"
+        if not ZONE_NAME.fullmatch(name):
+            raise ConfigError(f"{where}: zone name '{name}': use letters, digits, '_' and '-' only (at most 64); "
+                              "it becomes a journal value, an MQTT topic and a Home Assistant id")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: zones.{name} must be a table: [zones.{name}] with points = [[x, y], …]")
+
+        def at(key: str) -> str:
+            return f"{origin}:{line_of_key_in_table(text, header, key) or '?'}: zones.{name}"
+
+        unknown = sorted(set(table) - ZONE_KEYS)
+        if unknown:
+            raise _unknown_key(at(unknown[0]), unknown[0], "zone", ZONE_KEYS, top_level)
+        if "points" not in table:
+            raise ConfigError(f"{where}: zones.{name} has no points; add points = [[x, y], …] (at least 3)")
+        specs.append(ZoneSpec(
+            name=name, polygon=_polygon(table["points"], at("points"), "points"),
+            objects=_labels(table.get("objects", []), at("objects"), "objects"),
+            inertia=int(_number(table.get("inertia", 3), at("inertia"), "inertia", 1, 1000, whole=True)),
+            loiter_seconds=float(_number(table.get("loiter_seconds", 0), at("loiter_seconds"), "loiter_seconds",
+                                         0, 86400)),
+            where=where))
+    return tuple(specs)
+
+
+def parse_filters(raw: Any, text: str, origin: str, top_level=frozenset()) -> Tuple[FilterSpec, ...]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: filters must be tables, one per label: [filters.person] with min_score = …")
+    specs = []
+    for label, table in raw.items():
+        header = line_of_table(text, "filters", label)
+        where = f"{origin}:{header or '?'}"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: filters.{label} must be a table: [filters.{label}] with min_area = …")
+
+        def at(key: str) -> str:
+            return f"{origin}:{line_of_key_in_table(text, header, key) or '?'}: filters.{label}"
+
+        unknown = sorted(set(table) - FILTER_KEYS)
+        if unknown:
+            raise _unknown_key(at(unknown[0]), unknown[0], "filter", FILTER_KEYS, top_level)
+        values: Dict[str, float] = {}
+        for key in ("min_area", "max_area"):
+            if key in table:
+                values[key] = float(_number(table[key], at(key), key, 0, 1e9))
+        for key in ("min_ratio", "max_ratio"):
+            if key in table:
+                values[key] = float(_number(table[key], at(key), key, 0, 1e6))
+        for key in ("min_score", "threshold"):
+            if key in table:
+                values[key] = float(_number(table[key], at(key), key, 0, 1))
+        spec = FilterSpec(label=label, where=where, **values)
+        if "min_area" in table and "max_area" in table and (spec.min_area < 1) == (spec.max_area < 1) \
+                and spec.min_area > spec.max_area:
+            raise ConfigError(f"{at('max_area')}: max_area {spec.max_area:g} is below min_area {spec.min_area:g}: "
+                              "no object could pass")
+        if spec.min_ratio > spec.max_ratio:
+            raise ConfigError(f"{at('max_ratio')}: max_ratio {spec.max_ratio:g} is below min_ratio "
+                              f"{spec.min_ratio:g}: no object could pass")
+        specs.append(spec)
+    return tuple(specs)
+
+
+def check_required_zones(required: Tuple[str, ...], zones: Tuple[ZoneSpec, ...], where: str) -> None:
+    names = {zone.name for zone in zones}
+    missing = [name for name in required if name not in names]
+    if missing:
+        have = ", ".join(sorted(names)) or "none"
+        raise ConfigError(f"{where}: required_zones names a zone that is not configured: {', '.join(missing)} "
+                          f"(zones: {have}); add a [zones.{missing[0]}] table or fix the name")
+
+
+def check_table_labels(zones: Tuple[ZoneSpec, ...], filters: Tuple[FilterSpec, ...], known) -> None:
+    """Labels in zones' `objects` and `[filters.LABEL]` must be the model's: a typo would be a zone that never
+    fills or a filter that never applies."""
+    import difflib
+
+    known = sorted(set(known))
+
+    def refuse(where: str, what: str, name: str) -> None:
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(f"{where}: {what}: the model has no label '{name}'{hint}; write labels as the labels "
+                          "file does, e.g. person, car, cat, dog")
+
+    for zone in zones:
+        for label in zone.objects:
+            if label not in known:
+                refuse(zone.where, f"zones.{zone.name} objects", label)
+    for spec in filters:
+        if spec.label not in known:
+            refuse(spec.where, f"[filters.{spec.label}]", spec.label)
