@@ -11,6 +11,7 @@ from typing import Tuple
 import numpy as np
 
 Box = Tuple[int, int, int, int]  # x1, y1, x2, y2 in pixels of the original frame
+PixelPoint = Tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -22,15 +23,45 @@ class Frame:
     ts: float  # wall-clock capture time (time.time())
     source: str = ""
     motion: Tuple[Box, ...] = ()  # where the motion gate saw movement (kept only with show_motion)
+    clock: float = 0.0  # seconds on the capture's clock: video time for a file, monotonic for a camera (loiter)
+
+
+@dataclass(frozen=True)
+class TrackEvent:
+    """What the tracking stage says about one object: it entered or left the picture (kind 'detection'),
+    or started or stopped counting in a zone (kind 'zone'). A copy of the track's values at that frame."""
+
+    kind: str  # "detection" | "zone"
+    state: str  # "entered" | "left"
+    track_id: int
+    label: str
+    class_id: int
+    score: float
+    box: Box
+    frame_seq: int
+    zone: str = ""  # kind zone: which one
+    zones: Tuple[str, ...] = ()  # kind detection: the zones the object counts in
+
+
+@dataclass(frozen=True)
+class Area:
+    """A zone or a mask as the overlay draws it: its outline in the frame's pixels and, for a zone, how many
+    objects count in it now."""
+
+    kind: str  # "zone" | "object_mask" | "motion_mask"
+    name: str
+    polygon: Tuple[PixelPoint, ...]
+    occupied: int = 0
 
 
 @dataclass(frozen=True)
 class SourceGap:
     """Where the stream broke (camera lost, or a looping file starting over): what was in view before
-    it can no longer be seen, so the tracker lets every object leave."""
+    it can no longer be seen, so the tracker lets every object leave (`events`, set by the tracking stage)."""
 
     after_seq: int
     ts: float
+    events: Tuple[TrackEvent, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,3 +84,6 @@ class Result:
     detections: Tuple[Detection, ...]
     inference_ms: float  # preprocess + invoke + parse
     invoke_ms: float = 0.0  # interpreter.invoke() alone
+    # set by the tracking stage: detections are then those that passed the filters and masks
+    events: Tuple[TrackEvent, ...] = ()
+    areas: Tuple[Area, ...] = ()  # zones (with their occupancy) and, with show_motion, the masks

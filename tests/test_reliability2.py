@@ -267,19 +267,23 @@ def test_a_16_bit_or_grey_image_sequence_gives_events_and_snapshots(tmp_path, ki
 
 
 def test_a_failing_snapshot_is_said_and_events_go_on():
-    from pidetect.tracking.tracker import EventLogSink, Tracker
+    from pidetect.daemon.events import EventLogSink
     from pidetect.frames import Detection, Frame, Result
+    from pidetect.tracking.stage import TrackingStage
+    from pidetect.tracking.tracker import Tracker
 
     class Broken:
         def save(self, result, track):
             raise cv2.error("drawing failed")
 
     emitted = []
-    sink = EventLogSink(Tracker(0.3, 1, 2), lambda record, priority=6: emitted.append(record), snapshots=Broken())
+    sink = EventLogSink(lambda record, priority=6: emitted.append(record), snapshots=Broken())
+    stage = TrackingStage(Tracker(0.3, 1, 2))
     frame = Frame(np.zeros((10, 10, 3), np.uint8), 1, time.time())
     for seq in range(1, 4):
         label = "cat" if seq != 2 else "dog"
-        sink.handle(Result(Frame(frame.image, seq, frame.ts), (Detection(label, 1, 0.9, (1, 1, 5, 5 + seq)),), 1.0))
+        sink.handle(stage.update(Result(Frame(frame.image, seq, frame.ts),
+                                        (Detection(label, 1, 0.9, (1, 1, 5, 5 + seq)),), 1.0)))
     entered = [r for r in emitted if r.get("event") == "detection" and r["state"] == "entered"]
     assert [r["label"] for r in entered] == ["cat", "dog"] and all(r["snapshot"] is None for r in entered)
     errors = [r for r in emitted if r.get("event") == "log"]

@@ -41,6 +41,15 @@ def describe(record: Dict[str, Any]) -> str:
         x1, y1, x2, y2 = record["box"]
         text = (f"{record['label']} {record['state']} (track {record['track_id']}, score {record['score']:.2f}, "
                 f"box {x1},{y1},{x2},{y2}, frame {record['frame_seq']})")
+        if record.get("zones"):
+            text += " in " + ", ".join(record["zones"])
+        if record.get("snapshot"):
+            text += f" snapshot {record['snapshot']}"
+        return text
+    if event == "zone":
+        verb = "entered" if record["state"] == "entered" else "left"
+        text = (f"{record['label']} {verb} zone {record['zone']} (track {record['track_id']}, score "
+                f"{record['score']:.2f}, frame {record['frame_seq']})")
         if record.get("snapshot"):
             text += f" snapshot {record['snapshot']}"
         return text

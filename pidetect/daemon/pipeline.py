@@ -1,6 +1,7 @@
 """The moving parts: a capture thread, a one-frame slot, an inference worker, and the sinks.
 
-    Source --Frame--> LatestFrameSlot --> InferencePool (1..n workers) --Result--> sinks (events, displays)
+    Source --Frame--> LatestFrameSlot --> InferencePool (1..n workers) --Result--> TrackingStage
+        --Result with events and zones--> sinks (events, displays)
 
 The slot keeps only the newest frame, so inference always runs on the freshest image and no
 backlog can build up: a detection is at most about one inference plus one frame interval old.
@@ -12,6 +13,7 @@ inference of the current one.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import os
 import threading
@@ -24,6 +26,7 @@ from ..frames import Frame, Result, SourceGap
 from ..pixels import as_bgr8
 from ..records import INFO, WARNING
 from ..slots import LatestFrameSlot, RecordFn, call_each
+from ..tracking.stage import TrackingStage
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +152,8 @@ class CaptureThread(threading.Thread):
                 if not infer:
                     continue  # nothing moves and nothing is due: the model rests
             self.slot.put(Frame(image, self.seq, time.time(), self.source.name,
-                                motion if self.keep_motion_boxes else ()), wait_for_taker=batch, stop=self.stop)
+                                motion if self.keep_motion_boxes else (), clock=now),
+                          wait_for_taker=batch, stop=self.stop)
             self.first_frame.set()
         return delivered
 
@@ -170,14 +174,15 @@ class InferencePool:
     With one worker this is the plain loop. With two (each with its own one- or few-thread
     interpreter) consecutive frames are inferred in parallel, which uses the cores better than one
     interpreter with more threads; results are re-ordered so the tracker always sees frames in the
-    order they were captured. `heartbeat` is the oldest worker's, so a single stuck worker stops
+    order they were captured, and the tracking stage (filters, tracker, zones) runs on each in that
+    order before the sinks get it. `heartbeat` is the oldest worker's, so a single stuck worker stops
     the watchdog pings.
     """
 
-    def __init__(self, detectors: Sequence, slot: LatestFrameSlot, sinks: List[Sink], record: RecordFn,
-                 stop: threading.Event, on_inference: Callable[[float, float], None], max_frames: int = 0,
-                 stall_after_frames: int = 0):
-        self.slot, self.sinks, self.record, self.stop = slot, sinks, record, stop
+    def __init__(self, detectors: Sequence, slot: LatestFrameSlot, tracking: TrackingStage, sinks: List[Sink],
+                 record: RecordFn, stop: threading.Event, on_inference: Callable[[float, float], None],
+                 max_frames: int = 0, stall_after_frames: int = 0):
+        self.slot, self.tracking, self.sinks, self.record, self.stop = slot, tracking, sinks, record, stop
         self.on_inference, self.max_frames = on_inference, max_frames
         self.stall_after_frames = stall_after_frames  # test hook: simulate a hung interpreter
         self._take_lock = threading.Lock()  # one taker at a time, so take order is capture order
@@ -232,10 +237,16 @@ class InferencePool:
             while self._order and self._order[0] in self._done:
                 ready = self._done.pop(self._order.popleft())
                 if isinstance(ready, SourceGap):
+                    ready = dataclasses.replace(ready, events=self.tracking.flush(ready.after_seq))
                     call_each(self.sinks, lambda sink: sink.source_gap(ready), self.record, "output")
                 else:
+                    ready = self.tracking.update(ready)
                     call_each(self.sinks, lambda sink: sink.handle(ready), self.record, "output")
                     self.processed += 1
+
+    def delivering(self):
+        """The lock deliveries hold: the service flushes the tracking stage under it at shutdown."""
+        return self._lock
 
     def worker_exited(self, failed: bool) -> None:
         with self._lock:

@@ -20,9 +20,14 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from ..config import FIELDS, Config, build_config
+from ..config_tables import check_table_labels
 from ..inference.detector import Detector, DetectorOptions, check_label_names
 from ..errors import PidetectError
-from ..tracking.tracker import EventLogSink, Tracker
+from .events import EventLogSink
+from ..tracking.filters import ObjectFilters
+from ..tracking.stage import TrackingStage
+from ..tracking.tracker import Tracker
+from ..tracking.zones import Zones
 from .logs import ERR, INFO, WARNING, Notifier, RecordLog, log_record, watchdog_interval
 from .memory import fix_mmap_threshold
 from .metrics import Metrics, throttled_now
@@ -57,8 +62,18 @@ def make_gate(config: Config, source, in_view: InView) -> Optional[MotionGate]:
     if config.motion == "off" or (config.motion == "auto" and not source.live):
         return None
     settings = GateSettings(config.detect_interval, config.stationary_interval, config.idle_motion_fps,
-                            MotionSettings(threshold=config.motion_threshold, min_area=config.motion_min_area))
+                            MotionSettings(threshold=config.motion_threshold, min_area=config.motion_min_area,
+                                           mask=config.motion_mask))
     return MotionGate(settings, in_view)
+
+
+def make_tracking(config: Config, in_view: Optional[InView] = None) -> TrackingStage:
+    """Filters and the object mask, the tracker (with the filters' per-label thresholds), the zones."""
+    filters = ObjectFilters(config.filters, config.object_mask)
+    tracker = Tracker(config.track_iou, config.enter_frames, config.leave_frames, threshold=filters.threshold)
+    drawn_masks = [("motion_mask", polygon) for polygon in config.motion_mask] + \
+        [("object_mask", polygon) for polygon in config.object_mask] if config.show_motion else []
+    return TrackingStage(tracker, filters, Zones(config.zones), in_view, drawn_masks)
 
 
 def preflight(config: Config) -> None:
@@ -72,6 +87,12 @@ def preflight(config: Config) -> None:
     make_source(config).close()
     check_outputs(config)
     check_record_sinks(config)
+
+
+def check_model_labels(config: Config, model_labels) -> Config:
+    """Every label the config names must be the model's: zones' objects, [filters.LABEL], mqtt_labels."""
+    check_table_labels(config.zones, config.filters, model_labels)
+    return check_mqtt_labels(config, model_labels)
 
 
 def check_mqtt_labels(config: Config, model_labels) -> Config:
@@ -110,6 +131,7 @@ class Running:
     slot: LatestFrameSlot
     capture: CaptureThread
     inference: InferencePool
+    tracking: TrackingStage
     events: EventLogSink
     outputs: List
     gate: Optional[MotionGate] = None
@@ -196,16 +218,17 @@ class Service:
             raise
         in_view = InView()
         gate = make_gate(config, source, in_view)
-        events = EventLogSink(Tracker(config.track_iou, config.enter_frames, config.leave_frames), self.emit,
-                              config.per_frame, snapshots, in_view)
+        tracking = make_tracking(config, in_view)
+        events = EventLogSink(self.emit, config.per_frame, snapshots, config.required_zones)
         capture = CaptureThread(source, slot, self.emit, stop, realtime=config.realtime, loop=config.loop,
                                 max_delay=config.reconnect_max_delay, gate=gate,
                                 keep_motion_boxes=config.show_motion)
-        inference = InferencePool(detectors, slot, [events, *outputs], self.emit, stop, self.metrics.add_inference,
-                                  max_frames=config.max_frames, stall_after_frames=self.stall_after)
+        inference = InferencePool(detectors, slot, tracking, [events, *outputs], self.emit, stop,
+                                  self.metrics.add_inference, max_frames=config.max_frames,
+                                  stall_after_frames=self.stall_after)
         capture.start()
         inference.start()
-        return Running(config, stop, slot, capture, inference, events, outputs, gate)
+        return Running(config, stop, slot, capture, inference, tracking, events, outputs, gate)
 
     def _shutdown(self, running: Running) -> None:
         running.stop.set()
@@ -213,6 +236,8 @@ class Service:
         running.capture.source.cancel()
         running.inference.join(JOIN_TIMEOUT)
         running.capture.join(JOIN_TIMEOUT)
+        with running.inference.delivering():  # a worker that missed the join must not track at the same time
+            running.events.write(running.tracking.flush(running.events.last_seq), time.time())
         running.events.close()
         self._close_outputs(running.outputs)
 
@@ -251,7 +276,7 @@ class Service:
             new_detectors = detectors
             if detector_settings(config) != detector_settings(running.config):
                 new_detectors = make_detectors(config)
-            config = check_mqtt_labels(config, new_detectors[0].labels.values())
+            config = check_model_labels(config, new_detectors[0].labels.values())
         except PidetectError as exc:
             message = f"reload failed, keeping the running configuration: {exc}"
             self.emit(log_record("error", "pidetect.service", message), ERR)
@@ -283,7 +308,7 @@ class Service:
         self.notifier.send(STATUS="loading model")
         detectors = make_detectors(self.config)
         first = detectors[0]
-        self.config = check_mqtt_labels(self.config, first.labels.values())
+        self.config = check_model_labels(self.config, first.labels.values())
         self.lifecycle("model_loaded", model=str(first.model_path), backend=first.backend.name,
                        backend_version=first.backend.version, interpreters=len(detectors),
                        threads=first.num_threads)

@@ -12,6 +12,10 @@ Topics, under `mqtt_topic_prefix` (default pidetect/<hostname>):
   <prefix>/events             one JSON message per entered/left (the journal record's fields), QoS 1
   <prefix>/<label>            how many of that label are in view now (retained)
   <prefix>/<label>/snapshot   JPEG of the last one that entered (retained; with snapshots on)
+  <prefix>/zones/<zone>/<label>  how many of that label count in the zone now (retained)
+  <prefix>/zones/<zone>       how many objects of any label count in the zone now (retained)
+The events topic also gets every `zone` record; with `required_zones` it gets only those zones'
+records (and no `detection` records): "tell me about people on the porch" and nothing else.
   <prefix>/metrics            the metrics record (retained)
 Home Assistant discovery under `mqtt_discovery_prefix` (default homeassistant), sent on connect and
 again whenever Home Assistant announces itself on <discovery_prefix>/status.
@@ -59,6 +63,8 @@ class MqttSettings:
     discovery_prefix: str
     labels: Tuple[str, ...]
     queue: int
+    zones: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()  # (zone, labels with entities: its objects, else labels)
+    required_zones: Tuple[str, ...] = ()
 
     @property
     def node(self) -> str:
@@ -134,7 +140,9 @@ def settings_from_config(config) -> MqttSettings:
                         ca_file=config.mqtt_ca_file, client_id=config.mqtt_client_id,
                         topic_prefix=config.mqtt_topic_prefix, qos=config.mqtt_qos, discovery=config.mqtt_discovery,
                         discovery_prefix=config.mqtt_discovery_prefix, labels=tuple(config.mqtt_labels),
-                        queue=config.mqtt_queue)
+                        queue=config.mqtt_queue,
+                        zones=tuple((zone.name, zone.objects or tuple(config.mqtt_labels)) for zone in config.zones),
+                        required_zones=tuple(config.required_zones))
 
 
 def make_client(settings: MqttSettings):
@@ -173,6 +181,17 @@ def discovery_messages(settings: MqttSettings) -> List[Tuple[str, dict]]:
         messages.append((f"{settings.discovery_prefix}/image/{node}/{key}_snapshot/config", {
             **common, "name": f"last {label}", "unique_id": f"{node}_{key}_snapshot",
             "image_topic": f"{state}/snapshot", "content_type": "image/jpeg"}))
+    for zone, labels in settings.zones:
+        for label in labels:
+            key = slug(label)
+            state = f"{prefix}/zones/{zone}/{key}"
+            messages.append((f"{settings.discovery_prefix}/binary_sensor/{node}/{zone}_{key}_occupancy/config", {
+                **common, "name": f"{label} in {zone}", "unique_id": f"{node}_{zone}_{key}_occupancy",
+                "state_topic": state, "value_template": "{{ 'ON' if (value | int(0)) > 0 else 'OFF' }}",
+                "device_class": "occupancy"}))
+            messages.append((f"{settings.discovery_prefix}/sensor/{node}/{zone}_{key}_count/config", {
+                **common, "name": f"{label} count in {zone}", "unique_id": f"{node}_{zone}_{key}_count",
+                "state_topic": state, "state_class": "measurement", "icon": "mdi:counter"}))
     for key, name, template, extra in (
             ("fps", "inference fps", "{{ value_json.inference_fps }}", {"unit_of_measurement": "fps"}),
             ("inference_ms", "inference time", "{{ value_json.inference_ms_p50 }}",
@@ -198,6 +217,9 @@ class MqttSink:
         self._events: Deque[Tuple[str, bytes]] = collections.deque()
         self._state: Dict[str, Tuple[bytes, bool]] = {}  # retained topic -> (payload, is a file path)
         self._counts: Dict[str, int] = {label: 0 for label in map(slug, settings.labels)}
+        # zone -> label slug -> objects counting there; every configured pair starts at 0
+        self._zone_counts: Dict[str, Dict[str, int]] = {zone: {slug(label): 0 for label in labels}
+                                                        for zone, labels in settings.zones}
         self.connected = False
         self.stopping = False
         self.dropped = 0
@@ -215,6 +237,10 @@ class MqttSink:
         self.client.on_message = self._on_message
         for label in self._counts:
             self._set_state(f"{prefix}/{label}", b"0")
+        for zone, counts in self._zone_counts.items():
+            self._set_state(f"{prefix}/zones/{zone}", b"0")
+            for label in counts:
+                self._set_state(f"{prefix}/zones/{zone}/{label}", b"0")
         self.client.connect_async(settings.host, settings.port, keepalive=30)
         self.client.loop_start()
         self._worker = threading.Thread(target=self._run, name="pidetect-mqtt", daemon=True)
@@ -224,8 +250,11 @@ class MqttSink:
     def publish_record(self, record: dict) -> None:
         event = record.get("event")
         prefix = self.settings.prefix
-        if event == "detection" and record.get("state") in ("entered", "left"):
-            self._queue_event(f"{prefix}/events", json.dumps(record, default=str).encode())
+        if event == "zone" and record.get("state") in ("entered", "left"):
+            self._zone_record(record)
+        elif event == "detection" and record.get("state") in ("entered", "left"):
+            if not self.settings.required_zones:
+                self._queue_event(f"{prefix}/events", json.dumps(record, default=str).encode())
             label = slug(record["label"])
             with self._cond:  # records arrive from several threads
                 count = max(0, self._counts.get(label, 0) + (1 if record["state"] == "entered" else -1))
@@ -235,6 +264,22 @@ class MqttSink:
                 self._set_state(f"{prefix}/{label}/snapshot", record["snapshot"].encode(), is_file=True)
         elif event == "metrics":
             self._set_state(f"{prefix}/metrics", json.dumps(record, default=str).encode())
+
+    def _zone_record(self, record: dict) -> None:
+        prefix, zone = self.settings.prefix, record["zone"]
+        required = self.settings.required_zones
+        if not required or zone in required:
+            self._queue_event(f"{prefix}/events", json.dumps(record, default=str).encode())
+        label = slug(record["label"])
+        with self._cond:
+            counts = self._zone_counts.setdefault(zone, {})
+            count = max(0, counts.get(label, 0) + (1 if record["state"] == "entered" else -1))
+            counts[label] = count
+            total = sum(counts.values())
+        self._set_state(f"{prefix}/zones/{zone}/{label}", str(count).encode())
+        self._set_state(f"{prefix}/zones/{zone}", str(total).encode())
+        if record["state"] == "entered" and record.get("snapshot"):
+            self._set_state(f"{prefix}/{label}/snapshot", record["snapshot"].encode(), is_file=True)
 
     def metrics_fields(self) -> dict:
         with self._cond:

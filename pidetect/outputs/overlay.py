@@ -63,7 +63,25 @@ class Text:
         return self.origin[1] - self.height - self.thickness, self.origin[1] + self.depth + self.thickness + 1
 
 
-Shape = Union[Box, Text]
+@dataclass(frozen=True)
+class Poly:
+    """A polygon's outline, and with `tint` > 0 its inside blended with `colour` (an occupied zone, a mask)."""
+
+    points: Tuple[Point, ...]
+    colour: Colour
+    thickness: int
+    tint: float = 0.0
+
+    def rows(self) -> Tuple[int, int]:
+        ys = [y for _x, y in self.points]
+        return min(ys) - self.thickness, max(ys) + self.thickness + 1
+
+
+Shape = Union[Box, Text, Poly]
+ZONE_COLOUR: Colour = (0, 200, 255)  # amber: zones
+AREA_COLOURS = {"zone": ZONE_COLOUR, "motion_mask": (150, 150, 150), "object_mask": (60, 60, 200)}
+OCCUPIED_TINT = 0.28
+MASK_TINT = 0.35
 
 
 class Overlay:
@@ -101,6 +119,18 @@ class Overlay:
         sx, sy = rect_w / frame_w, rect_h / frame_h
         scale, thickness, pad = self._sizes(size[1])
         shapes: List[Shape] = []
+        for area in result.areas:  # zones and masks first: everything else is drawn over them
+            points = tuple((round(x0 + x * sx), round(y0 + y * sy)) for x, y in area.polygon)
+            colour = AREA_COLOURS.get(area.kind, ZONE_COLOUR)
+            if area.kind == "zone":
+                tint = OCCUPIED_TINT if area.occupied else 0.0
+                shapes.append(Poly(points, colour, thickness + (1 if area.occupied else 0), tint))
+                name = f"{area.name} {area.occupied}" if area.occupied else area.name
+            else:
+                shapes.append(Poly(points, colour, 1, MASK_TINT))
+                name = area.name
+            top = min(points, key=lambda p: (p[1], p[0]))
+            self._tag(shapes, size, name, top[0], top[1], colour, scale * 0.8, thickness, pad, above=False)
         for mx1, my1, mx2, my2 in result.frame.motion:  # the motion gate's blobs, thin grey, under the boxes
             shapes.append(Box((round(x0 + mx1 * sx), round(y0 + my1 * sy)), (round(x0 + mx2 * sx), round(y0 + my2 * sy)),
                               MOTION_COLOUR, 1))
@@ -130,10 +160,28 @@ class Overlay:
             if isinstance(shape, Box):
                 (x1, y1), (x2, y2) = shape.top_left, shape.bottom_right
                 cv2.rectangle(canvas, (x1, y1 - top), (x2, y2 - top), shape.colour, shape.thickness)
+            elif isinstance(shape, Poly):
+                Overlay._polygon(canvas, shape, top)
             else:
                 x, y = shape.origin
                 cv2.putText(canvas, shape.text, (x, y - top), FONT, shape.scale, shape.colour, shape.thickness,
                             cv2.LINE_AA)
+
+    @staticmethod
+    def _polygon(canvas: np.ndarray, shape: Poly, top: int) -> None:
+        points = np.array([(x, y - top) for x, y in shape.points], np.int32)
+        if shape.tint > 0:
+            # blend only the rows and columns the polygon covers: a small zone costs a small blend
+            height, width = canvas.shape[:2]
+            x1, y1 = max(0, int(points[:, 0].min())), max(0, int(points[:, 1].min()))
+            x2, y2 = min(width, int(points[:, 0].max()) + 1), min(height, int(points[:, 1].max()) + 1)
+            if x2 > x1 and y2 > y1:
+                region = canvas[y1:y2, x1:x2]
+                inside = np.zeros(region.shape[:2], np.uint8)
+                cv2.fillPoly(inside, [points - (x1, y1)], 255)
+                tinted = cv2.addWeighted(region, 1.0 - shape.tint, np.full_like(region, shape.colour), shape.tint, 0)
+                np.copyto(region, tinted, where=inside[:, :, None].astype(bool))
+        cv2.polylines(canvas, [points], True, shape.colour, shape.thickness, cv2.LINE_AA)
 
     def draw(self, result: Result, fps: Optional[float] = None) -> np.ndarray:
         """The overlaid frame, in a buffer this Overlay reuses (valid until the next call)."""

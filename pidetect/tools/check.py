@@ -87,7 +87,7 @@ def run_checks(config: Config, make_detector: Callable) -> List[Check]:
     from ..inference.backends import resolve_backend
     from ..daemon.logs import journal_sender
     from ..daemon.metrics import PiHealth
-    from ..daemon.service import check_mqtt_labels
+    from ..daemon.service import check_model_labels
 
     checks = [Check("system", True, f"{platform.machine()} {platform.system()} {platform.release()}, "
                                     f"Python {platform.python_version()}, {os.cpu_count()} cores", needed=False)]
@@ -100,7 +100,7 @@ def run_checks(config: Config, make_detector: Callable) -> List[Check]:
     if backend is not None:
         try:
             detector = make_detector(config)
-            check_mqtt_labels(config, detector.labels.values())  # the daemon refuses labels the model lacks
+            check_model_labels(config, detector.labels.values())  # the daemon refuses labels the model lacks
             checks.append(Check("model", True, f"{detector.model_path} ({detector.family.name}, "
                                                f"{detector.numeric_format}, {detector.input_width}x"
                                                f"{detector.input_height}, {len(detector.labels)} labels)"))

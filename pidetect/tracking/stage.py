@@ -1,0 +1,95 @@
+"""The tracking stage: filters and masks -> tracker -> zones, once per inferred frame, in capture order.
+
+    Result (the model's detections) --ObjectFilters--> kept detections --Tracker--> tracks
+        --Zones--> TrackEvents (detection entered/left, zone entered/left) + every zone's occupancy
+
+It returns the Result with the kept detections, the frame's events and the zones' states, so every
+sink downstream (the event log, snapshots, MQTT, the overlay) sees the same answer and none of them
+reaches back into the tracker. Pure: no threads, no I/O, no clock of its own (loiter uses the frame's).
+
+Event order within a frame: objects that entered (each with the zones it already counts in), then
+zone entries and exits of objects in view, then for each object that left: its zone exits, then its
+'left'. So a feed of one zone always sees 'entered' before 'left', and a 'left' object is in no zone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import List, Optional, Sequence, Tuple
+
+from ..frames import Area, Result, TrackEvent
+from ..geometry import Polygon
+from ..slots import InView
+from .filters import ObjectFilters
+from .tracker import Track, Tracker
+from .zones import ZoneChange, Zones
+
+
+def object_event(state: str, track: Track, frame_seq: int, zones: Tuple[str, ...]) -> TrackEvent:
+    return TrackEvent("detection", state, track.track_id, track.label, track.class_id, track.score, track.box,
+                      frame_seq, zones=zones)
+
+
+def zone_event(change: ZoneChange, frame_seq: int) -> TrackEvent:
+    track = change.track
+    return TrackEvent("zone", change.state, track.track_id, track.label, track.class_id, track.score, track.box,
+                      frame_seq, zone=change.zone)
+
+
+class TrackingStage:
+    def __init__(self, tracker: Tracker, filters: Optional[ObjectFilters] = None, zones: Optional[Zones] = None,
+                 in_view: Optional[InView] = None, drawn_masks: Sequence[Tuple[str, Polygon]] = ()):
+        self.tracker = tracker
+        self.filters = filters or ObjectFilters()
+        self.zones = zones or Zones()
+        self.in_view = in_view  # tells the motion gate whether anything is being followed
+        self.drawn_masks = tuple(drawn_masks)  # (kind, polygon) the overlay shows (show_motion)
+        self._size = (0, 0)
+        self._masks: Tuple[Area, ...] = ()
+
+    def update(self, result: Result) -> Result:
+        frame = result.frame
+        height, width = frame.image.shape[:2]
+        detections = self.filters.keep(result.detections, width, height) if self.filters else result.detections
+        tracked = self.tracker.update(detections, frame.seq)
+        events: List[TrackEvent] = []
+        if self.zones:
+            leaving = [left for event in tracked if event.state == "left" for left in self._leave(event.track,
+                                                                                                  frame.seq)]
+            changes = self.zones.update(self.tracker.tracks, width, height, frame.clock)
+            for event in tracked:
+                if event.state == "entered":
+                    events.append(object_event("entered", event.track, frame.seq,
+                                               self.zones.counting_in(event.track)))
+            events.extend(zone_event(change, frame.seq) for change in changes)
+            events.extend(leaving)  # computed first: update() forgets the presences of tracks no longer followed
+        else:
+            events = [object_event(event.state, event.track, frame.seq, ()) for event in tracked]
+        if self.in_view is not None:
+            self.in_view.set(len(self.tracker.tracks))
+        areas = self.zones.areas(width, height) if self.zones else ()
+        if self.drawn_masks:
+            areas = self._mask_areas(width, height) + areas
+        return dataclasses.replace(result, detections=detections, events=tuple(events), areas=areas)
+
+    def _mask_areas(self, width: int, height: int) -> Tuple[Area, ...]:
+        if self._size != (width, height) or not self._masks:
+            self._size = (width, height)
+            self._masks = tuple(Area(kind, kind.replace("_", " "), polygon.to_pixels(width, height))
+                                for kind, polygon in self.drawn_masks)
+        return self._masks
+
+    def _leave(self, track: Track, frame_seq: int) -> List[TrackEvent]:
+        zones = self.zones.counting_in(track)
+        return [*(zone_event(change, frame_seq) for change in self.zones.leave(track)),
+                object_event("left", track, frame_seq, zones)]
+
+    def flush(self, frame_seq: int) -> Tuple[TrackEvent, ...]:
+        """Every object in view has left (the camera was lost, a looping file starts over, shutdown)."""
+        events: List[TrackEvent] = []
+        for event in self.tracker.flush(frame_seq):
+            events.extend(self._leave(event.track, frame_seq))
+        self.zones.reset()
+        if self.in_view is not None:
+            self.in_view.set(0)
+        return tuple(events)
