@@ -113,8 +113,10 @@ def make_display(name: str, config: Config):
                                   sysfs_root() / "class" / "graphics")
     if name == "mjpeg":
         from ..web.mjpeg import MjpegDisplay
+        from ..web.zone_editor import ZoneLayout
 
-        return MjpegDisplay(config.mjpeg_address, config.mjpeg_port)
+        return MjpegDisplay(config.mjpeg_address, config.mjpeg_port,
+                            layout=ZoneLayout(config.zones, config.object_mask, config.motion_mask))
     if name == "window":
         from .window import WindowDisplay
 

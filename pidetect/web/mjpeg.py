@@ -3,12 +3,16 @@
 Each frame is JPEG-encoded once (and only while someone watches), then every viewer gets the
 newest encoded frame; a slow viewer simply skips frames, so viewers never slow the detector.
 Binds to 127.0.0.1 unless mjpeg_address says otherwise.
+
+Beside the stream: /zones, the zone editor (zone_editor.py, zones.html), reading /api/zones (the
+configured zones and masks) and /frame.jpg (the newest frame without the overlay, encoded on request).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import socket
 import socketserver
@@ -16,10 +20,13 @@ import threading
 from typing import Optional, Tuple
 
 import cv2
+import numpy as np
 
 from ..frames import Result
 from ..outputs.overlay import Overlay
 from ..outputs.display import DisplayUnavailable
+from . import zone_editor
+from .zone_editor import ZoneLayout
 
 log = logging.getLogger(__name__)
 BOUNDARY = b"pidetectframe"
@@ -31,7 +38,8 @@ INDEX_HTML = """<!doctype html>
 img{display:block;max-width:100vw;max-height:calc(100vh - 2em);margin:auto}
 p{margin:.4em;text-align:center}</style></head>
 <body><img id="live" src="/stream.mjpg" alt="live view">
-<p>pidetect live view &middot; <a href="/snapshot.jpg" style="color:#8cf">snapshot</a></p></body></html>
+<p>pidetect live view &middot; <a href="/snapshot.jpg" style="color:#8cf">snapshot</a> &middot;
+<a href="/zones" style="color:#8cf">zones</a></p></body></html>
 """
 
 
@@ -67,6 +75,28 @@ class LatestJpeg:
             return self.seq, self.jpeg
 
 
+class LatestPicture:
+    """The newest frame the display was given, without the overlay: the zone editor's picture.
+
+    Only a reference (the capture's frame pool never refills a buffer that is still referenced), so
+    keeping it costs no copy and no encode until someone opens the editor."""
+
+    def __init__(self) -> None:
+        self.image: Optional[np.ndarray] = None
+
+    @property
+    def size(self) -> Optional[Tuple[int, int]]:
+        image = self.image
+        return (image.shape[1], image.shape[0]) if image is not None else None
+
+    def jpeg(self, quality: int = 90) -> Optional[bytes]:
+        image = self.image
+        if image is None:
+            return None
+        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        return data.tobytes() if ok else None
+
+
 class MjpegServer(socketserver.ThreadingTCPServer):
     """A thread per viewer. Built on socketserver rather than http.server: http.server imports
     http.client, which imports ssl, and that alone costs the daemon 4.6 MB of resident memory
@@ -76,8 +106,10 @@ class MjpegServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     request_queue_size = 64  # listen() backlog: with 5, viewers connecting at once waited for a SYN retry (1 s)
 
-    def __init__(self, address: Tuple[str, int], latest: LatestJpeg):
-        self.latest = latest
+    def __init__(self, address: Tuple[str, int], latest: LatestJpeg, picture: Optional[LatestPicture] = None,
+                 layout: ZoneLayout = ZoneLayout()):
+        self.latest, self.layout = latest, layout
+        self.picture = picture or LatestPicture()
         super().__init__(address, MjpegRequest)
 
 
@@ -114,8 +146,19 @@ class MjpegRequest(socketserver.StreamRequestHandler):
                 self._reply(503, "Service Unavailable", "text/plain", b"no frame yet\n", head_only)
             else:
                 self._reply(200, "OK", "image/jpeg", jpeg, head_only)
+        elif path == "/zones":
+            self._reply(200, "OK", "text/html; charset=utf-8", zone_editor.page(), head_only)
+        elif path == "/api/zones":
+            body = json.dumps(zone_editor.layout_json(self.server.layout, self.server.picture.size)).encode()
+            self._reply(200, "OK", "application/json", body, head_only)
+        elif path == "/frame.jpg":
+            jpeg = self.server.picture.jpeg()
+            if jpeg is None:
+                self._reply(503, "Service Unavailable", "text/plain", b"no frame yet\n", head_only)
+            else:
+                self._reply(200, "OK", "image/jpeg", jpeg, head_only)
         else:
-            self._reply(404, "Not Found", "text/plain", b"try / or /stream.mjpg\n", head_only)
+            self._reply(404, "Not Found", "text/plain", b"try / or /stream.mjpg or /zones\n", head_only)
 
     def _reply(self, status: int, reason: str, content_type: str, body: bytes, head_only: bool = False) -> None:
         head = (f"HTTP/1.0 {status} {reason}\r\nContent-Type: {content_type}\r\n"
@@ -142,9 +185,11 @@ class MjpegRequest(socketserver.StreamRequestHandler):
 class MjpegDisplay:
     name = "mjpeg"
 
-    def __init__(self, address: str = "127.0.0.1", port: int = 8080, quality: int = 80):
-        self.address, self.port, self.quality = address, port, quality
+    def __init__(self, address: str = "127.0.0.1", port: int = 8080, quality: int = 80,
+                 layout: ZoneLayout = ZoneLayout()):
+        self.address, self.port, self.quality, self.layout = address, port, quality, layout
         self.latest = LatestJpeg()
+        self.picture = LatestPicture()
         self.overlay = Overlay()
         self.server = self._make_server()
         self.thread = threading.Thread(target=self.server.serve_forever, name="pidetect-mjpeg", daemon=True)
@@ -157,7 +202,7 @@ class MjpegDisplay:
 
     def _make_server(self) -> "MjpegServer":
         try:
-            return MjpegServer((self.address, self.port), self.latest)
+            return MjpegServer((self.address, self.port), self.latest, self.picture, self.layout)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 hint = "another program uses that port: set mjpeg_port to a free one"
@@ -171,6 +216,7 @@ class MjpegDisplay:
                                      f"{exc.strerror or exc} ({hint})") from None
 
     def show(self, result: Result, fps: Optional[float] = None) -> None:
+        self.picture.image = result.frame.image  # a reference, for the zone editor
         if self.latest.viewers == 0:
             return  # nobody watches: skip drawing and the JPEG encode entirely
         image = self.overlay.draw(result, fps)
