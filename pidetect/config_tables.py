@@ -44,7 +44,7 @@ class ZoneSpec:
     objects: Tuple[str, ...] = ()  # labels that count here; empty: every label
     inertia: int = 3
     loiter_seconds: float = 0.0
-    where: str = field(default="", compare=False)  # "file:line" of its table, for errors found later
+    where: str = field(default="", compare=False)  # "file:line" of its objects (or table), for label errors
 
     def counts(self, label: str) -> bool:
         return not self.objects or label in self.objects
@@ -162,7 +162,7 @@ def parse_zones(raw: Any, text: str, origin: str, top_level=frozenset()) -> Tupl
             inertia=int(_number(table.get("inertia", 3), at("inertia"), "inertia", 1, 1000, whole=True)),
             loiter_seconds=float(_number(table.get("loiter_seconds", 0), at("loiter_seconds"), "loiter_seconds",
                                          0, 86400)),
-            where=where))
+            where=f"{origin}:{line_of_key_in_table(text, header, 'objects') or '?'}" if "objects" in table else where))
     return tuple(specs)
 
 

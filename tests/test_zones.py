@@ -353,7 +353,7 @@ min_score = 0.7
 ''')
     config = build_config(path, {}, path_required=True)
     assert [z.name for z in config.zones] == ["porch"] and config.zones[0].objects == ("person",)
-    assert config.zones[0].where == f"{path}:6"
+    assert config.zones[0].where == f"{path}:8"  # its objects line: where a label error points
     assert {f.label: (f.min_area, f.threshold, f.min_score) for f in config.filters} == {
         "car": (0.02, 0.6, 0.0), "traffic light": (0.0, 0.0, 0.7)}
     assert len(config.object_mask) == 1 and len(config.motion_mask) == 1 and config.required_zones == ("porch",)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import colorsys
 import time
 from dataclasses import dataclass
-from typing import List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -88,6 +88,7 @@ class Overlay:
     def __init__(self, show_timestamp: bool = True):
         self.show_timestamp = show_timestamp
         self._buffer: Optional[np.ndarray] = None
+        self._rasters: Dict[Poly, Tuple[int, int, np.ndarray, np.ndarray]] = {}
 
     @staticmethod
     def _sizes(height: int) -> Tuple[float, int, int]:
@@ -149,8 +150,7 @@ class Overlay:
             self._tag(shapes, size, stamp, 0, size[1], (32, 32, 32), scale * 0.8, thickness, pad)
         return shapes
 
-    @staticmethod
-    def render(shapes: List[Shape], canvas: np.ndarray, top: int = 0) -> None:
+    def render(self, shapes: List[Shape], canvas: np.ndarray, top: int = 0) -> None:
         """Draw `shapes` onto `canvas`, which holds the picture's rows from `top` on (a band, or all of it)."""
         bottom = top + canvas.shape[0]
         for shape in shapes:
@@ -161,27 +161,50 @@ class Overlay:
                 (x1, y1), (x2, y2) = shape.top_left, shape.bottom_right
                 cv2.rectangle(canvas, (x1, y1 - top), (x2, y2 - top), shape.colour, shape.thickness)
             elif isinstance(shape, Poly):
-                Overlay._polygon(canvas, shape, top)
+                self._polygon(canvas, shape, top)
             else:
                 x, y = shape.origin
                 cv2.putText(canvas, shape.text, (x, y - top), FONT, shape.scale, shape.colour, shape.thickness,
                             cv2.LINE_AA)
 
-    @staticmethod
-    def _polygon(canvas: np.ndarray, shape: Poly, top: int) -> None:
-        points = np.array([(x, y - top) for x, y in shape.points], np.int32)
+    def _raster(self, shape: Poly) -> Tuple[int, int, np.ndarray, np.ndarray]:
+        """The polygon rasterised once in its own bounding box: (left, top, inside, outline) masks.
+
+        Why: OpenCV clips a diagonal edge to the canvas it draws on, and a clipped line (or fill) is
+        rasterised from another starting point, so drawing band by band (the framebuffer) would give other
+        pixels than drawing the whole picture. Zones do not move, so the cache hits on every frame."""
+        cached = self._rasters.get(shape)
+        if cached is None:
+            points = np.array(shape.points, np.int32)
+            reach = shape.thickness + 1
+            left, top = int(points[:, 0].min()) - reach, int(points[:, 1].min()) - reach
+            width = int(points[:, 0].max()) - left + reach + 1
+            height = int(points[:, 1].max()) - top + reach + 1
+            local = points - (left, top)
+            inside = np.zeros((height, width), np.uint8)
+            if shape.tint > 0:
+                cv2.fillPoly(inside, [local], 255)
+            outline = np.zeros((height, width), np.uint8)
+            cv2.polylines(outline, [local], True, 255, shape.thickness, cv2.LINE_8)
+            if len(self._rasters) > 64:  # zones and masks of a few layouts; never grows without bound
+                self._rasters.clear()
+            cached = self._rasters[shape] = (left, top, inside.astype(bool), outline.astype(bool))
+        return cached
+
+    def _polygon(self, canvas: np.ndarray, shape: Poly, band_top: int) -> None:
+        left, top, inside, outline = self._raster(shape)
+        rows, columns = canvas.shape[:2]
+        y1, y2 = max(top, band_top), min(top + inside.shape[0], band_top + rows)
+        x1, x2 = max(left, 0), min(left + inside.shape[1], columns)
+        if y2 <= y1 or x2 <= x1:
+            return
+        region = canvas[y1 - band_top:y2 - band_top, x1:x2]
+        local = (slice(y1 - top, y2 - top), slice(x1 - left, x2 - left))
         if shape.tint > 0:
-            # blend only the rows and columns the polygon covers: a small zone costs a small blend
-            height, width = canvas.shape[:2]
-            x1, y1 = max(0, int(points[:, 0].min())), max(0, int(points[:, 1].min()))
-            x2, y2 = min(width, int(points[:, 0].max()) + 1), min(height, int(points[:, 1].max()) + 1)
-            if x2 > x1 and y2 > y1:
-                region = canvas[y1:y2, x1:x2]
-                inside = np.zeros(region.shape[:2], np.uint8)
-                cv2.fillPoly(inside, [points - (x1, y1)], 255)
-                tinted = cv2.addWeighted(region, 1.0 - shape.tint, np.full_like(region, shape.colour), shape.tint, 0)
-                np.copyto(region, tinted, where=inside[:, :, None].astype(bool))
-        cv2.polylines(canvas, [points], True, shape.colour, shape.thickness, cv2.LINE_AA)
+            # blend only what the polygon covers: a small zone costs a small blend
+            tinted = cv2.addWeighted(region, 1.0 - shape.tint, np.full_like(region, shape.colour), shape.tint, 0)
+            np.copyto(region, tinted, where=inside[local][:, :, None])
+        region[outline[local]] = shape.colour
 
     def draw(self, result: Result, fps: Optional[float] = None) -> np.ndarray:
         """The overlaid frame, in a buffer this Overlay reuses (valid until the next call)."""
