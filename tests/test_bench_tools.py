@@ -20,7 +20,7 @@ def test_bench_json_has_every_section(model_paths):
     assert done.returncode in (0, 1), done.stderr  # 1 = a target missed at this toy size, still a full report
     report = json.loads(done.stdout)
     assert {"machine", "backend", "model", "source", "ceiling", "stages", "serial", "pipeline", "process",
-            "ratios", "targets", "rounds", "backends", "models"} <= set(report)
+            "ratios", "targets", "rounds", "backends", "models", "zones"} <= set(report)
     litert = [b for b in report["backends"] if b["backend"] == "ai_edge_litert"]
     assert litert and litert[0]["available"] and litert[0]["inferences_per_s"] > 0
     by_name = {m["model"]: m for m in report["models"]}
@@ -41,7 +41,10 @@ def test_bench_json_has_every_section(model_paths):
         assert p["exit_code"] == 0 and 0 < p["start_to_ready_s"] < 30 and p["peak_rss_mb"] > 30
         # the 1920x1080 RGB565 stand-in is written whole every frame: all 4 MB of it are resident
         assert (3.5 < p["fb_standin_rss_mb"] < 4.5) if p["display"] == "fb" else p["fb_standin_rss_mb"] == 0
-    assert len(report["targets"]) == 7 and all(isinstance(t["pass"], bool) for t in report["targets"])
+    assert len(report["targets"]) == 8 and all(isinstance(t["pass"], bool) for t in report["targets"])
+    zones = report["zones"]  # the tracking stage really ran with its zones: objects kept crossing their edges
+    assert zones["zones"] == 10 and zones["objects"] == 20 and zones["zone_events"] > 100
+    assert zones["stage_median_ms"] > 0 and zones["tracker_median_ms"] > 0
 
 
 def test_rounds_are_summarized_as_medians_of_per_round_ratios():

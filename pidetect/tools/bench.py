@@ -49,6 +49,7 @@ from ..inference.detector import Detector, DetectorOptions
 from ..errors import ModelError, UnavailableError
 from ..outputs.fb import FramebufferDisplay
 from ..tracking.tracker import Tracker
+from .zone_bench import zone_cost
 from ..frames import Frame, Result
 from ..outputs.overlay import Overlay
 
@@ -558,6 +559,8 @@ def run_bench(model: Path, labels: Path, source: Optional[Path], frames: int, th
         report["models"] = compare_models(model, labels, cores, max(20, runs // 4))
         say("stages per frame")
         report["stages"] = stages(model, labels, clip, frames, cores, workdir)
+        say("zones and filters: 10 zones, 20 objects")
+        report["zones"] = zone_cost()
         say(f"end to end: {rounds} interleaved round(s) of ceiling, serial loop and pipelines")
         configs = [(interpreters, display) for interpreters in sorted({1, min(2, cores)})
                    for display in ("none", "fb", "mjpeg")]
@@ -649,6 +652,10 @@ def format_table(report: Dict[str, object]) -> str:
     lines += ["", "stages per frame              median      p95"]
     for name, s in report["stages"].items():
         lines.append(f"  {name:<26}{s['median_ms']:8.2f} ms{s['p95_ms']:8.2f} ms")
+    if "zones" in report:
+        z = report["zones"]
+        lines.append(f"  zones + filters ({z['zones']} zones, {z['objects']} objects) {z['median_ms']:.3f} ms "
+                     f"(tracking stage {z['stage_median_ms']:.3f} ms, tracker alone {z['tracker_median_ms']:.3f} ms)")
     r = report["ratios"]
     lines += ["", f"end to end, median of {len(report['rounds'])} interleaved round(s)   frames/s   vs ceiling",
               f"  ceiling, 1 interpreter, {m['cores']} thread(s)  {r['ceiling_all_cores_per_s']:9.1f}        1.00",
@@ -710,6 +717,8 @@ TARGETS = (  # (name, description, function of the report -> (value, ok))
                 max(p["start_to_ready_s"] or 99 for p in r["process"]) <= 2.0)),
     ("motion_stage", "motion detector <= 1 ms per frame (median, at the clip's size)",
      lambda r: (r["stages"]["motion"]["median_ms"], r["stages"]["motion"]["median_ms"] <= 1.0)),
+    ("zones_filters_10x20", "zones + filters with 10 zones and 20 objects add < 0.2 ms per frame (median)",
+     lambda r: (r["zones"]["median_ms"], r["zones"]["median_ms"] < 0.2)),
     ("decode_stage", "decode (+ NMS) <= 1 ms at the daemon's threshold and <= 5 ms at eval's 0.001",
      lambda r: ((r["stages"]["postprocess"]["median_ms"], r["stages"]["postprocess_eval"]["median_ms"]),
                 r["stages"]["postprocess"]["median_ms"] <= 1.0 and r["stages"]["postprocess_eval"]["median_ms"] <= 5.0)),

@@ -83,12 +83,18 @@ class Tracker:
         unmatched = list(range(len(detections)))
         matched_tracks = set()
         pairs: List[Tuple[float, int, int]] = []
+        by_label: Dict[str, List[Tuple[int, Detection]]] = {}
+        for d_index, det in enumerate(detections):
+            by_label.setdefault(det.label, []).append((d_index, det))
         for t_index, track in enumerate(self.tracks):
-            for d_index, det in enumerate(detections):
-                if det.label == track.label:
-                    overlap = iou(track.box, det.box)
-                    if overlap >= self.iou_threshold:
-                        pairs.append((overlap, t_index, d_index))
+            tx1, ty1, tx2, ty2 = track.box
+            for d_index, det in by_label.get(track.label, ()):
+                bx1, by1, bx2, by2 = det.box
+                if self.iou_threshold > 0 and (bx1 >= tx2 or bx2 <= tx1 or by1 >= ty2 or by2 <= ty1):
+                    continue  # no overlap at all: most pairs, skipped without the division
+                overlap = iou(track.box, det.box)
+                if overlap >= self.iou_threshold:
+                    pairs.append((overlap, t_index, d_index))
         for _overlap, t_index, d_index in sorted(pairs, reverse=True):
             if t_index in matched_tracks or d_index not in unmatched:
                 continue

@@ -15,11 +15,11 @@ entered tracks: a candidate has no records.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..config_tables import ZoneSpec
 from ..frames import Area
-from ..geometry import Point, bottom_centre, bounds, contains
+from ..geometry import Point, PolygonSet, bottom_centre
 from .tracker import Track
 
 
@@ -42,61 +42,71 @@ class ZoneChange:
 
 
 @dataclass(frozen=True)
-class PlacedZone:
-    """A zone in the pixels of one frame size."""
+class PlacedZones:
+    """The zones in the pixels of one frame size, ready for one vectorised inside test per frame."""
 
-    spec: ZoneSpec
-    polygon: Tuple[Point, ...]
-    box: Tuple[float, float, float, float]  # its bounds: most points are rejected without the polygon test
+    polygons: Tuple[Tuple[Point, ...], ...]
+    tester: PolygonSet
 
 
 class Zones:
     def __init__(self, specs: Sequence[ZoneSpec] = ()):
         self.specs = tuple(specs)
         self._size: Tuple[int, int] = (0, 0)
-        self._placed: Tuple[PlacedZone, ...] = ()
-        self._presence: Dict[Tuple[int, str], Presence] = {}
+        self._placed: Optional[PlacedZones] = None
+        # (track_id, zone index) -> Presence; only for objects inside a zone, or counting in one
+        self._presence: Dict[Tuple[int, int], Presence] = {}
 
     def __bool__(self) -> bool:
         return bool(self.specs)
 
-    def placed(self, width: int, height: int) -> Tuple[PlacedZone, ...]:
+    def placed(self, width: int, height: int) -> PlacedZones:
         """The zones in pixels of a width x height frame (computed again only when the size changes)."""
-        if self._size != (width, height):
+        if self._placed is None or self._size != (width, height):
             self._size = (width, height)
-            self._placed = tuple(PlacedZone(spec, pixels, bounds(pixels)) for spec, pixels in
-                                 ((spec, spec.polygon.to_pixels(width, height)) for spec in self.specs))
+            polygons = tuple(spec.polygon.to_pixels(width, height) for spec in self.specs)
+            self._placed = PlacedZones(polygons, PolygonSet(polygons))
         return self._placed
 
-    @staticmethod
-    def inside(zone: PlacedZone, x: float, y: float) -> bool:
-        left, top, right, bottom = zone.box
-        return left <= x <= right and top <= y <= bottom and contains(zone.polygon, x, y)
-
-    def update(self, tracks: Iterable[Track], width: int, height: int, clock: float) -> List[ZoneChange]:
-        """Look at every track the tracker follows; the zone entries and exits of entered ones, in zone order."""
-        changes: List[ZoneChange] = []
-        alive = set()
+    def update(self, tracks: Sequence[Track], width: int, height: int, clock: float) -> List[ZoneChange]:
+        """Look at every track the tracker follows; the zone entries and exits of entered ones, in track and
+        zone order."""
         placed = self.placed(width, height)
-        for track in tracks:
-            x, y = bottom_centre(track.box)
-            for zone in placed:
-                spec = zone.spec
-                if not spec.counts(track.label):
+        tracks = list(tracks)
+        by_id = {track.track_id: (order, track) for order, track in enumerate(tracks)}
+        seen = [track for track in tracks if track.seen]
+        centres = [bottom_centre(track.box) for track in seen]
+        inside = placed.tester.inside([c[0] for c in centres], [c[1] for c in centres]) if seen else None
+        looked = set()
+        for row, track in enumerate(seen):
+            for zone in inside[row].nonzero()[0].tolist():
+                if not self.specs[zone].counts(track.label):
                     continue
-                key = (track.track_id, spec.name)
-                alive.add(key)
+                key = (track.track_id, zone)
                 presence = self._presence.get(key)
                 if presence is None:
                     presence = self._presence[key] = Presence()
-                if track.seen:
-                    self._look(presence, spec, self.inside(zone, x, y), clock)
-                if track.entered and presence.counting != presence.announced:
-                    presence.announced = presence.counting
-                    changes.append(ZoneChange("entered" if presence.counting else "left", spec.name, track))
-        for key in [key for key in self._presence if key not in alive]:
-            del self._presence[key]  # candidates dropped without records; gone tracks were handled by leave()
-        return changes
+                self._look(presence, self.specs[zone], True, clock)
+                looked.add(key)
+        changes: List[Tuple[int, int, ZoneChange]] = []
+        for key in list(self._presence):
+            track_id, zone = key
+            entry = by_id.get(track_id)
+            if entry is None:
+                del self._presence[key]  # a candidate dropped without records (gone tracks went through leave())
+                continue
+            order, track = entry
+            presence = self._presence[key]
+            if track.seen and key not in looked:
+                self._look(presence, self.specs[zone], False, clock)
+            if track.entered and presence.counting != presence.announced:
+                presence.announced = presence.counting
+                changes.append((order, zone, ZoneChange("entered" if presence.counting else "left",
+                                                        self.specs[zone].name, track)))
+            if not presence.counting and not presence.announced and not presence.inside_run:
+                del self._presence[key]  # outside and not counting: nothing to remember
+        changes.sort(key=lambda item: (item[0], item[1]))
+        return [change for _order, _zone, change in changes]
 
     @staticmethod
     def _look(presence: Presence, spec: ZoneSpec, inside: bool, clock: float) -> None:
@@ -116,14 +126,14 @@ class Zones:
 
     def counting_in(self, track: Track) -> Tuple[str, ...]:
         """The zones an entered track counts in (and was announced in), in zone order."""
-        return tuple(spec.name for spec in self.specs
-                     if (p := self._presence.get((track.track_id, spec.name))) is not None and p.announced)
+        return tuple(spec.name for zone, spec in enumerate(self.specs)
+                     if (p := self._presence.get((track.track_id, zone))) is not None and p.announced)
 
     def leave(self, track: Track) -> List[ZoneChange]:
         """The track left the picture: 'left' for every zone it counted in; its presences are forgotten."""
         changes = [ZoneChange("left", name, track) for name in self.counting_in(track)]
-        for spec in self.specs:
-            self._presence.pop((track.track_id, spec.name), None)
+        for zone in range(len(self.specs)):
+            self._presence.pop((track.track_id, zone), None)
         return changes
 
     def reset(self) -> None:
@@ -131,9 +141,8 @@ class Zones:
 
     def areas(self, width: int, height: int) -> Tuple[Area, ...]:
         """Every zone's outline and how many objects count in it now (for the overlay)."""
-        occupied: Dict[str, int] = {}
-        for (_track_id, name), presence in self._presence.items():
-            if presence.announced:
-                occupied[name] = occupied.get(name, 0) + 1
-        return tuple(Area("zone", zone.spec.name, zone.polygon, occupied.get(zone.spec.name, 0))
-                     for zone in self.placed(width, height))
+        occupied = [0] * len(self.specs)
+        for (_track_id, zone), presence in self._presence.items():
+            occupied[zone] += presence.announced
+        return tuple(Area("zone", spec.name, polygon, occupied[zone]) for zone, (spec, polygon)
+                     in enumerate(zip(self.specs, self.placed(width, height).polygons)))
