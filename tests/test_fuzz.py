@@ -473,3 +473,28 @@ def test_mqtt_topic_keys_of_arbitrary_labels(labels):
     assert len(set(keys)) == len(keys)
     for key in keys:
         assert key and len(key) <= 64 and all(c.isascii() and (c.isalnum() or c in "_-") for c in key), key
+
+
+# --- zones, filters and masks ------------------------------------------------------------------------------------
+table_values = st.one_of(scalars, st.lists(scalars, max_size=4),
+                         st.lists(st.lists(st.one_of(st.floats(allow_nan=True), st.integers(-5, 3000), st.booleans(),
+                                                     text_no_surrogates), max_size=3), max_size=6))
+zone_tables = st.dictionaries(st.sampled_from(["points", "objects", "inertia", "loiter_seconds", "pointz"]),
+                              table_values, max_size=4)
+filter_tables = st.dictionaries(st.sampled_from(["min_area", "max_area", "min_ratio", "max_ratio", "min_score",
+                                                 "threshold", "min_ares"]), table_values, max_size=4)
+
+
+@FUZZ
+@given(st.dictionaries(st.from_regex(r"[A-Za-z0-9_ é-]{1,12}", fullmatch=True), zone_tables, max_size=3),
+       st.dictionaries(st.from_regex(r"[a-z ]{1,12}", fullmatch=True), filter_tables, max_size=3),
+       st.one_of(st.none(), table_values))
+def test_zone_filter_and_mask_tables(zones, filters, mask):
+    lines = [] if mask is None else [f"object_mask = {toml_value(mask)}"]
+    for name, table in zones.items():
+        lines.append(f"[zones.{json.dumps(name)}]")
+        lines += [f"{key} = {toml_value(value)}" for key, value in table.items()]
+    for label, table in filters.items():
+        lines.append(f"[filters.{json.dumps(label)}]")
+        lines += [f"{key} = {toml_value(value)}" for key, value in table.items()]
+    load("\n".join(lines) + "\n")

@@ -89,6 +89,21 @@ def test_inside_agrees_with_opencv_on_random_simple_polygons(shape, x, y):
     assert contains(points, x, y) is (reference > 0)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, 20), st.integers(0, 20)), min_size=3, max_size=7), min_size=1,
+                max_size=4),
+       st.lists(st.tuples(st.integers(-2, 22), st.integers(-2, 22)), min_size=1, max_size=30))
+def test_the_vectorised_inside_test_agrees_with_contains(polygons, points):
+    # integer corners and integer points: many points lie exactly on edges and corners, where rules differ most
+    from pidetect.geometry import PolygonSet
+
+    tester = PolygonSet([[tuple(map(float, p)) for p in polygon] for polygon in polygons])
+    got = tester.inside([p[0] for p in points], [p[1] for p in points])
+    for row, (x, y) in enumerate(points):
+        for column, polygon in enumerate(polygons):
+            assert bool(got[row, column]) is contains([tuple(map(float, p)) for p in polygon], x, y), (polygon, x, y)
+
+
 @pytest.mark.parametrize("points, problem", [
     ([[0, 0], [1, 1]], "at least 3 points"),
     ([[0, 0], [1, 1], [1, 0], [0, 1]], "cross"),  # a bow tie
