@@ -75,6 +75,12 @@ class Config:
     fb_format: str = "auto"
     mjpeg_address: str = "127.0.0.1"
     mjpeg_port: int = 8080
+    # web UI (on the live view's address and port): who may look, where events are kept
+    web_auth: str = "password"
+    web_user: str = "pidetect"
+    web_password_file: str = ""
+    state_dir: str = "/var/lib/pidetect"
+    event_max_days: float = 30.0
     snapshots: bool = False
     snapshot_dir: str = "/var/lib/pidetect/snapshots"
     snapshot_max_files: int = 500
@@ -155,6 +161,13 @@ HELP: Dict[str, str] = {
     "fb_tty": "console switched to graphics mode while drawing on the framebuffer ('' to leave it)",
     "mjpeg_address": "address the MJPEG view binds to (0.0.0.0 for the whole network)",
     "mjpeg_port": "port of the MJPEG view",
+    "web_auth": "password: the web UI (live view, /events, API, /metrics) asks for web_user and the password in "
+                "web_password_file when set, and refuses to listen beyond this Pi without one; none: anyone on the "
+                "network may look (set it only on a network you trust)",
+    "web_user": "user name of the web UI's password (HTTP Basic)",
+    "web_password_file": "file holding the web UI's password (never the password itself in the config)",
+    "state_dir": "folder of pidetect's own data: the event store (events.db)",
+    "event_max_days": "keep events (and their snapshots) this many days (0: until the snapshot caps remove them)",
     "snapshots": "save a JPEG of the overlaid frame when an object enters",
     "snapshot_dir": "folder for snapshots",
     "snapshot_max_files": "keep at most this many snapshots (oldest removed first)",
@@ -286,6 +299,10 @@ def check(config: Config) -> List[Tuple[str, str]]:
     need(not ("none" in c.display and len(c.display) > 1), "display", "'none' cannot be combined with a display")
     need(c.fb_format in ("auto", "rgb565", "bgr565", "xrgb8888", "xbgr8888"), "fb_format",
          "must be auto, rgb565, bgr565, xrgb8888 or xbgr8888")
+    need(c.web_auth in ("password", "none"), "web_auth", "must be password or none")
+    need(bool(c.web_user) and ":" not in c.web_user and c.web_user.isprintable(), "web_user",
+         "must be a user name without ':' (HTTP Basic)")
+    need(bool(c.state_dir.strip()), "state_dir", "must be a folder, e.g. /var/lib/pidetect")
     need(c.log_format in LOG_FORMATS, "log_format", "must be one of " + ", ".join(LOG_FORMATS))
     need(c.log_level in LOG_LEVELS, "log_level", "must be one of " + ", ".join(LOG_LEVELS))
     need(c.backend in ("auto", "ai_edge_litert", "tflite_runtime", "tensorflow.lite"), "backend",
@@ -311,7 +328,7 @@ NUMERIC_RANGES = (
     ("enter_frames", 1, 100000), ("leave_frames", 1, 100000),
     ("snapshot_max_files", 1, 10_000_000), ("snapshot_max_mb", 0, 100_000_000),
     ("mqtt_queue", 1, 1_000_000), ("metrics_interval", 0, DAY), ("ready_timeout", 0, 3600),
-    ("max_frames", 0, 2**53), ("duration", 0, 100 * 365 * DAY),
+    ("max_frames", 0, 2**53), ("duration", 0, 100 * 365 * DAY), ("event_max_days", 0, 36500),
 )
 OPEN_BELOW = {"open_timeout", "read_timeout", "reconnect_max_delay", "detect_interval", "stationary_interval",
               "snapshot_max_mb", "metrics_interval", "ready_timeout"}

@@ -29,3 +29,22 @@ def replaced_when_done(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
     finally:
         if temporary.exists():
             temporary.unlink()
+
+
+def read_password_file(path: str, key: str) -> str:
+    """A password kept in a file (never in the config, a flag or a log): its first line, stripped.
+
+    A FIFO or a device would block start and stop: only a regular file is read."""
+    import stat
+
+    from .errors import ConfigError
+
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ConfigError(f"{key} {path}: not a regular file; put the password in a file (chmod 600)")
+        password = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{key} {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+    if not password:
+        raise ConfigError(f"{key} {path}: the file is empty; write the password in it")
+    return password

@@ -22,9 +22,12 @@ def event_record(event: TrackEvent, ts: float) -> dict:
         return {"event": "zone", "state": event.state, "zone": event.zone, "label": event.label,
                 "class_id": event.class_id, "track_id": event.track_id, "score": round(event.score, 4),
                 "box": list(event.box), "frame_seq": event.frame_seq, "ts": round(ts, 3)}
-    return {"event": "detection", "state": event.state, "label": event.label, "class_id": event.class_id,
-            "score": round(event.score, 4), "box": list(event.box), "track_id": event.track_id,
-            "zones": list(event.zones), "frame_seq": event.frame_seq, "ts": round(ts, 3)}
+    record = {"event": "detection", "state": event.state, "label": event.label, "class_id": event.class_id,
+              "score": round(event.score, 4), "box": list(event.box), "track_id": event.track_id,
+              "zones": list(event.zones), "frame_seq": event.frame_seq, "ts": round(ts, 3)}
+    if event.state == "left":
+        record["top_score"] = round(event.top_score, 4)  # the event store keeps the best look
+    return record
 
 
 class EventLogSink:

@@ -82,11 +82,12 @@ def preflight(config: Config) -> None:
     Why: a reload must find a bad snapshot_dir, an unreadable mqtt_password_file or a pipe: source with
     an unbalanced quote while the running pipeline still runs, not after it was stopped.
     """
-    from ..outputs.sinks import check_outputs, check_record_sinks
+    from ..outputs.sinks import check_outputs, check_record_sinks, check_web
 
     make_source(config).close()
     check_outputs(config)
     check_record_sinks(config)
+    check_web(config)
 
 
 def check_model_labels(config: Config, model_labels) -> Config:
@@ -151,7 +152,8 @@ class Service:
         self.running: Optional[Running] = None
         self._counted_captured = self._counted_dropped = 0  # totals of pipelines replaced by a reload
         self._gate_seen: Optional[dict] = None  # the motion gate's counters at the last metrics record
-        self.record_sinks: List = []  # fed every record, like the journal (MQTT)
+        self.record_sinks: List = []  # fed every record, like the journal (MQTT, the event store, /metrics)
+        self.prometheus = None  # web/metrics.py, with the web UI on
 
     # --- records and notifications -------------------------------------------------------------
     def emit(self, record: dict, priority: int = INFO) -> None:
@@ -205,16 +207,26 @@ class Service:
 
     # --- building ------------------------------------------------------------------------------
     def _start(self, config: Config, detectors: List[Detector]) -> Running:
-        from ..outputs.sinks import build_outputs, build_record_sinks
+        from ..outputs.sinks import build_outputs, build_record_sinks, build_web, web_ui_on
 
         stop = threading.Event()
         slot = LatestFrameSlot()
         source = make_source(config)
-        outputs, snapshots = build_outputs(config, self.emit)
+        if web_ui_on(config) and self.prometheus is None:
+            from ..web.metrics import PrometheusMetrics
+
+            self.prometheus = PrometheusMetrics()  # one for the service's life: counters survive reloads
+        web_sinks, web = build_web(config, self.emit, self.prometheus)
         try:
-            self.record_sinks = build_record_sinks(config, self.emit)
+            outputs, snapshots = build_outputs(config, self.emit, web)
+        except BaseException:
+            self._close_sinks(web_sinks)
+            raise
+        try:
+            self.record_sinks = build_record_sinks(config, self.emit) + web_sinks
         except BaseException:
             self._close_outputs(outputs)  # a display holds its port: free it for the pipeline started instead
+            self._close_sinks(web_sinks)
             raise
         in_view = InView()
         gate = make_gate(config, source, in_view)
@@ -224,7 +236,7 @@ class Service:
                                 max_delay=config.reconnect_max_delay, gate=gate,
                                 keep_motion_boxes=config.show_motion)
         inference = InferencePool(detectors, slot, tracking, [events, *outputs], self.emit, stop,
-                                  self.metrics.add_inference, max_frames=config.max_frames,
+                                  self._on_inference, max_frames=config.max_frames,
                                   stall_after_frames=self.stall_after)
         capture.start()
         inference.start()
@@ -249,9 +261,18 @@ class Service:
             except Exception as exc:
                 log.warning("closing %s failed: %s", output.name, exc)
 
+    def _on_inference(self, inference_ms: float, age_ms: float) -> None:
+        self.metrics.add_inference(inference_ms, age_ms)
+        if self.prometheus is not None:
+            self.prometheus.observe_inference(inference_ms)
+
     def _close_record_sinks(self) -> None:
         """After the last records of a pipeline ('left' events, final metrics), so they are published too."""
         sinks, self.record_sinks = self.record_sinks, []
+        self._close_sinks(sinks)
+
+    @staticmethod
+    def _close_sinks(sinks: List) -> None:
         for sink in sinks:
             try:
                 sink.close()

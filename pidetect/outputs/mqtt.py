@@ -27,10 +27,8 @@ import collections
 import json
 import logging
 import re
-import os
 import socket
 import ssl
-import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 from .. import __version__
 from ..errors import ConfigError, UnavailableError
+from ..files import read_password_file
 from ..records import ERR, INFO, WARNING
 
 log = logging.getLogger(__name__)
@@ -122,14 +121,7 @@ def settings_from_config(config) -> MqttSettings:
     """The config's mqtt_* keys; the password is read from its file here (never stored in the config)."""
     password = ""
     if config.mqtt_password_file:
-        try:
-            if not stat.S_ISREG(os.stat(config.mqtt_password_file).st_mode):  # a FIFO would block start and stop
-                raise ConfigError(f"mqtt_password_file {config.mqtt_password_file}: not a regular file; put the "
-                                  "password in a file (chmod 600)")
-            password = Path(config.mqtt_password_file).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"mqtt_password_file {config.mqtt_password_file}: cannot read it "
-                              f"({getattr(exc, 'strerror', None) or exc})") from None
+        password = read_password_file(config.mqtt_password_file, "mqtt_password_file")
         if not config.mqtt_username:
             raise ConfigError("mqtt_password_file is set but mqtt_username is empty; set both or neither")
     check_topic_keys(config.mqtt_labels)

@@ -25,6 +25,7 @@ from typing import Callable, List, Optional, Tuple
 
 from ..config import Config, sysfs_root
 from ..errors import ConfigError
+from ..files import read_password_file
 from .display import DisplayUnavailable
 from ..frames import Result
 from ..records import ERR, log_record
@@ -105,7 +106,7 @@ def _close_quietly(display) -> None:
         log.warning("closing display %s: %s", display.name, exc)
 
 
-def make_display(name: str, config: Config):
+def make_display(name: str, config: Config, web: Optional[dict] = None):
     if name == "fb":
         from .fb import FramebufferDisplay
 
@@ -116,7 +117,7 @@ def make_display(name: str, config: Config):
         from ..web.zone_editor import ZoneLayout
 
         return MjpegDisplay(config.mjpeg_address, config.mjpeg_port,
-                            layout=ZoneLayout(config.zones, config.object_mask, config.motion_mask))
+                            layout=ZoneLayout(config.zones, config.object_mask, config.motion_mask), **(web or {}))
     if name == "window":
         from .window import WindowDisplay
 
@@ -124,14 +125,15 @@ def make_display(name: str, config: Config):
     raise ValueError(name)
 
 
-def build_outputs(config: Config, emit: Callable) -> Tuple[List, Optional[Snapshots]]:
+def build_outputs(config: Config, emit: Callable, web: Optional[dict] = None) -> Tuple[List, Optional[Snapshots]]:
+    """The display sink and snapshots; `web`: what the web UI serves besides the live view (build_web)."""
     check_outputs(config)  # before any display exists: a display holds its port
     displays = []
     for name in config.display:
         if name == "none":
             continue
         try:
-            displays.append(make_display(name, config))
+            displays.append(make_display(name, config, web))
         except DisplayUnavailable as exc:
             message = f"display {name} unavailable, continuing without it: {exc}"
             emit(log_record("error", "pidetect.display", message), ERR)
@@ -148,6 +150,68 @@ def check_outputs(config: Config) -> None:
         if folder.exists() and not folder.is_dir():
             raise ConfigError(f"snapshot_dir {folder} is a file, not a folder; set snapshot_dir to a folder "
                               "(it is created if missing)")
+
+
+def web_ui_on(config: Config) -> bool:
+    """The web UI (live view, review page, API, /metrics, zone editor) runs with the mjpeg display."""
+    return "mjpeg" in config.display
+
+
+def is_loopback(address: str) -> bool:
+    import ipaddress
+
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def web_auth(config: Config) -> Optional[Tuple[str, str]]:
+    """(user, password) the web UI asks for, or None. Off loopback a password is required unless
+    web_auth = "none" says otherwise: a camera must never be open to the network by accident."""
+    if config.web_password_file:
+        return config.web_user, read_password_file(config.web_password_file, "web_password_file")
+    if config.web_auth == "password" and not is_loopback(config.mjpeg_address):
+        raise ConfigError(f"mjpeg_address = {config.mjpeg_address} opens the web UI (live view, events, snapshots) "
+                          "beyond this Pi without a password: set web_password_file to a file holding one "
+                          "(sudo sh -c 'openssl rand -base64 12 > /etc/pidetect/web.password'), or "
+                          "web_auth = \"none\" if anyone on this network may look, or mjpeg_address = 127.0.0.1")
+    return None
+
+
+def check_web(config: Config) -> None:
+    """The ConfigErrors building the web UI would raise: the password rule, and a store that cannot be used."""
+    if not web_ui_on(config):
+        return
+    from ..store.events import EventStore
+    from ..store.sink import store_path
+
+    web_auth(config)
+    EventStore(store_path(config.state_dir)).close()
+
+
+def build_web(config: Config, emit: Callable, metrics) -> Tuple[List, Optional[dict]]:
+    """With the web UI on: the record sinks that feed it (the event store's writer, the Prometheus metrics)
+    and what the web server reads (the store, the snapshot folder, the metrics page, the password)."""
+    if not web_ui_on(config):
+        return [], None
+    from ..store.events import EventStore
+    from ..store.sink import StoreSink, remove_own_snapshot, store_path
+
+    auth = web_auth(config)
+    store = EventStore(store_path(config.state_dir))
+    snapshot_dir = Path(config.snapshot_dir) if config.snapshots else None
+    sink = StoreSink(store, emit, snapshot_dir, config.event_max_days)
+
+    def on_delete(event) -> None:
+        if event.snapshot:
+            remove_own_snapshot(Path(config.snapshot_dir), event.snapshot)
+
+    web = {"store": store, "snapshot_dir": Path(config.snapshot_dir), "metrics": metrics.exposition, "auth": auth,
+           "on_delete": on_delete}
+    return [sink, metrics], web
 
 
 def check_record_sinks(config: Config) -> None:

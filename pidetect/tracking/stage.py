@@ -27,7 +27,7 @@ from .zones import ZoneChange, Zones
 
 def object_event(state: str, track: Track, frame_seq: int, zones: Tuple[str, ...]) -> TrackEvent:
     return TrackEvent("detection", state, track.track_id, track.label, track.class_id, track.score, track.box,
-                      frame_seq, zones=zones)
+                      frame_seq, zones=zones, top_score=track.top_score)
 
 
 def zone_event(change: ZoneChange, frame_seq: int) -> TrackEvent:

@@ -48,6 +48,11 @@ class Track:
     scores: Deque[float] = field(default_factory=lambda: collections.deque(maxlen=SCORE_HISTORY))
 
     @property
+    def top_score(self) -> float:
+        """The best score of the looks remembered (the last SCORE_HISTORY) and of this one."""
+        return max(max(self.scores, default=0.0), self.score)
+
+    @property
     def seen(self) -> bool:
         """Matched in the latest frame (its box is fresh)."""
         return self.misses == 0

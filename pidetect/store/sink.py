@@ -1,0 +1,158 @@
+"""The sink that writes the record stream into the event store, on its own thread.
+
+Fed every record like the journal and MQTT (`publish_record` only queues): an SD card's fsync must
+never delay detection. A write that fails (a full card, a read-only remount) loses that change only
+— SQLite rolls the transaction back, so no half-written row exists — is said once per episode, and
+writing goes on with the next event. Retention runs after every RETENTION_EVERY writes: rows older
+than `event_max_days` go with their snapshot files (only pidetect's own), rows whose snapshot the
+snapshot caps removed go too.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import stat
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Deque, Dict, Optional
+
+from ..records import ERR, INFO, log_record
+from .events import EventStore
+
+log = logging.getLogger(__name__)
+RETENTION_EVERY = 50
+QUEUE_LIMIT = 10000  # records waiting for a stuck card; beyond it the oldest are dropped (and said)
+
+
+def snapshot_name(path: Optional[str], snapshot_dir: Optional[Path]) -> Optional[str]:
+    """The file name of a snapshot the record points to, if it lies directly in snapshot_dir."""
+    if not path or snapshot_dir is None:
+        return None
+    candidate = Path(path)
+    return candidate.name if candidate.parent == snapshot_dir else None
+
+
+def remove_own_snapshot(snapshot_dir: Path, name: str) -> None:
+    """Remove a snapshot pidetect wrote: a regular file (never a link) directly in snapshot_dir, named as
+    pidetect names them."""
+    from ..outputs.snapshots import OWN_NAME
+
+    if not OWN_NAME.fullmatch(name):
+        return
+    path = snapshot_dir / name
+    try:
+        if stat.S_ISREG(path.lstat().st_mode):
+            path.unlink()
+    except OSError:
+        pass
+
+
+class StoreSink:
+    name = "event store"
+
+    def __init__(self, store: EventStore, emit: Callable, snapshot_dir: Optional[Path], max_days: float):
+        self.store, self.emit, self.snapshot_dir, self.max_days = store, emit, snapshot_dir, max_days
+        self._queue: Deque[dict] = collections.deque()
+        self._cond = threading.Condition()
+        self._open: Dict[int, int] = {}  # track id -> row id, for this pipeline's tracker
+        self._failure: Optional[str] = None
+        self._writes = 0
+        self._dropped = 0
+        self.stopping = False
+        self._thread = threading.Thread(target=self._run, name="pidetect-store", daemon=True)
+        self._thread.start()
+        self._retention()
+
+    def publish_record(self, record: dict) -> None:
+        if record.get("event") not in ("detection", "zone") or record.get("state") not in ("entered", "left"):
+            return
+        with self._cond:
+            if len(self._queue) >= QUEUE_LIMIT:
+                self._queue.popleft()
+                self._dropped += 1
+            self._queue.append(record)
+            self._cond.notify()
+
+    def metrics_fields(self) -> dict:
+        return {}
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self.stopping:
+                    self._cond.wait(0.5)
+                if not self._queue and self.stopping:
+                    return
+                record = self._queue.popleft()
+            self._write(record)
+
+    def _write(self, record: dict) -> None:
+        try:
+            self._apply(record)
+        except sqlite3.Error as exc:
+            if self._failure is None:
+                self._failure = str(exc)
+                self.emit(log_record("error", "pidetect.store", f"cannot write the event store {self.store.path}: "
+                                     f"{exc}; detection goes on, trying again with the next event"), ERR)
+            return
+        if self._failure is not None:
+            self._failure = None
+            self.emit(log_record("info", "pidetect.store", f"the event store {self.store.path} is written again"),
+                      INFO)
+        self._writes += 1
+        if self._writes % RETENTION_EVERY == 0:
+            self._retention()
+
+    def _apply(self, record: dict) -> None:
+        track = record["track_id"]
+        snapshot = snapshot_name(record.get("snapshot"), self.snapshot_dir)
+        if record["event"] == "detection" and record["state"] == "entered":
+            self._open[track] = self.store.open_event(record["label"], record["class_id"], track, record["ts"],
+                                                      record["score"], record.get("zones", ()), snapshot)
+        elif record["event"] == "detection":
+            row = self._open.pop(track, None)
+            if row is not None:
+                self.store.close_event(row, record["ts"], record.get("top_score", record["score"]))
+        elif record["state"] == "entered" and track in self._open:
+            self.store.add_zone(self._open[track], record["zone"], snapshot)
+
+    def _retention(self) -> None:
+        try:
+            older = time.time() - self.max_days * 86400 if self.max_days > 0 else None
+            for name in self.store.prune(self.snapshot_dir, older):
+                if self.snapshot_dir is not None:
+                    remove_own_snapshot(self.snapshot_dir, name)
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("event store retention failed: %s", exc)
+
+    def close(self) -> None:
+        with self._cond:
+            self.stopping = True
+            self._cond.notify()
+        self._thread.join(5)
+        self.store.close()
+
+
+DEFAULT_STATE_DIR = "/var/lib/pidetect"
+
+
+def store_path(state_dir: str) -> Path:
+    """events.db in state_dir. The default folder is the service's (/var/lib/pidetect, made by the installer);
+    a user running pidetect by hand who cannot write there gets $XDG_STATE_HOME/pidetect (~/.local/state)."""
+    from .events import FILE_NAME
+
+    folder = Path(os.path.expanduser(state_dir))
+    if str(folder) == DEFAULT_STATE_DIR and not _writable(folder):
+        folder = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "pidetect"
+    return folder / FILE_NAME
+
+
+def _writable(folder: Path) -> bool:
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return os.access(existing, os.W_OK | os.X_OK)
