@@ -41,7 +41,7 @@ class TrackEvent:
     frame_seq: int
     zone: str = ""  # kind zone: which one
     zones: Tuple[str, ...] = ()  # kind detection: the zones the object counts in
-    top_score: float = 0.0  # the best recent score (of the last 10 looks)
+    top_score: float = 0.0  # the best score of any look so far
 
 
 @dataclass(frozen=True)

@@ -314,10 +314,11 @@ def test_mjpeg_listener_queues_many_viewers_at_once():
     import socket
     import threading
 
-    from pidetect.web.mjpeg import LatestJpeg, MjpegServer
+    from pidetect.web.mjpeg import LatestJpeg
+    from pidetect.web.server import WebApp, WebServer
     from pidetect.tools.bench import free_port
 
-    server = MjpegServer(("127.0.0.1", free_port()), LatestJpeg())
+    server = WebServer(("127.0.0.1", free_port()), WebApp(LatestJpeg()))
     port = server.server_address[1]
     server_thread = threading.Thread(target=server.serve_forever, daemon=True)
     # connect everyone before the server accepts anything: only the listen() backlog holds them
@@ -342,7 +343,7 @@ def test_mjpeg_listener_queues_many_viewers_at_once():
             sock.close()
         server.shutdown()
         server.server_close()
-    assert all(r.startswith(b"HTTP/1.0 200") for r in replies)
+    assert all(r.startswith(b"HTTP/1.1 200") for r in replies)
     assert elapsed < 0.8, f"{elapsed:.2f} s: some viewers waited for a SYN retry"
 
 

@@ -25,6 +25,7 @@ from .events import EventStore
 
 log = logging.getLogger(__name__)
 RETENTION_EVERY = 50
+RECOVERED_AFTER = 10.0  # seconds of successful writes that end an episode of failures
 QUEUE_LIMIT = 10000  # records waiting for a stuck card; beyond it the oldest are dropped (and said)
 
 
@@ -60,6 +61,7 @@ class StoreSink:
         self._cond = threading.Condition()
         self._open: Dict[int, int] = {}  # track id -> row id, for this pipeline's tracker
         self._failure: Optional[str] = None
+        self._failed_at = 0.0
         self._writes = 0
         self._dropped = 0
         self.stopping = False
@@ -94,12 +96,15 @@ class StoreSink:
         try:
             self._apply(record)
         except sqlite3.Error as exc:
+            self._failed_at = time.monotonic()
             if self._failure is None:
                 self._failure = str(exc)
                 self.emit(log_record("error", "pidetect.store", f"cannot write the event store {self.store.path}: "
                                      f"{exc}; detection goes on, trying again with the next event"), ERR)
             return
-        if self._failure is not None:
+        if self._failure is not None and time.monotonic() - self._failed_at >= RECOVERED_AFTER:
+            # a nearly full card lets some writes through between failures: the episode ends only after
+            # RECOVERED_AFTER seconds without one, so it is said once, not once per event
             self._failure = None
             self.emit(log_record("info", "pidetect.store", f"the event store {self.store.path} is written again"),
                       INFO)

@@ -46,11 +46,11 @@ class Track:
     misses: int = 0
     entered: bool = False
     scores: Deque[float] = field(default_factory=lambda: collections.deque(maxlen=SCORE_HISTORY))
+    best: float = 0.0  # the best score of any look
 
     @property
     def top_score(self) -> float:
-        """The best score of the looks remembered (the last SCORE_HISTORY) and of this one."""
-        return max(max(self.scores, default=0.0), self.score)
+        return max(self.best, self.score)
 
     @property
     def seen(self) -> bool:
@@ -108,6 +108,7 @@ class Tracker:
             track, det = self.tracks[t_index], detections[d_index]
             track.box, track.score, track.hits, track.misses = det.box, det.score, track.hits + 1, 0
             track.scores.append(det.score)
+            track.best = max(track.best, det.score)
             if not track.entered and self._ready(track):
                 track.entered = True
                 events.append(Event("entered", track, frame_seq))

@@ -123,8 +123,10 @@ def _number(value: str, name: str) -> float:
 class WebRequest(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 10.0  # seconds a client may take to send its request, or to take what we send
-    server_version = "pidetect"
-    sys_version = ""
+    default_request_version = "HTTP/1.0"  # a request without a version gets a status line too (never HTTP/0.9)
+
+    def version_string(self) -> str:
+        return "pidetect"
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - http.server's name
         log.debug("web %s: " + format, self.address_string(), *args)
@@ -138,6 +140,14 @@ class WebRequest(http.server.BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         self._dispatch("DELETE")
+
+    def _not_allowed(self) -> None:
+        self.close_connection = True
+        self.send_response(405)
+        self.send_header("Allow", "GET, HEAD, DELETE")
+        self._body(b"only GET, HEAD and DELETE (of an event)\n", "text/plain; charset=utf-8", False)
+
+    do_POST = do_PUT = do_PATCH = do_OPTIONS = _not_allowed
 
     def _dispatch(self, method: str) -> None:
         app: WebApp = self.server.app
