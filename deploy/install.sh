@@ -201,6 +201,23 @@ if [ -z "$SOURCE" ] && command -v rpicam-hello >/dev/null \
     say "found a CSI camera: using rpicam-vid as the source"
 fi
 toml_string() { "$PYTHON" -c 'import json, sys; print(json.dumps(sys.argv[1]))' "$1"; }
+# The web UI (display mjpeg) gets a password from the start: it listens on 127.0.0.1 until you set
+# mjpeg_address = "0.0.0.0", and then nobody on the network sees the camera without it.
+WEB_PASSWORD_FILE=""
+case ",${DISPLAY_OUT:-fb}," in *,mjpeg,*)
+    if [ ! -e "$CONFIG" ]; then
+        WEB_PASSWORD_FILE=/etc/pidetect/web.password
+        if [ ! -s "$WEB_PASSWORD_FILE" ]; then
+            (umask 027; "$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(12))' > "$WEB_PASSWORD_FILE")
+            chown root:pidetect "$WEB_PASSWORD_FILE"
+            chmod 0640 "$WEB_PASSWORD_FILE"
+            say "web UI password (user pidetect): $(cat "$WEB_PASSWORD_FILE") — kept in $WEB_PASSWORD_FILE"
+        else
+            say "web UI password kept in $WEB_PASSWORD_FILE (user pidetect)"
+        fi
+        say "the web UI is on http://127.0.0.1:8080/; for the whole network set mjpeg_address = \"0.0.0.0\" in $CONFIG"
+    fi ;;
+esac
 if [ ! -e "$CONFIG" ]; then
     {
         echo "# Written by deploy/install.sh on $(date -u +%Y-%m-%d). Every key and its default is listed below."
@@ -210,6 +227,7 @@ if [ ! -e "$CONFIG" ]; then
         [ -n "$MQTT_HOST" ] && echo "mqtt_host = $(toml_string "$MQTT_HOST")"
         echo "display = \"${DISPLAY_OUT:-fb}\""
         echo "snapshots = true"
+        [ -n "$WEB_PASSWORD_FILE" ] && echo "web_password_file = $(toml_string "$WEB_PASSWORD_FILE")"
         echo
         cat "$REPO/deploy/pidetect.toml"
     } > "$CONFIG"

@@ -406,6 +406,39 @@ def _watch_mjpeg(port: int) -> None:
             time.sleep(0.05)
 
 
+def _review_page_open(port: int, stop: threading.Event) -> None:
+    """A review page left open: the page, its event list and every thumbnail every 2 s, /metrics every 5 s."""
+    import urllib.request
+
+    base, count = f"http://127.0.0.1:{port}", 0
+    while not stop.is_set():
+        try:
+            urllib.request.urlopen(base + "/events", timeout=5).read()
+            events = json.loads(urllib.request.urlopen(base + "/api/events?limit=100", timeout=5).read())
+            for event in events:
+                if event.get("snapshot"):
+                    urllib.request.urlopen(base + event["snapshot"], timeout=5).read()
+            if count % 3 == 0:
+                urllib.request.urlopen(base + "/metrics", timeout=5).read()
+            count += 1
+        except (OSError, ValueError):
+            pass
+        stop.wait(2.0)
+
+
+EVERYTHING_ZONES = """[zones.left]
+points = [[0.0, 0.4], [0.5, 0.4], [0.5, 1.0], [0.0, 1.0]]
+
+[zones.right]
+points = [[0.5, 0.4], [1.0, 0.4], [1.0, 1.0], [0.5, 1.0]]
+objects = ["person", "cat"]
+
+[filters.person]
+min_area = 0.005
+threshold = 0.5
+"""
+
+
 def fake_framebuffer(folder: Path, width: int, height: int, bpp: int = 16, stride: Optional[int] = None):
     """A plain file standing in for /dev/fb0 plus the sysfs folder describing it (use with $PIDETECT_SYSFS)."""
     stride = stride or width * bpp // 8
@@ -473,14 +506,24 @@ def daemon_process(clip: Path, model: Path, labels: Path, display: str, workdir:
             "--model", str(model), *(["--labels", str(labels)] if labels else []), "--duration", str(duration),
             "--log-format", "json", "--metrics-interval", "1", "--interpreters", str(interpreters)]
     fb: Optional[Path] = None
-    if display == "fb":
+    stop_page = threading.Event()
+    if display in ("fb", "all"):
         fb, sysfs = fake_framebuffer(workdir, 1920, 1080)
         env["PIDETECT_SYSFS"] = str(sysfs)
-        args += ["--display", "fb", "--fb-device", str(fb), "--fb-tty", ""]
-    elif display == "mjpeg":
+        args += ["--fb-device", str(fb), "--fb-tty", ""]
+    if display in ("mjpeg", "all"):
         port = free_port()
-        args += ["--display", "mjpeg", "--mjpeg-port", str(port)]
+        state = Path(tempfile.mkdtemp(prefix="state-", dir=workdir))
+        args += ["--mjpeg-port", str(port), "--state-dir", str(state)]
         threading.Thread(target=_watch_mjpeg, args=(port,), daemon=True).start()  # a viewer, so it encodes
+        threading.Thread(target=_review_page_open, args=(port, stop_page), daemon=True).start()
+    if display == "all":  # every output at once: fb and the web UI, snapshots, the store, zones and filters
+        config = workdir / "everything.toml"
+        config.write_text(EVERYTHING_ZONES)
+        args += ["--display", "fb,mjpeg", "--snapshots", "--snapshot-dir", str(workdir / "snapshots"),
+                 "--config", str(config)]
+    elif display != "none":
+        args += ["--display", display]
     started = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
     ready_s = None
@@ -503,6 +546,7 @@ def daemon_process(clip: Path, model: Path, labels: Path, display: str, workdir:
             fb_mapped = max(fb_mapped, mapped_rss_mb(proc.pid, fb) or 0.0)
         time.sleep(0.1)
     reader.join(5)
+    stop_page.set()
     output = outputs[0] if outputs else ""
     usage_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall = time.perf_counter() - started
@@ -582,7 +626,12 @@ def run_bench(model: Path, labels: Path, source: Optional[Path], frames: int, th
         say("daemon process: start to READY, CPU, peak RSS")
         report["process"] = [daemon_process(clip, model, labels, display, workdir, process_seconds, interpreters)
                              for interpreters in sorted({1, min(2, cores)}) for display in ("none", "fb", "mjpeg")]
+        say("daemon process with everything on: fb and the web UI with the review page open, snapshots, zones")
+        report["process"].append(daemon_process(clip, model, labels, "all", workdir, process_seconds, 1))
     report.update(summarize_rounds(report["rounds"]))
+    steady = {p["display"]: p["steady_rss_mb"] for p in report["process"] if p["interpreters"] == 1}
+    if steady.get("mjpeg") and steady.get("none"):
+        report["web_ui_mb"] = round(steady["mjpeg"] - steady["none"], 1)
     report["bench_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return report
 
@@ -693,6 +742,9 @@ def format_table(report: Dict[str, object]) -> str:
         lines.append(f"  {p['interpreters']} interp., display {p['display']:<5} start→READY {p['start_to_ready_s']} s, "
                      f"CPU {p['cpu_percent']:.0f}%, peak RSS {p['peak_rss_mb']} MB{stand_in}, "
                      f"steady RSS {p['steady_rss_mb']} MB")
+    if "web_ui_mb" in report:
+        lines.append(f"  the web UI (MJPEG viewer + review page open + /metrics) costs {report['web_ui_mb']} MB of steady "
+                     "RSS over display none")
     return "\n".join(lines)
 
 
@@ -712,6 +764,9 @@ TARGETS = (  # (name, description, function of the report -> (value, ok))
     ("rss_display_on", "peak RSS of pidetect run (1 interpreter) with the fb and with the mjpeg display <= 120 MB",
      lambda r: (max(display_peak(r, "fb"), display_peak(r, "mjpeg")),
                 max(display_peak(r, "fb"), display_peak(r, "mjpeg")) <= 120)),
+    ("rss_everything", "peak RSS of pidetect run with everything on (fb, web UI with the review page open, "
+     "snapshots, event store, zones) <= 135 MB",
+     lambda r: (display_peak(r, "all"), display_peak(r, "all") <= 135)),
     ("start_to_ready", "start to READY <= 2 s with the model present",
      lambda r: (max(p["start_to_ready_s"] or 99 for p in r["process"]),
                 max(p["start_to_ready_s"] or 99 for p in r["process"]) <= 2.0)),

@@ -59,8 +59,23 @@ thread_nices() { local task; for task in /proc/"$PID"/task/*; do sed 's/.*) //' 
 thread_nices | sort -n | uniq -c > /out/thread_nice
 has_nice_10() { thread_nices | grep -qx 10; }
 expect display-nice "a thread at nice 10 (count, value: $(tr -s ' \n' ' ' < /out/thread_nice))" has_nice_10
-expect mjpeg-view "MJPEG page served on 127.0.0.1:8080" wait_for 10 sh -c \
-    "python3 -c \"import urllib.request; assert b'stream.mjpg' in urllib.request.urlopen('http://127.0.0.1:8080/', timeout=5).read()\""
+# the installer made a web password (--display mjpeg): readable by the service's group only, and asked for
+web_password_ok() { [ "$(stat -c '%U:%G %a' /etc/pidetect/web.password)" = "root:pidetect 640" ] && \
+    grep -q '^web_password_file = "/etc/pidetect/web.password"' "$CONFIG" && [ -s /etc/pidetect/web.password ]; }
+expect web-password "a web password made by the installer (root:pidetect 0640)" web_password_ok
+cat > /out/web_get.py <<'PY'
+import base64, sys, urllib.error, urllib.request
+password = open("/etc/pidetect/web.password").read().strip() if sys.argv[1] == "with" else "wrong"
+request = urllib.request.Request("http://127.0.0.1:8080/", headers={
+    "Authorization": "Basic " + base64.b64encode(f"pidetect:{password}".encode()).decode()})
+try:
+    body = urllib.request.urlopen(request, timeout=5).read()
+    sys.exit(0 if sys.argv[1] == "with" and b"stream.mjpg" in body else 1)
+except urllib.error.HTTPError as error:
+    sys.exit(0 if sys.argv[1] == "without" and error.code == 401 else 1)
+PY
+expect mjpeg-view "web UI on 127.0.0.1:8080 with the password, 401 without" wait_for 10 sh -c \
+    "python3 /out/web_get.py with && python3 /out/web_get.py without"
 
 # 4. a hung inference worker: the watchdog kills it and systemd restarts it
 mkdir -p /etc/systemd/system/pidetect.service.d
