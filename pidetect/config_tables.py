@@ -135,25 +135,46 @@ def _unknown_key(where: str, key: str, kind: str, allowed, top_level) -> ConfigE
     return ConfigError(f"{where}: unknown key '{key}'; a {kind} has " + ", ".join(sorted(allowed)))
 
 
+@dataclass(frozen=True)
+class TablePlace:
+    """Where one [table.name] of the file is, to name the line of each of its keys in errors."""
+
+    text: str
+    origin: str
+    table: str
+    name: str
+
+    @property
+    def header(self) -> Optional[int]:
+        return line_of_table(self.text, self.table, self.name)
+
+    @property
+    def where(self) -> str:
+        return f"{self.origin}:{self.header or '?'}"
+
+    def at(self, key: str) -> str:
+        return f"{self.origin}:{line_of_key_in_table(self.text, self.header, key) or '?'}: {self.table}.{self.name}"
+
+    def check_keys(self, table: dict, allowed, kind: str, top_level) -> None:
+        if not isinstance(table, dict):
+            raise ConfigError(f"{self.where}: {self.table}.{self.name} must be a table: [{self.table}.{self.name}] "
+                              f"with {'points = [[x, y], …]' if kind == 'zone' else 'min_area = …'}")
+        unknown = sorted(set(table) - allowed)
+        if unknown:
+            raise _unknown_key(self.at(unknown[0]), unknown[0], kind, allowed, top_level)
+
+
 def parse_zones(raw: Any, text: str, origin: str, top_level=frozenset()) -> Tuple[ZoneSpec, ...]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{origin}: zones must be tables, one per zone: [zones.porch] with points = [[x, y], …]")
     specs = []
     for name, table in raw.items():
-        header = line_of_table(text, "zones", name)
-        where = f"{origin}:{header or '?'}"
+        place = TablePlace(text, origin, "zones", name)
+        where, at = place.where, place.at
         if not ZONE_NAME.fullmatch(name):
             raise ConfigError(f"{where}: zone name '{name}': use letters, digits, '_' and '-' only (at most 64); "
                               "it becomes a journal value, an MQTT topic and a Home Assistant id")
-        if not isinstance(table, dict):
-            raise ConfigError(f"{where}: zones.{name} must be a table: [zones.{name}] with points = [[x, y], …]")
-
-        def at(key: str) -> str:
-            return f"{origin}:{line_of_key_in_table(text, header, key) or '?'}: zones.{name}"
-
-        unknown = sorted(set(table) - ZONE_KEYS)
-        if unknown:
-            raise _unknown_key(at(unknown[0]), unknown[0], "zone", ZONE_KEYS, top_level)
+        place.check_keys(table, ZONE_KEYS, "zone", top_level)
         if "points" not in table:
             raise ConfigError(f"{where}: zones.{name} has no points; add points = [[x, y], …] (at least 3)")
         specs.append(ZoneSpec(
@@ -162,7 +183,7 @@ def parse_zones(raw: Any, text: str, origin: str, top_level=frozenset()) -> Tupl
             inertia=int(_number(table.get("inertia", 3), at("inertia"), "inertia", 1, 1000, whole=True)),
             loiter_seconds=float(_number(table.get("loiter_seconds", 0), at("loiter_seconds"), "loiter_seconds",
                                          0, 86400)),
-            where=f"{origin}:{line_of_key_in_table(text, header, 'objects') or '?'}" if "objects" in table else where))
+            where=at("objects").rsplit(": ", 1)[0] if "objects" in table else where))
     return tuple(specs)
 
 
@@ -171,17 +192,9 @@ def parse_filters(raw: Any, text: str, origin: str, top_level=frozenset()) -> Tu
         raise ConfigError(f"{origin}: filters must be tables, one per label: [filters.person] with min_score = …")
     specs = []
     for label, table in raw.items():
-        header = line_of_table(text, "filters", label)
-        where = f"{origin}:{header or '?'}"
-        if not isinstance(table, dict):
-            raise ConfigError(f"{where}: filters.{label} must be a table: [filters.{label}] with min_area = …")
-
-        def at(key: str) -> str:
-            return f"{origin}:{line_of_key_in_table(text, header, key) or '?'}: filters.{label}"
-
-        unknown = sorted(set(table) - FILTER_KEYS)
-        if unknown:
-            raise _unknown_key(at(unknown[0]), unknown[0], "filter", FILTER_KEYS, top_level)
+        place = TablePlace(text, origin, "filters", label)
+        where, at = place.where, place.at
+        place.check_keys(table, FILTER_KEYS, "filter", top_level)
         values: Dict[str, float] = {}
         for key in ("min_area", "max_area"):
             if key in table:

@@ -255,23 +255,29 @@ def test_journalctl_event_zone_zone_porch_is_a_feed_of_the_porch(tmp_path, scene
 
 
 # --- MQTT and Home Assistant ------------------------------------------------------------------------------------
-def test_zone_counts_and_home_assistant_entities_on_a_real_broker(tmp_path, scene):
+def run_with_broker(tmp_path, scene, text, prefix):
+    """The scene once with MQTT to a real Mosquitto; (records, every message the subscriber saw)."""
     from mqtt_broker import Broker, Subscriber
 
     broker = Broker(tmp_path / "broker").start()
     try:
         subscriber = Subscriber(broker.port)
         time.sleep(0.5)
-        records = run(tmp_path, scene, 'mqtt_labels = ["person", "car"]\n' + ZONE +
-                      f"\n[zones.drive]\npoints = {porch_scene.PORCH}\nobjects = [\"car\"]\n" + MIN_AREA,
-                      "--mqtt-host", "127.0.0.1", "--mqtt-port", broker.port, "--mqtt-topic-prefix", "pd/zones",
-                      "--mqtt-client-id", "pidetect-zones")
-        subscriber.wait_for(lambda m: any(t == "pd/zones/available" and p == b"offline" for t, p, _r in m),
+        records = run(tmp_path, scene, text, "--mqtt-host", "127.0.0.1", "--mqtt-port", broker.port,
+                      "--mqtt-topic-prefix", prefix, "--mqtt-client-id", "pidetect-" + prefix.split("/")[-1])
+        subscriber.wait_for(lambda m: any(t == f"{prefix}/available" and p == b"offline" for t, p, _r in m),
                             what="offline on stop")
         time.sleep(0.3)
         subscriber.stop()
     finally:
         broker.stop()
+    return records, subscriber
+
+
+def test_zone_counts_and_home_assistant_entities_on_a_real_broker(tmp_path, scene):
+    records, subscriber = run_with_broker(tmp_path, scene, 'mqtt_labels = ["person", "car"]\n' + ZONE +
+                                          f"\n[zones.drive]\npoints = {porch_scene.PORCH}\nobjects = [\"car\"]\n"
+                                          + MIN_AREA, "pd/zones")
     configs = {t: json.loads(p) for t, p, _r in subscriber.messages if t.startswith("homeassistant/")}
     base = "homeassistant/{}/pidetect-zones/{}/config"
     porch = configs[base.format("binary_sensor", "porch_person_occupancy")]
@@ -292,21 +298,8 @@ def test_zone_counts_and_home_assistant_entities_on_a_real_broker(tmp_path, scen
 
 
 def test_required_zones_limit_the_events_topic_to_those_zones(tmp_path, scene):
-    from mqtt_broker import Broker, Subscriber
-
-    broker = Broker(tmp_path / "broker").start()
-    try:
-        subscriber = Subscriber(broker.port)
-        time.sleep(0.5)
-        records = run(tmp_path, scene, 'required_zones = ["porch"]\n' + ZONE +
-                      f"\n[zones.drive]\npoints = {porch_scene.PORCH}\n" + MIN_AREA,
-                      "--mqtt-host", "127.0.0.1", "--mqtt-port", broker.port, "--mqtt-topic-prefix", "pd/req",
-                      "--mqtt-client-id", "pidetect-req")
-        subscriber.wait_for(lambda m: any(t == "pd/req/available" and p == b"offline" for t, p, _r in m),
-                            what="offline on stop")
-        subscriber.stop()
-    finally:
-        broker.stop()
+    records, subscriber = run_with_broker(tmp_path, scene, 'required_zones = ["porch"]\n' + ZONE +
+                                          f"\n[zones.drive]\npoints = {porch_scene.PORCH}\n" + MIN_AREA, "pd/req")
     sent = [json.loads(p) for p in subscriber.on("pd/req/events")]
     assert [(m["event"], m["zone"], m["state"]) for m in sent] == [("zone", "porch", "entered"),
                                                                    ("zone", "porch", "left")]

@@ -110,6 +110,8 @@ def run_checks(config: Config, make_detector: Callable) -> List[Check]:
     for name in config.display:
         if name != "none":
             checks.append(_probe_display(name, config))
+    if "mjpeg" in config.display:
+        checks.append(_check_web(config))
     if config.mqtt_host:
         checks.append(_probe_mqtt(config))
     journal = journal_sender() is not None
@@ -123,11 +125,26 @@ def run_checks(config: Config, make_detector: Callable) -> List[Check]:
     return checks
 
 
+def _check_web(config: Config) -> Check:
+    """The web UI's password rule and its event store, as the daemon would find them at start."""
+    from ..outputs.sinks import check_web, is_loopback
+    from ..store.sink import store_path
+
+    try:
+        check_web(config)
+    except PidetectError as exc:
+        return Check("web UI", False, str(exc))
+    who = "password (HTTP Basic)" if config.web_password_file else (
+        "no password: this Pi only" if is_loopback(config.mjpeg_address) else "no password (web_auth = none)")
+    return Check("web UI", True, f"http://{config.mjpeg_address}:{config.mjpeg_port}/ ({who}); events in "
+                                 f"{store_path(config.state_dir)}")
+
+
 def exit_code_for(checks: List[Check]) -> int:
     failed = [c for c in checks if c.needed and not c.ok]
     if not failed:
         return 0
-    return EX_CONFIG if any(c.name == "model" for c in failed) else EX_UNAVAILABLE
+    return EX_CONFIG if any(c.name in ("model", "web UI") for c in failed) else EX_UNAVAILABLE
 
 
 def format_check(check: Check) -> str:
