@@ -400,3 +400,47 @@ def test_the_review_page_lists_filters_and_deletes_in_chromium(tmp_path, scene):
     finally:
         assert live.stop() == 0
     assert screenshot.stat().st_size > 10_000
+
+
+def test_only_pidetects_own_snapshots_are_ever_removed(tmp_path):
+    from pidetect.store.sink import remove_own_snapshot
+
+    own = tmp_path / "20261201-090000.000-person-7.jpg"
+    own.write_bytes(b"jpeg")
+    theirs = tmp_path / "holiday.jpg"
+    theirs.write_bytes(b"mine")
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.txt"
+    outside.write_text("keep")
+    link = tmp_path / "20261201-090001.000-person-8.jpg"
+    link.symlink_to(outside)
+    for name in ("holiday.jpg", "../" + outside.name, link.name, "20261201-090000.000-person-7.jpg/.."):
+        remove_own_snapshot(tmp_path, name)
+    assert theirs.exists() and outside.read_text() == "keep" and link.is_symlink()
+    remove_own_snapshot(tmp_path, own.name)
+    assert not own.exists()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--web-user", "a:b"], "--web-user 'a:b': must be a user name without ':'"),
+    (["--web-auth", "maybe"], "must be password or none"),
+    (["--event-max-days", "-1"], "--event-max-days -1.0: must be between 0 and 36500"),
+])
+def test_web_settings_are_checked(args, words):
+    done = run_pidetect("run", "--source", "/dev/null", *args)
+    assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_empty_or_unreadable_password_file_is_a_config_error(tmp_path):
+    empty = tmp_path / "empty.password"
+    empty.write_text("\n")
+    for path, words in ((empty, "the file is empty"), (tmp_path / "missing", "cannot read it"), (tmp_path, "not a regular")):
+        done = run_pidetect("run", "--source", "/dev/null", "--display", "mjpeg", "--mjpeg-port", free_port(),
+                            "--web-password-file", path, "--state-dir", tmp_path / "state", "--log-format", "text")
+        assert done.returncode == 78 and words in done.stderr, (path, done.stderr)
+
+
+def test_check_reports_the_web_ui(tmp_path):
+    done = run_pidetect("check", "--display", "mjpeg", "--mjpeg-address", "0.0.0.0", "--state-dir", tmp_path)
+    assert done.returncode == 78 and "FAIL web UI" in done.stdout + done.stderr
+    done = run_pidetect("check", "--display", "mjpeg", "--state-dir", tmp_path)
+    assert "ok   web UI" in done.stdout + done.stderr and str(tmp_path / "events.db") in done.stdout + done.stderr

@@ -422,3 +422,16 @@ def test_labels_in_zones_and_filters_must_be_the_models():
     with pytest.raises(ConfigError, match=r"^/etc/pidetect/pidetect.toml:12: \[filters.cars\].*did you mean car"):
         check_table_labels((), (spec,), ["person", "car"])
     check_table_labels((PORCH,), (FilterSpec("car"),), ["person", "car"])
+
+
+def test_show_motion_puts_both_masks_on_the_overlay(tmp_path):
+    from pidetect.daemon.service import make_tracking
+
+    path = write(tmp_path, "object_mask = [[[0.5, 0.0], [1.0, 0.0], [1.0, 0.5]]]\n"
+                           "motion_mask = [[[0.0, 0.0], [0.5, 0.0], [0.0, 0.5]]]\n")
+    config = build_config(path, {"show_motion": True}, path_required=True)
+    done = make_tracking(config).update(result(1))
+    assert [(a.kind, a.polygon) for a in done.areas] == [("motion_mask", ((0.0, 0.0), (320.0, 0.0), (0.0, 240.0))),
+                                                        ("object_mask", ((320.0, 0.0), (640.0, 0.0), (640.0, 240.0)))]
+    hidden = build_config(path, {}, path_required=True)
+    assert make_tracking(hidden).update(result(1)).areas == ()
