@@ -174,13 +174,13 @@ def test_mjpeg_http_routes_errors_and_viewer_count():
         assert status == 200 and kind == f"multipart/x-mixed-replace; boundary={BOUNDARY.decode()}"
         with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
             raw.sendall(b"nonsense\r\n\r\n")
-            assert raw.recv(100).startswith(b"HTTP/1.1 400 ")
+            assert raw.recv(100).startswith(b"HTTP/1.0 400 ")
         with socket.create_connection(("127.0.0.1", port), timeout=10) as viewer:
             viewer.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n")
             received = b""
             while received.count(b"--" + BOUNDARY) < 3:
                 received += viewer.recv(65536)
-            assert received.startswith(b"HTTP/1.1 200 OK\r\n") and display.latest.viewers == 1
+            assert received.startswith(b"HTTP/1.0 200 OK\r\n") and display.latest.viewers == 1
         deadline = time.monotonic() + 5
         while display.latest.viewers and time.monotonic() < deadline:
             time.sleep(0.05)

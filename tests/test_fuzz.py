@@ -243,12 +243,12 @@ request_parts = st.sampled_from([b"GET ", b"HEAD ", b"POST ", b"/", b"/index.htm
 def test_http_requests(mjpeg_server, request):
     port = mjpeg_server.server_address[1]
     reply = exchange(port, request)
-    assert reply == b"" or reply.startswith(b"HTTP/1.1 "), reply[:80]
+    assert reply == b"" or reply.startswith(b"HTTP/1.0 "), reply[:80]
     if reply:
         status = int(reply.split()[1])
-        assert status in (200, 400, 404, 405, 414, 431, 501, 503, 505)  # http.server: 501 unknown method
+        assert status in (200, 400, 404, 405, 414, 431, 503)
     # and the server still answers a good request
-    assert exchange(port, b"GET / HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200 OK")
+    assert exchange(port, b"GET / HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 200 OK")
 
 
 # --- snapshot pruning over random folder contents ---------------------------------------------------

@@ -88,7 +88,7 @@ class Overlay:
     def __init__(self, show_timestamp: bool = True):
         self.show_timestamp = show_timestamp
         self._buffer: Optional[np.ndarray] = None
-        self._rasters: Dict[Poly, Tuple[int, int, np.ndarray, np.ndarray]] = {}
+        self._rasters: Dict[tuple, tuple] = {}
 
     @staticmethod
     def _sizes(height: int) -> Tuple[float, int, int]:
@@ -167,13 +167,15 @@ class Overlay:
                 cv2.putText(canvas, shape.text, (x, y - top), FONT, shape.scale, shape.colour, shape.thickness,
                             cv2.LINE_AA)
 
-    def _raster(self, shape: Poly) -> Tuple[int, int, np.ndarray, np.ndarray]:
-        """The polygon rasterised once in its own bounding box: (left, top, inside, outline) masks.
+    def _raster(self, shape: Poly) -> Tuple[int, int, Tuple[int, int], np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+        """The polygon rasterised once in its own bounding box: (left, top, size, inside bits, outline pixels).
 
         Why: OpenCV clips a diagonal edge to the canvas it draws on, and a clipped line (or fill) is
         rasterised from another starting point, so drawing band by band (the framebuffer) would give other
-        pixels than drawing the whole picture. Zones do not move, so the cache hits on every frame."""
-        cached = self._rasters.get(shape)
+        pixels than drawing the whole picture. Zones do not move, so the cache hits on every frame. Kept
+        small: the inside as packed bits (1/8 of a byte mask), the outline as its pixels' coordinates."""
+        key = (shape.points, shape.thickness)
+        cached = self._rasters.get(key)
         if cached is None:
             points = np.array(shape.points, np.int32)
             reach = shape.thickness + 1
@@ -181,30 +183,33 @@ class Overlay:
             width = int(points[:, 0].max()) - left + reach + 1
             height = int(points[:, 1].max()) - top + reach + 1
             local = points - (left, top)
-            inside = np.zeros((height, width), np.uint8)
-            if shape.tint > 0:
-                cv2.fillPoly(inside, [local], 255)
-            outline = np.zeros((height, width), np.uint8)
-            cv2.polylines(outline, [local], True, 255, shape.thickness, cv2.LINE_8)
+            mask = np.zeros((height, width), np.uint8)
+            cv2.fillPoly(mask, [local], 1)
+            inside = np.packbits(mask, axis=1)
+            mask[:] = 0
+            cv2.polylines(mask, [local], True, 1, shape.thickness, cv2.LINE_8)
+            outline = tuple(np.nonzero(mask))
             if len(self._rasters) > 64:  # zones and masks of a few layouts; never grows without bound
                 self._rasters.clear()
-            cached = self._rasters[shape] = (left, top, inside.astype(bool), outline.astype(bool))
+            cached = self._rasters[key] = (left, top, (width, height), inside, outline)
         return cached
 
     def _polygon(self, canvas: np.ndarray, shape: Poly, band_top: int) -> None:
-        left, top, inside, outline = self._raster(shape)
+        left, top, (width, height), inside, (outline_y, outline_x) = self._raster(shape)
         rows, columns = canvas.shape[:2]
-        y1, y2 = max(top, band_top), min(top + inside.shape[0], band_top + rows)
-        x1, x2 = max(left, 0), min(left + inside.shape[1], columns)
+        y1, y2 = max(top, band_top), min(top + height, band_top + rows)
+        x1, x2 = max(left, 0), min(left + width, columns)
         if y2 <= y1 or x2 <= x1:
             return
-        region = canvas[y1 - band_top:y2 - band_top, x1:x2]
-        local = (slice(y1 - top, y2 - top), slice(x1 - left, x2 - left))
         if shape.tint > 0:
             # blend only what the polygon covers: a small zone costs a small blend
+            region = canvas[y1 - band_top:y2 - band_top, x1:x2]
+            bits = np.unpackbits(inside[y1 - top:y2 - top], axis=1, count=width)[:, x1 - left:x2 - left]
             tinted = cv2.addWeighted(region, 1.0 - shape.tint, np.full_like(region, shape.colour), shape.tint, 0)
-            np.copyto(region, tinted, where=inside[local][:, :, None])
-        region[outline[local]] = shape.colour
+            np.copyto(region, tinted, where=bits.astype(bool)[:, :, None])
+        ys, xs = outline_y + top, outline_x + left
+        keep = (ys >= band_top) & (ys < band_top + rows) & (xs >= 0) & (xs < columns)
+        canvas[ys[keep] - band_top, xs[keep]] = shape.colour
 
     def draw(self, result: Result, fps: Optional[float] = None) -> np.ndarray:
         """The overlaid frame, in a buffer this Overlay reuses (valid until the next call)."""

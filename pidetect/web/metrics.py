@@ -1,89 +1,140 @@
-"""/metrics: the journal's metrics records as Prometheus metrics, made with prometheus_client.
+"""/metrics: the journal's metrics records as Prometheus metrics, written out by prometheus_client.
 
-A record sink like MQTT (fed every record, from any thread): `metrics` records set the gauges and
+A record sink like MQTT (fed every record, from any thread): `metrics` records give the gauges and
 add to the counters, `detection` and `zone` records count arrivals by label and zone, and every
-inference's time goes into a histogram (`observe_inference`, called from the inference pool's
-callback). Its own CollectorRegistry, not the library's global one: two pipelines (a reload) never
-register twice, and nothing else in the process leaks into the page.
+inference's time is counted into histogram buckets (`observe_inference`, from the inference pool's
+callback). The figures are kept here as plain numbers; prometheus_client turns them into the text
+format on each scrape, through a custom collector (the library's documented way to export figures
+another program keeps) on its own CollectorRegistry, never the global one.
+
+Why not the library's Counter/Gauge objects from the start: importing prometheus_client pulls in
+http.server and ssl, 8.9 MB of resident memory in the daemon (measured); imported at the first
+scrape, a Pi whose /metrics nobody reads never pays for it.
 """
 
 from __future__ import annotations
 
-from typing import Optional
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import bisect
+import threading
+from typing import Dict, Optional, Tuple
 
 # inference time buckets, seconds: a Pi 5 runs the default model in ~10-20 ms, a Pi 4 in ~30-60 ms
 BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
+GAUGES = (  # (metric name, help, metrics record key, scale)
+    ("pidetect_capture_fps", "Frames a second the source delivered (last interval)", "capture_fps", 1.0),
+    ("pidetect_inference_fps", "Frames a second the model looked at (last interval)", "inference_fps", 1.0),
+    ("pidetect_motion_share", "Share of frames looked at with motion (last interval)", "motion_share", 1.0),
+    ("pidetect_cpu_percent", "CPU use of the daemon, percent of one core", "cpu_percent", 1.0),
+    ("pidetect_resident_memory_bytes", "Resident memory of the daemon", "rss_mb", 2.0 ** 20),
+    ("pidetect_soc_temperature_celsius", "SoC temperature", "temp_c", 1.0),
+)
+COUNTERS = (  # (metric name without _total, help, metrics record key of the per-interval count)
+    ("pidetect_frames_dropped", "Frames replaced before the model could look at them", "frames_dropped"),
+    ("pidetect_frames_gated", "Frames the motion gate kept from the model", "frames_gated"),
+)
 
 
 class PrometheusMetrics:
     name = "metrics"
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.capture_fps = Gauge("pidetect_capture_fps", "Frames a second the source delivered (last interval)",
-                                 registry=r)
-        self.inference_fps = Gauge("pidetect_inference_fps", "Frames a second the model looked at (last interval)",
-                                   registry=r)
-        self.inference = Histogram("pidetect_inference_seconds", "Time of one inference (preprocess, invoke, "
-                                   "decode)", buckets=BUCKETS, registry=r)
-        self.dropped = Counter("pidetect_frames_dropped", "Frames replaced before the model could look at them",
-                               registry=r)
-        self.gated = Counter("pidetect_frames_gated", "Frames the motion gate kept from the model", registry=r)
-        self.motion_share = Gauge("pidetect_motion_share", "Share of frames looked at with motion (last interval)",
-                                  registry=r)
-        self.cpu = Gauge("pidetect_cpu_percent", "CPU use of the daemon, percent of one core", registry=r)
-        self.rss = Gauge("pidetect_resident_memory_bytes", "Resident memory of the daemon", registry=r)
-        self.temperature = Gauge("pidetect_soc_temperature_celsius", "SoC temperature", registry=r)
-        self.throttled = Gauge("pidetect_throttled_flags", "The Pi's get_throttled flags (0 = all fine)", registry=r)
-        self.detections = Counter("pidetect_detections", "Objects that entered the picture, by label", ["label"],
-                                  registry=r)
-        self.zone_entries = Counter("pidetect_zone_entries", "Objects that started counting in a zone",
-                                    ["zone", "label"], registry=r)
-        self.in_view = Gauge("pidetect_objects_in_view", "Objects in view now, by label", ["label"], registry=r)
+        self._lock = threading.Lock()
+        self._gauges: Dict[str, float] = {}
+        self._counters: Dict[str, float] = {name: 0.0 for name, _help, _key in COUNTERS}
+        self._throttled: Optional[int] = None
+        self._buckets = [0] * (len(BUCKETS) + 1)  # the last one: above every bound
+        self._inference_sum = 0.0
+        self._detections: Dict[str, int] = {}
+        self._in_view: Dict[str, int] = {}
+        self._zone_entries: Dict[Tuple[str, str], int] = {}
+        self._registry = None
 
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
-
+    # --- figures in (any thread) ----------------------------------------------------------------
     def observe_inference(self, inference_ms: float) -> None:
-        self.inference.observe(inference_ms / 1000.0)
+        seconds = inference_ms / 1000.0
+        with self._lock:
+            self._buckets[bisect.bisect_left(BUCKETS, seconds)] += 1
+            self._inference_sum += seconds
 
     def publish_record(self, record: dict) -> None:
         event = record.get("event")
-        if event == "metrics":
-            self._metrics(record)
-        elif event == "detection" and record.get("state") in ("entered", "left"):
-            entered = record["state"] == "entered"
-            if entered:
-                self.detections.labels(record["label"]).inc()
-                self.in_view.labels(record["label"]).inc()
-            else:
-                self.in_view.labels(record["label"]).dec()
-        elif event == "zone" and record.get("state") == "entered":
-            self.zone_entries.labels(record["zone"], record["label"]).inc()
-
-    def _metrics(self, record: dict) -> None:
-        self.capture_fps.set(record.get("capture_fps") or 0)
-        self.inference_fps.set(record.get("inference_fps") or 0)
-        self.dropped.inc(max(0, record.get("frames_dropped") or 0))
-        self.gated.inc(max(0, record.get("frames_gated") or 0))
-        if "motion_share" in record:
-            self.motion_share.set(record["motion_share"])
-        self.cpu.set(record.get("cpu_percent") or 0)
-        self.rss.set((record.get("rss_mb") or 0) * 2**20)
-        if record.get("temp_c") is not None:
-            self.temperature.set(record["temp_c"])
-        throttled: Optional[str] = record.get("throttled")
-        if throttled:
-            try:
-                self.throttled.set(int(throttled, 16))
-            except ValueError:
-                pass
+        with self._lock:
+            if event == "metrics":
+                for name, _help, key, scale in GAUGES:
+                    if record.get(key) is not None:
+                        self._gauges[name] = float(record[key]) * scale
+                for name, _help, key in COUNTERS:
+                    self._counters[name] += max(0, record.get(key) or 0)
+                try:
+                    self._throttled = int(record["throttled"], 16) if record.get("throttled") else self._throttled
+                except (TypeError, ValueError):
+                    pass
+            elif event == "detection" and record.get("state") in ("entered", "left"):
+                label = record["label"]
+                if record["state"] == "entered":
+                    self._detections[label] = self._detections.get(label, 0) + 1
+                    self._in_view[label] = self._in_view.get(label, 0) + 1
+                else:
+                    self._in_view[label] = max(0, self._in_view.get(label, 0) - 1)
+            elif event == "zone" and record.get("state") == "entered":
+                key = (record["zone"], record["label"])
+                self._zone_entries[key] = self._zone_entries.get(key, 0) + 1
 
     def metrics_fields(self) -> dict:
         return {}
 
     def close(self) -> None:
-        """Nothing to release: the registry goes with the pipeline."""
+        """Nothing to release: the figures live as long as the service (counters survive reloads)."""
+
+    # --- the page -------------------------------------------------------------------------------
+    def exposition(self) -> bytes:
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        with self._lock:
+            if self._registry is None:
+                self._registry = CollectorRegistry(auto_describe=False)
+                self._registry.register(_Collector(self))
+        return generate_latest(self._registry)
+
+    def families(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        with self._lock:
+            for name, text, _key, _scale in GAUGES:
+                if name in self._gauges:
+                    yield GaugeMetricFamily(name, text, value=self._gauges[name])
+            for name, text, _key in COUNTERS:
+                yield CounterMetricFamily(name, text, value=self._counters[name])
+            if self._throttled is not None:
+                yield GaugeMetricFamily("pidetect_throttled_flags", "The Pi's get_throttled flags (0 = all fine)",
+                                        value=self._throttled)
+            cumulative, buckets = 0, []
+            for bound, count in zip((*map(str, BUCKETS), "+Inf"), self._buckets):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            yield HistogramMetricFamily("pidetect_inference_seconds", "Time of one inference (preprocess, invoke, "
+                                        "decode)", buckets=buckets, sum_value=self._inference_sum)
+            detections = CounterMetricFamily("pidetect_detections", "Objects that entered the picture, by label",
+                                             labels=["label"])
+            for label, count in sorted(self._detections.items()):
+                detections.add_metric([label], count)
+            yield detections
+            in_view = GaugeMetricFamily("pidetect_objects_in_view", "Objects in view now, by label", labels=["label"])
+            for label, count in sorted(self._in_view.items()):
+                in_view.add_metric([label], count)
+            yield in_view
+            zones = CounterMetricFamily("pidetect_zone_entries", "Objects that started counting in a zone",
+                                        labels=["zone", "label"])
+            for (zone, label), count in sorted(self._zone_entries.items()):
+                zones.add_metric([zone, label], count)
+            yield zones
+
+
+class _Collector:
+    """prometheus_client asks it for the metric families on every scrape."""
+
+    def __init__(self, metrics: PrometheusMetrics):
+        self.metrics = metrics
+
+    def collect(self):
+        return list(self.metrics.families())

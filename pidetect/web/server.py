@@ -7,9 +7,9 @@
     /zones, /api/zones   the zone editor            /api/labels          labels with events
     /metrics             Prometheus text format (prometheus_client)
 
-Built on http.server: prometheus_client imports it (and ssl) anyway, so once /metrics exists the
-hand-written parser that saved 4.6 MB saves nothing, while http.server brings HTTP/1.1 keep-alive,
-header limits and error replies for free (measured: README "Web UI"). A thread per client, at most
+Built on socketserver with a few lines of request parsing, not http.server, which imports http.client
+and ssl: 7 MB of the daemon's resident memory (measured; prometheus_client, which imports it too, is
+imported only when /metrics is first read). One request per connection (HTTP/1.0). A thread per client, at most
 MAX_CLIENTS at once (more are refused at once with 503), each with a 10 s socket timeout, so slow or
 hostile clients can neither stall detection (which never waits for the server) nor grow memory.
 
@@ -22,12 +22,11 @@ following links, so no request can name a path.
 from __future__ import annotations
 
 import base64
-import hmac
-import http.server
 import json
 import logging
 import os
 import re
+import socket
 import socketserver
 import threading
 import urllib.parse
@@ -43,6 +42,8 @@ MAX_CLIENTS = 128
 PAGES = Path(__file__).parent
 EVENT_PATH = re.compile(r"/api/events/(\d{1,18})(/snapshot\.jpg)?")
 MAX_LIMIT = 1000
+MAX_LINE = 8192
+MAX_HEADERS = 100
 MAX_LABEL = 200
 
 
@@ -60,7 +61,7 @@ class WebApp:
     on_delete: Optional[Callable[[object], None]] = None  # removes an event's files
 
 
-class WebServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+class WebServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 64  # listen() backlog: with 5, viewers connecting at once waited for a SYN retry (1 s)
@@ -68,11 +69,9 @@ class WebServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
     def __init__(self, address: Tuple[str, int], app: WebApp):
         self.app = app
         self._clients = threading.BoundedSemaphore(MAX_CLIENTS)
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         super().__init__(address, WebRequest)
-
-    def server_bind(self) -> None:
-        socketserver.TCPServer.server_bind(self)  # HTTPServer's would look the host name up (slow, pointless)
-        self.server_name, self.server_port = self.server_address[:2]
 
     def process_request(self, request, client_address) -> None:
         if not self._clients.acquire(blocking=False):
@@ -120,64 +119,94 @@ def _number(value: str, name: str) -> float:
     return moment.timestamp()
 
 
-class WebRequest(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class BadRequest(Exception):
+    def __init__(self, status: int, text: str):
+        super().__init__(text)
+        self.status = status
+
+
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+           414: "URI Too Long", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+
+
+class WebRequest(socketserver.StreamRequestHandler):
+    """One HTTP/1.0 request per connection (Connection: close), parsed here in a few lines.
+
+    Not http.server: it imports http.client and with it ssl, 7 MB of the daemon's resident memory
+    (measured), for what is a request line and a few headers. Limits: a line of MAX_LINE bytes, MAX_HEADERS
+    headers; no route reads a body."""
+
     timeout = 10.0  # seconds a client may take to send its request, or to take what we send
-    default_request_version = "HTTP/1.0"  # a request without a version gets a status line too (never HTTP/0.9)
 
-    def version_string(self) -> str:
-        return "pidetect"
+    def handle(self) -> None:
+        try:
+            method, target, headers = self._read_request()
+        except BadRequest as exc:
+            self._status(exc.status)
+            self._body((str(exc) + "\n").encode(), "text/plain; charset=utf-8", False)
+            return
+        except (OSError, ValueError):
+            return  # a client that went away or sent nothing
+        self.command, self.path, self.headers = method, target, headers
+        try:
+            if method in ("GET", "HEAD", "DELETE"):
+                self._dispatch(method)
+            else:
+                self._status(405, [("Allow", "GET, HEAD, DELETE")])
+                self._body(b"only GET, HEAD and DELETE (of an event)\n", "text/plain; charset=utf-8", False)
+        except OSError:
+            pass  # the client went away mid-reply
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - http.server's name
-        log.debug("web %s: " + format, self.address_string(), *args)
+    def _read_request(self):
+        line = self.rfile.readline(MAX_LINE + 1)
+        if not line:
+            raise ValueError("no request")
+        if len(line) > MAX_LINE:
+            raise BadRequest(414, "request line too long")
+        words = line.decode("latin-1").split()
+        if len(words) != 3 or not words[2].startswith("HTTP/") or not words[1].startswith("/"):
+            raise BadRequest(400, "bad request line")
+        headers = {}
+        for _ in range(MAX_HEADERS + 1):
+            header = self.rfile.readline(MAX_LINE + 1)
+            if len(header) > MAX_LINE:
+                raise BadRequest(431, "header too long")
+            if header in (b"\r\n", b"\n", b""):
+                return words[0], words[1], headers
+            name, _, value = header.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        raise BadRequest(431, "too many headers")
 
-    # --- dispatch -------------------------------------------------------------------------------
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_HEAD(self) -> None:
-        self._dispatch("HEAD")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
-
-    def _not_allowed(self) -> None:
-        self.close_connection = True
-        self.send_response(405)
-        self.send_header("Allow", "GET, HEAD, DELETE")
-        self._body(b"only GET, HEAD and DELETE (of an event)\n", "text/plain; charset=utf-8", False)
-
-    do_POST = do_PUT = do_PATCH = do_OPTIONS = _not_allowed
+    def _status(self, status: int, extra=()) -> None:
+        self._reply_head = [f"HTTP/1.0 {status} {REASONS.get(status, 'Error')}"] + [f"{k}: {v}" for k, v in extra]
 
     def _dispatch(self, method: str) -> None:
         app: WebApp = self.server.app
-        if self.headers.get("Content-Length", "0").strip() not in ("", "0") or self.headers.get("Transfer-Encoding"):
-            self.close_connection = True  # no route takes a body: never read one, and end the connection after
         if app.auth is not None and not self._authorised(app.auth):
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", 'Basic realm="pidetect", charset="UTF-8"')
+            self._status(401, [("WWW-Authenticate", 'Basic realm="pidetect", charset="UTF-8"')])
             self._body(b"password required\n", "text/plain", method == "HEAD")
             return
         parsed = urllib.parse.urlsplit(self.path)
-        path = parsed.path
         try:
-            query = urllib.parse.parse_qs(parsed.query, keep_blank_values=True, max_num_fields=10, strict_parsing=False)
+            query = urllib.parse.parse_qs(parsed.query, keep_blank_values=True, max_num_fields=10)
         except ValueError:
             self._error(400, "too many parameters")
             return
         try:
-            self._route(method, path, {k: v[-1] for k, v in query.items()})
+            self._route(method, parsed.path, {k: v[-1] for k, v in query.items()})
         except ValueError as exc:
             self._error(400, str(exc))
 
     def _authorised(self, auth: Tuple[str, str]) -> bool:
-        header = self.headers.get("Authorization", "")
+        header = self.headers.get("authorization", "")
         if not header.startswith("Basic "):
             return False
         try:
             user, _, password = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8").partition(":")
         except (ValueError, UnicodeDecodeError):
             return False
+        import hmac  # here, not at the top: it loads libcrypto (hashlib), megabytes a Pi without a password keeps
+
         expected_user, expected_password = auth
         return hmac.compare_digest(user.encode(), expected_user.encode()) & \
             hmac.compare_digest(password.encode(), expected_password.encode())
@@ -278,29 +307,23 @@ class WebRequest(http.server.BaseHTTPRequestHandler):
         self._body(json.dumps(value).encode(), "application/json", head)
 
     def _error(self, status: int, text: str) -> None:
-        self.send_response(status)
+        self._status(status)
         self._body((text + "\n").encode(), "text/plain; charset=utf-8", self.command == "HEAD")
 
     def _body(self, body: bytes, content_type: str, head: bool, cache: str = "no-store") -> None:
-        if not hasattr(self, "_headers_buffer") or not self._headers_buffer:
-            self.send_response(200)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", cache)
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.end_headers()
-        if not head:
-            self.wfile.write(body)
+        lines = getattr(self, "_reply_head", None) or ["HTTP/1.0 200 OK"]
+        self._reply_head = None
+        lines += [f"Content-Type: {content_type}", f"Content-Length: {len(body)}", f"Cache-Control: {cache}",
+                  "X-Content-Type-Options: nosniff", "Connection: close"]
+        head_bytes = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.wfile.write(head_bytes if head else head_bytes + body)
 
     def _stream(self, latest, head: bool) -> None:
         from .mjpeg import BOUNDARY
 
-        self.close_connection = True
-        self.send_response(200)
-        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=" + BOUNDARY.decode())
-        self.send_header("Cache-Control", "no-cache, private")
-        self.send_header("Connection", "close")
-        self.end_headers()
+        self.wfile.write(("HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary="
+                          + BOUNDARY.decode() + "\r\nCache-Control: no-cache, private\r\n"
+                          "Connection: close\r\n\r\n").encode())
         if head:
             return
         seq = 0
