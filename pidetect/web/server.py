@@ -142,8 +142,7 @@ class WebRequest(socketserver.StreamRequestHandler):
         try:
             method, target, headers = self._read_request()
         except BadRequest as exc:
-            self._status(exc.status)
-            self._body((str(exc) + "\n").encode(), "text/plain; charset=utf-8", False)
+            self._error(exc.status, str(exc))
             return
         except (OSError, ValueError):
             return  # a client that went away or sent nothing
@@ -152,8 +151,7 @@ class WebRequest(socketserver.StreamRequestHandler):
             if method in ("GET", "HEAD", "DELETE"):
                 self._dispatch(method)
             else:
-                self._status(405, [("Allow", "GET, HEAD, DELETE")])
-                self._body(b"only GET, HEAD and DELETE (of an event)\n", "text/plain; charset=utf-8", False)
+                self._error(405, "only GET, HEAD and DELETE (of an event)", [("Allow", "GET, HEAD, DELETE")])
         except OSError:
             pass  # the client went away mid-reply
 
@@ -177,14 +175,10 @@ class WebRequest(socketserver.StreamRequestHandler):
             headers[name.strip().lower()] = value.strip()
         raise BadRequest(431, "too many headers")
 
-    def _status(self, status: int, extra=()) -> None:
-        self._reply_head = [f"HTTP/1.0 {status} {REASONS.get(status, 'Error')}"] + [f"{k}: {v}" for k, v in extra]
-
     def _dispatch(self, method: str) -> None:
         app: WebApp = self.server.app
         if app.auth is not None and not self._authorised(app.auth):
-            self._status(401, [("WWW-Authenticate", 'Basic realm="pidetect", charset="UTF-8"')])
-            self._body(b"password required\n", "text/plain", method == "HEAD")
+            self._error(401, "password required", [("WWW-Authenticate", 'Basic realm="pidetect", charset="UTF-8"')])
             return
         parsed = urllib.parse.urlsplit(self.path)
         try:
@@ -306,15 +300,15 @@ class WebRequest(socketserver.StreamRequestHandler):
     def _json(self, value, head: bool) -> None:
         self._body(json.dumps(value).encode(), "application/json", head)
 
-    def _error(self, status: int, text: str) -> None:
-        self._status(status)
-        self._body((text + "\n").encode(), "text/plain; charset=utf-8", self.command == "HEAD")
+    def _error(self, status: int, text: str, extra=()) -> None:
+        self._body((text + "\n").encode(), "text/plain; charset=utf-8", getattr(self, "command", "") == "HEAD",
+                   status=status, extra=extra)
 
-    def _body(self, body: bytes, content_type: str, head: bool, cache: str = "no-store") -> None:
-        lines = getattr(self, "_reply_head", None) or ["HTTP/1.0 200 OK"]
-        self._reply_head = None
-        lines += [f"Content-Type: {content_type}", f"Content-Length: {len(body)}", f"Cache-Control: {cache}",
-                  "X-Content-Type-Options: nosniff", "Connection: close"]
+    def _body(self, body: bytes, content_type: str, head: bool, cache: str = "no-store", status: int = 200,
+              extra=()) -> None:
+        lines = [f"HTTP/1.0 {status} {REASONS.get(status, 'Error')}", *(f"{k}: {v}" for k, v in extra),
+                 f"Content-Type: {content_type}", f"Content-Length: {len(body)}", f"Cache-Control: {cache}",
+                 "X-Content-Type-Options: nosniff", "Connection: close"]
         head_bytes = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         self.wfile.write(head_bytes if head else head_bytes + body)
 
