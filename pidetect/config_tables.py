@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 from .errors import ConfigError
@@ -65,7 +65,9 @@ class FilterSpec:
 
 
 ZONE_KEYS = {"points", "objects", "inertia", "loiter_seconds"}
-FILTER_KEYS = {f.name for f in fields(FilterSpec)} - {"label", "where"}
+FILTER_RANGES = {"min_area": (0, 1e9), "max_area": (0, 1e9), "min_ratio": (0, 1e6), "max_ratio": (0, 1e6),
+                 "min_score": (0, 1), "threshold": (0, 1)}  # areas: a share below 1, pixels from 1 up
+FILTER_KEYS = set(FILTER_RANGES)
 
 
 def line_of_table(text: str, table: str, name: str) -> Optional[int]:
@@ -152,8 +154,12 @@ class TablePlace:
     def where(self) -> str:
         return f"{self.origin}:{self.header or '?'}"
 
+    def line(self, key: str) -> str:
+        """'file:line' of `key =` in this table."""
+        return f"{self.origin}:{line_of_key_in_table(self.text, self.header, key) or '?'}"
+
     def at(self, key: str) -> str:
-        return f"{self.origin}:{line_of_key_in_table(self.text, self.header, key) or '?'}: {self.table}.{self.name}"
+        return f"{self.line(key)}: {self.table}.{self.name}"
 
     def check_keys(self, table: dict, allowed, kind: str, top_level) -> None:
         if not isinstance(table, dict):
@@ -183,7 +189,7 @@ def parse_zones(raw: Any, text: str, origin: str, top_level=frozenset()) -> Tupl
             inertia=int(_number(table.get("inertia", 3), at("inertia"), "inertia", 1, 1000, whole=True)),
             loiter_seconds=float(_number(table.get("loiter_seconds", 0), at("loiter_seconds"), "loiter_seconds",
                                          0, 86400)),
-            where=at("objects").rsplit(": ", 1)[0] if "objects" in table else where))
+            where=place.line("objects") if "objects" in table else where))
     return tuple(specs)
 
 
@@ -195,16 +201,8 @@ def parse_filters(raw: Any, text: str, origin: str, top_level=frozenset()) -> Tu
         place = TablePlace(text, origin, "filters", label)
         where, at = place.where, place.at
         place.check_keys(table, FILTER_KEYS, "filter", top_level)
-        values: Dict[str, float] = {}
-        for key in ("min_area", "max_area"):
-            if key in table:
-                values[key] = float(_number(table[key], at(key), key, 0, 1e9))
-        for key in ("min_ratio", "max_ratio"):
-            if key in table:
-                values[key] = float(_number(table[key], at(key), key, 0, 1e6))
-        for key in ("min_score", "threshold"):
-            if key in table:
-                values[key] = float(_number(table[key], at(key), key, 0, 1))
+        values: Dict[str, float] = {key: float(_number(table[key], at(key), key, *FILTER_RANGES[key]))
+                                    for key in FILTER_KEYS if key in table}
         spec = FilterSpec(label=label, where=where, **values)
         if "min_area" in table and "max_area" in table and (spec.min_area < 1) == (spec.max_area < 1) \
                 and spec.min_area > spec.max_area:
@@ -229,15 +227,13 @@ def check_required_zones(required: Tuple[str, ...], zones: Tuple[ZoneSpec, ...],
 def check_table_labels(zones: Tuple[ZoneSpec, ...], filters: Tuple[FilterSpec, ...], known) -> None:
     """Labels in zones' `objects` and `[filters.LABEL]` must be the model's: a typo would be a zone that never
     fills or a filter that never applies."""
-    import difflib
+    from .inference.labels import unknown_label
 
-    known = sorted(set(known))
+    known = set(known)
 
     def refuse(where: str, what: str, name: str) -> None:
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ConfigError(f"{where}: {what}: the model has no label '{name}'{hint}; write labels as the labels "
-                          "file does, e.g. person, car, cat, dog")
+        raise ConfigError(f"{where}: {what}: the model has no label {unknown_label(name, known)}; write labels as "
+                          "the labels file does, e.g. person, car, cat, dog")
 
     for zone in zones:
         for label in zone.objects:

@@ -28,7 +28,7 @@ from ..pixels import as_bgr8
 from . import ssd, yolo
 from .backends import Backend, resolve_backend, without_litert_chatter
 from .family import Candidates, ModelFacts, ModelFamily, Placement
-from .labels import load_labels
+from .labels import load_labels, unknown_label
 from .model_metadata import EmbeddedMetadata, MetadataError, read_embedded_metadata
 from .tflite_file import looks_like_tflite, numeric_format, postprocess_num_classes
 
@@ -44,15 +44,10 @@ DEFAULT_LABELS_NAME = "coco_labels.txt"  # beside the default model (manifest: d
 
 def check_label_names(known, wanted_by_key: Dict[str, FrozenSet[str]]) -> None:
     """Names in only/ignore must be labels the model has: a typo would silently filter nothing (or all)."""
-    import difflib
-
-    known = sorted(set(known))
+    known = set(known)
     problems = []
     for key, wanted in wanted_by_key.items():
-        hints = []
-        for name in sorted(set(wanted) - set(known)):
-            close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-            hints.append(f"'{name}'" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        hints = [unknown_label(name, known) for name in sorted(set(wanted) - known)]
         if hints:
             problems.append(f"{key}: the model has no label " + ", ".join(hints))
     if problems:

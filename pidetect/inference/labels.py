@@ -58,3 +58,11 @@ def load_labels(path: Path) -> Dict[int, str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ModelError(f"cannot read labels file {path}: {exc}") from None
     return parse_labels(text, str(path))
+
+
+def unknown_label(name: str, known) -> str:
+    """How to name a label the model does not have: 'persn' (did you mean person?)."""
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(set(known)), n=3, cutoff=0.5)
+    return f"'{name}'" + (f" (did you mean {', '.join(close)}?)" if close else "")
