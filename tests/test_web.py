@@ -403,7 +403,7 @@ def test_the_review_page_lists_filters_and_deletes_in_chromium(tmp_path, scene):
 
 
 def test_only_pidetects_own_snapshots_are_ever_removed(tmp_path):
-    from pidetect.store.sink import remove_own_snapshot
+    from pidetect.outputs.snapshots import remove_own_snapshot
 
     own = tmp_path / "20261201-090000.000-person-7.jpg"
     own.write_bytes(b"jpeg")

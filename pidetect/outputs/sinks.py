@@ -30,7 +30,7 @@ from .display import DisplayUnavailable
 from ..frames import Result
 from ..records import ERR, log_record
 from ..slots import LatestFrameSlot, call_each
-from .snapshots import Snapshots
+from .snapshots import Snapshots, remove_own_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def build_web(config: Config, emit: Callable, metrics) -> Tuple[List, Optional[d
     if not web_ui_on(config):
         return [], None
     from ..store.events import EventStore
-    from ..store.sink import StoreSink, remove_own_snapshot, store_path
+    from ..store.sink import StoreSink, store_path
 
     auth = web_auth(config)
     store = EventStore(store_path(config.state_dir))

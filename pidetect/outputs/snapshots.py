@@ -144,15 +144,24 @@ class Snapshots:
 
     def _remove_oldest(self, count: int) -> None:
         for name, _size in self._files[:count]:
-            path = self.folder / name
-            try:
-                if stat.S_ISREG(path.lstat().st_mode):  # still our regular file, never a link put there since
-                    path.unlink()
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                log.warning("cannot remove old snapshot %s: %s", name, exc.strerror)
+            remove_own_snapshot(self.folder, name)
         del self._files[:count]
+
+
+def remove_own_snapshot(folder: Path, name: str) -> None:
+    """Remove a snapshot pidetect wrote: named as `save` names them, directly in `folder`, and still a regular
+    file (never a link put there since). The caps, the event store's retention and the review page's delete
+    all go through here."""
+    if not OWN_NAME.fullmatch(name):
+        return
+    path = folder / name
+    try:
+        if stat.S_ISREG(path.lstat().st_mode):
+            path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("cannot remove snapshot %s: %s", name, exc.strerror)
 
 
 def _age_order(entry: Tuple[str, int, int]) -> tuple:

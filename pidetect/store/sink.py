@@ -13,13 +13,13 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import stat
 import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Callable, Deque, Dict, Optional
 
+from ..outputs.snapshots import remove_own_snapshot
 from ..records import ERR, INFO, log_record
 from .events import EventStore
 
@@ -35,21 +35,6 @@ def snapshot_name(path: Optional[str], snapshot_dir: Optional[Path]) -> Optional
         return None
     candidate = Path(path)
     return candidate.name if candidate.parent == snapshot_dir else None
-
-
-def remove_own_snapshot(snapshot_dir: Path, name: str) -> None:
-    """Remove a snapshot pidetect wrote: a regular file (never a link) directly in snapshot_dir, named as
-    pidetect names them."""
-    from ..outputs.snapshots import OWN_NAME
-
-    if not OWN_NAME.fullmatch(name):
-        return
-    path = snapshot_dir / name
-    try:
-        if stat.S_ISREG(path.lstat().st_mode):
-            path.unlink()
-    except OSError:
-        pass
 
 
 class StoreSink:
