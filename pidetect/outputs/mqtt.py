@@ -161,29 +161,28 @@ def discovery_messages(settings: MqttSettings) -> List[Tuple[str, dict]]:
     common = {"availability_topic": f"{prefix}/available", "payload_available": "online",
               "payload_not_available": "offline", "device": device}
     messages = []
+
+    def occupancy_and_count(object_id: str, occupancy_name: str, count_name: str, state: str) -> None:
+        """A binary sensor (on while the count is above 0) and a count sensor, both on one count topic."""
+        messages.append((f"{settings.discovery_prefix}/binary_sensor/{node}/{object_id}_occupancy/config", {
+            **common, "name": occupancy_name, "unique_id": f"{node}_{object_id}_occupancy", "state_topic": state,
+            "value_template": "{{ 'ON' if (value | int(0)) > 0 else 'OFF' }}", "device_class": "occupancy"}))
+        messages.append((f"{settings.discovery_prefix}/sensor/{node}/{object_id}_count/config", {
+            **common, "name": count_name, "unique_id": f"{node}_{object_id}_count", "state_topic": state,
+            "state_class": "measurement", "icon": "mdi:counter"}))
+
     for label in settings.labels:
         key = slug(label)
         state = f"{prefix}/{key}"
-        messages.append((f"{settings.discovery_prefix}/binary_sensor/{node}/{key}_occupancy/config", {
-            **common, "name": f"{label} in view", "unique_id": f"{node}_{key}_occupancy", "state_topic": state,
-            "value_template": "{{ 'ON' if (value | int(0)) > 0 else 'OFF' }}", "device_class": "occupancy"}))
-        messages.append((f"{settings.discovery_prefix}/sensor/{node}/{key}_count/config", {
-            **common, "name": f"{label} count", "unique_id": f"{node}_{key}_count", "state_topic": state,
-            "state_class": "measurement", "icon": "mdi:counter"}))
+        occupancy_and_count(key, f"{label} in view", f"{label} count", state)
         messages.append((f"{settings.discovery_prefix}/image/{node}/{key}_snapshot/config", {
             **common, "name": f"last {label}", "unique_id": f"{node}_{key}_snapshot",
             "image_topic": f"{state}/snapshot", "content_type": "image/jpeg"}))
     for zone, labels in settings.zones:
         for label in labels:
             key = slug(label)
-            state = f"{prefix}/zones/{zone}/{key}"
-            messages.append((f"{settings.discovery_prefix}/binary_sensor/{node}/{zone}_{key}_occupancy/config", {
-                **common, "name": f"{label} in {zone}", "unique_id": f"{node}_{zone}_{key}_occupancy",
-                "state_topic": state, "value_template": "{{ 'ON' if (value | int(0)) > 0 else 'OFF' }}",
-                "device_class": "occupancy"}))
-            messages.append((f"{settings.discovery_prefix}/sensor/{node}/{zone}_{key}_count/config", {
-                **common, "name": f"{label} count in {zone}", "unique_id": f"{node}_{zone}_{key}_count",
-                "state_topic": state, "state_class": "measurement", "icon": "mdi:counter"}))
+            occupancy_and_count(f"{zone}_{key}", f"{label} in {zone}", f"{label} count in {zone}",
+                                f"{prefix}/zones/{zone}/{key}")
     for key, name, template, extra in (
             ("fps", "inference fps", "{{ value_json.inference_fps }}", {"unit_of_measurement": "fps"}),
             ("inference_ms", "inference time", "{{ value_json.inference_ms_p50 }}",
@@ -249,8 +248,7 @@ class MqttSink:
                 self._queue_event(f"{prefix}/events", json.dumps(record, default=str).encode())
             label = slug(record["label"])
             with self._cond:  # records arrive from several threads
-                count = max(0, self._counts.get(label, 0) + (1 if record["state"] == "entered" else -1))
-                self._counts[label] = count
+                count = _count_after(self._counts, label, record["state"])
             self._set_state(f"{prefix}/{label}", str(count).encode())
             if record["state"] == "entered" and record.get("snapshot"):
                 self._set_state(f"{prefix}/{label}/snapshot", record["snapshot"].encode(), is_file=True)
@@ -265,8 +263,7 @@ class MqttSink:
         label = slug(record["label"])
         with self._cond:
             counts = self._zone_counts.setdefault(zone, {})
-            count = max(0, counts.get(label, 0) + (1 if record["state"] == "entered" else -1))
-            counts[label] = count
+            count = _count_after(counts, label, record["state"])
             total = sum(counts.values())
         self._set_state(f"{prefix}/zones/{zone}/{label}", str(count).encode())
         self._set_state(f"{prefix}/zones/{zone}", str(total).encode())
@@ -410,6 +407,12 @@ class MqttSink:
                 pass
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def _count_after(counts: Dict[str, int], label: str, state: str) -> int:
+    """One more on 'entered', one fewer on 'left' (never below 0: a 'left' of a reload's older pipeline)."""
+    counts[label] = max(0, counts.get(label, 0) + (1 if state == "entered" else -1))
+    return counts[label]
 
 
 def probe_broker(settings: MqttSettings, timeout: float = 5.0) -> Tuple[bool, str]:
