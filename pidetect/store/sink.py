@@ -61,6 +61,9 @@ class StoreSink:
             if len(self._queue) >= QUEUE_LIMIT:
                 self._queue.popleft()
                 self._dropped += 1
+                if self._dropped == 1:  # said once: the card stalls for minutes, or never answers
+                    log.error("the event store %s does not keep up: the oldest of %d waiting events are dropped",
+                              self.store.path, QUEUE_LIMIT)
             self._queue.append(record)
             self._cond.notify()
 
@@ -127,16 +130,14 @@ class StoreSink:
         self.store.close()
 
 
-DEFAULT_STATE_DIR = "/var/lib/pidetect"
-
-
 def store_path(state_dir: str) -> Path:
     """events.db in state_dir. The default folder is the service's (/var/lib/pidetect, made by the installer);
     a user running pidetect by hand who cannot write there gets $XDG_STATE_HOME/pidetect (~/.local/state)."""
+    from ..config import FIELDS
     from .events import FILE_NAME
 
     folder = Path(os.path.expanduser(state_dir))
-    if str(folder) == DEFAULT_STATE_DIR and not _writable(folder):
+    if str(folder) == FIELDS["state_dir"].default and not _writable(folder):
         folder = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "pidetect"
     return folder / FILE_NAME
 

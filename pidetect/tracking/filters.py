@@ -57,6 +57,8 @@ class ObjectFilters:
             if not spec.min_ratio <= ratio <= spec.max_ratio or detection.score < spec.min_score:
                 return False
         if self.object_mask:
+            # scalar, behind each polygon's bounds: a mask or two against the few detections that passed costs
+            # less than one call of the vectorised PolygonSet that zones use (measured: 0.16 vs 0.20 ms in bench)
             x, y = bottom_centre(detection.box)
             for pixels, (left, top, right, bottom) in self._masks_for(width, height):
                 if left <= x <= right and top <= y <= bottom and contains(pixels, x, y):
