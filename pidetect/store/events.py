@@ -8,7 +8,7 @@ an SQLite database, or is someone else's, is reported and never written to.
 
 A row is opened when an object enters the picture, gains zones as it enters them, and is closed
 with its end time and top score when it leaves. Rows left open by a crash are closed when the store
-is opened again (end = start: the end was never seen).
+is written again (end = start: the end was never seen).
 """
 
 from __future__ import annotations
@@ -112,7 +112,6 @@ class EventStore:
             db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.executescript(SCHEMA)
-            db.execute("UPDATE events SET end = start WHERE end IS NULL")  # open rows of a crash: end never seen
         except sqlite3.DatabaseError as exc:
             db.close()
             raise ConfigError(f"event store {self.path} cannot be used ({exc}); it was left as it is: move it "
@@ -120,6 +119,12 @@ class EventStore:
         return db
 
     # --- writing (the store sink's thread) ------------------------------------------------------
+    def close_interrupted(self) -> int:
+        """Rows a crash (or kill -9) left open get end = start: their end was never seen. Called by the writer
+        when it starts, when no row of this process is open; never by a check that only opens the file."""
+        with self._lock:
+            return self._db.execute("UPDATE events SET end = start WHERE end IS NULL").rowcount
+
     def open_event(self, label: str, class_id: int, track_id: int, start: float, score: float,
                    zones: Sequence[str] = (), snapshot: Optional[str] = None) -> int:
         with self._lock:

@@ -50,6 +50,7 @@ class StoreSink:
         self._writes = 0
         self._dropped = 0
         self.stopping = False
+        store.close_interrupted()  # before this sink opens any row
         self._thread = threading.Thread(target=self._run, name="pidetect-store", daemon=True)
         self._thread.start()
         self._retention()
