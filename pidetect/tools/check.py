@@ -88,6 +88,7 @@ def run_checks(config: Config, make_detector: Callable) -> List[Check]:
     from ..daemon.logs import journal_sender
     from ..daemon.metrics import PiHealth
     from ..daemon.service import check_model_labels
+    from ..outputs.sinks import web_ui_on
 
     checks = [Check("system", True, f"{platform.machine()} {platform.system()} {platform.release()}, "
                                     f"Python {platform.python_version()}, {os.cpu_count()} cores", needed=False)]
@@ -110,7 +111,7 @@ def run_checks(config: Config, make_detector: Callable) -> List[Check]:
     for name in config.display:
         if name != "none":
             checks.append(_probe_display(name, config))
-    if "mjpeg" in config.display:
+    if web_ui_on(config):
         checks.append(_check_web(config))
     if config.mqtt_host:
         checks.append(_probe_mqtt(config))

@@ -28,8 +28,8 @@ from .zone_editor import ZoneLayout
 
 log = logging.getLogger(__name__)
 BOUNDARY = b"pidetectframe"
-MAX_LINE = 8192
-MAX_HEADERS = 100
+
+
 class LatestJpeg:
     """The newest encoded frame and a condition for viewers to wait on."""
 
