@@ -40,6 +40,7 @@ def test_bench_json_has_every_section(model_paths):
     assert "web_ui_mb" in report
     for p in report["process"]:
         assert p["exit_code"] == 0 and 0 < p["start_to_ready_s"] < 30 and p["peak_rss_mb"] > 30
+        assert 10 < p["peak_anon_mb"] < p["peak_rss_mb"] and 10 < p["peak_file_mb"] < p["peak_rss_mb"]
         # the 1920x1080 RGB565 stand-in is written whole every frame: all 4 MB of it are resident
         assert (3.5 < p["fb_standin_rss_mb"] < 4.5) if p["display"] in ("fb", "all+fb") else p["fb_standin_rss_mb"] == 0
     assert len(report["targets"]) == 9 and all(isinstance(t["pass"], bool) for t in report["targets"])

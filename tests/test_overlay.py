@@ -1,7 +1,10 @@
 """Overlay drawing: on a copy, colour per class, tags kept inside the frame at any size."""
 
 import time
+import types
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -133,10 +136,46 @@ def test_display_thread_runs_at_its_nice_value_and_keeps_no_result_while_busy():
     assert sink.skipped == 3 and all(ref() is None for ref in refs), "results that came while drawing were kept"
     release.set()
     deadline = time.monotonic() + 5
-    while sink._drawing.is_set() and time.monotonic() < deadline:
+    while sink._drawing and time.monotonic() < deadline:
         time.sleep(0.01)
     sink.handle(result_for(image, []))  # the next result after the screen is free is drawn
     while len(screen.shown) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     sink.close()
     assert screen.shown == [1, 1]
+
+
+def test_snapshots_are_drawn_on_the_display_thread_when_there_is_one(tmp_path):
+    """One thread draws all text (OpenCV 5 keeps a text renderer per drawing thread, 5.8 MB each): the
+    snapshot's picture is drawn by the display thread, its file written by the caller; a job that raises
+    raises in the caller; after close the caller draws itself."""
+    import threading
+
+    from pidetect.outputs.sinks import DisplaySink
+    from pidetect.outputs.snapshots import Snapshots
+
+    class Screen:
+        name = "fb"
+
+        def show(self, result, fps=None):
+            pass
+
+        def close(self):
+            pass
+
+    sink = DisplaySink([Screen()], lambda record, priority: None, nice=0)
+    snapshots = Snapshots(tmp_path, 10, 10, draw_on=sink.draw_here)
+    drawn_by = []
+    original = snapshots.overlay.draw
+    snapshots.overlay.draw = lambda result: (drawn_by.append(threading.current_thread().name), original(result))[1]
+    image = np.zeros((48, 64, 3), np.uint8)
+    result = result_for(image, [])
+    track = types.SimpleNamespace(label="cat", track_id=3)
+    path = snapshots.save(result, track)
+    assert drawn_by == ["pidetect-display"] and Path(path).is_file()
+    assert cv2.imread(path).shape == image.shape
+    with pytest.raises(ZeroDivisionError):
+        sink.draw_here(lambda: 1 / 0)
+    sink.close()
+    assert snapshots.save(result_for(image, []), types.SimpleNamespace(label="dog", track_id=4))
+    assert drawn_by == ["pidetect-display", threading.current_thread().name]

@@ -19,9 +19,10 @@ import re
 import stat
 import time
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import cv2
+import numpy as np
 
 from ..frames import Result
 from .overlay import Overlay
@@ -59,9 +60,12 @@ def write_new_file(path: Path, data: bytes) -> None:
 
 
 class Snapshots:
-    def __init__(self, folder: Path, max_files: int, max_mb: float, quality: int = 85):
+    def __init__(self, folder: Path, max_files: int, max_mb: float, quality: int = 85,
+                 draw_on: Optional[Callable[[Callable[[], np.ndarray]], np.ndarray]] = None):
         self.folder, self.max_files, self.max_bytes = Path(folder), max_files, int(max_mb * 2**20)
         self.quality = quality
+        # the display thread's DisplaySink.draw_here when there is a display: one thread draws all text
+        self.draw_on = draw_on or (lambda draw: draw())
         self.overlay = Overlay()
         self.failure: Optional[str] = None  # the current episode of failed writes, said once
         self._files: Optional[List[Tuple[str, int]]] = None  # (name, size), oldest first
@@ -97,7 +101,9 @@ class Snapshots:
         except OSError as exc:
             self._report(exc)
             return None
-        ok, jpeg = cv2.imencode(".jpg", self.overlay.draw(result), [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        picture = self.draw_on(lambda: self.overlay.draw(result))
+        ok, jpeg = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        del picture
         if not ok:
             return None
         for attempt in (1, 2):

@@ -456,14 +456,25 @@ def fake_framebuffer(folder: Path, width: int, height: int, bpp: int = 16, strid
 def vm_hwm_mb(pid: int) -> Optional[float]:
     """The process's peak resident set so far (VmHWM): not inherited from the parent across fork+exec,
     unlike ru_maxrss, which would report the benchmark's own size."""
+    return status_mb(pid).get("VmHWM")
+
+
+def status_mb(pid: int) -> Dict[str, float]:
+    """VmHWM, RssAnon and RssFile from /proc/PID/status, in MB (empty once the process is gone).
+
+    Why RssAnon beside the peak: RssFile, the libraries' pages mapped in, depends on what the page
+    cache holds (measured here: right after the OpenCV wheel was installed, with all its pages cached,
+    the same run read 40 MB more RSS than after dropping the caches); RssAnon is the daemon's own."""
+    figures = {}
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
+                key = line.split(":", 1)[0]
+                if key in ("VmHWM", "RssAnon", "RssFile"):
+                    figures[key] = int(line.split()[1]) / 1024
     except OSError:
-        return None
-    return None
+        return {}
+    return figures
 
 
 MAPPING_HEADER = re.compile(r"^[0-9a-f]+-[0-9a-f]+ ")
@@ -536,13 +547,16 @@ def daemon_process(clip: Path, model: Path, labels: Path, display: str, workdir:
     except socket.timeout:
         pass
     usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    peak = 0.0
+    peak = peak_anon = peak_file = 0.0
     reader = threading.Thread(target=lambda: outputs.append(proc.stdout.read()), daemon=True)
     outputs: List[str] = []
     reader.start()
     fb_mapped = 0.0
     while proc.poll() is None:
-        peak = max(peak, vm_hwm_mb(proc.pid) or 0.0)
+        figures = status_mb(proc.pid)
+        peak = max(peak, figures.get("VmHWM", 0.0))
+        peak_anon = max(peak_anon, figures.get("RssAnon", 0.0))
+        peak_file = max(peak_file, figures.get("RssFile", 0.0))
         if fb is not None:
             fb_mapped = max(fb_mapped, mapped_rss_mb(proc.pid, fb) or 0.0)
         time.sleep(0.1)
@@ -560,6 +574,7 @@ def daemon_process(clip: Path, model: Path, labels: Path, display: str, workdir:
             "start_to_ready_s": round(ready_s, 3) if ready_s else None,
             "cpu_percent": round(cpu_s / wall * 100, 1),
             "peak_rss_mb": round(peak, 1),
+            "peak_anon_mb": round(peak_anon, 1), "peak_file_mb": round(peak_file, 1),
             "fb_standin_rss_mb": round(fb_mapped, 1),
             "steady_rss_mb": round(statistics.median(steady), 1) if steady else None,
             "exit_code": proc.returncode}
@@ -744,7 +759,8 @@ def format_table(report: Dict[str, object]) -> str:
         stand_in = f" (of which the fb stand-in file {p['fb_standin_rss_mb']} MB)" if p.get("fb_standin_rss_mb") else ""
         lines.append(f"  {p['interpreters']} interp., display {p['display']:<6} start→READY {p['start_to_ready_s']} s, "
                      f"CPU {p['cpu_percent']:.0f}%, peak RSS {p['peak_rss_mb']} MB{stand_in}, "
-                     f"steady RSS {p['steady_rss_mb']} MB")
+                     f"steady RSS {p['steady_rss_mb']} MB (peak anon {p.get('peak_anon_mb')} MB, "
+                     f"file-backed {p.get('peak_file_mb')} MB)")
     if "web_ui_mb" in report:
         lines.append(f"  the web UI with everything on (viewer, review page, /metrics, store, snapshots, zones) costs "
                      f"{report['web_ui_mb']} MB of steady RSS over display none")
