@@ -86,6 +86,15 @@ class Config:
     snapshot_max_files: int = 500
     snapshot_max_mb: float = 200.0
     required_zones: Tuple[str, ...] = ()
+    # clips of events (outputs/recorder.py)
+    record: bool = False
+    record_dir: str = "/var/lib/pidetect/clips"
+    record_max_gb: float = 4.0
+    record_max_days: float = 14.0
+    pre_capture: float = 5.0
+    post_capture: float = 5.0
+    record_encoder: str = "auto"
+    record_buffer_dir: str = ""
     # MQTT (and Home Assistant discovery)
     mqtt_host: str = ""
     mqtt_port: int = 1883
@@ -172,6 +181,17 @@ HELP: Dict[str, str] = {
     "snapshot_dir": "folder for snapshots",
     "snapshot_max_files": "keep at most this many snapshots (oldest removed first)",
     "snapshot_max_mb": "keep snapshots under this many megabytes",
+    "record": "keep an H.264 clip (MP4) of every event, from pre_capture seconds before the object appeared to "
+              "post_capture seconds after it left (needs FFmpeg: sudo apt install ffmpeg)",
+    "record_dir": "folder for clips",
+    "record_max_gb": "keep clips under this many gigabytes (oldest removed first; 0: no size cap)",
+    "record_max_days": "keep clips this many days (0: until record_max_gb removes them)",
+    "pre_capture": "seconds of video before the object appeared that its clip starts with",
+    "post_capture": "seconds of video after the object left that its clip ends with",
+    "record_encoder": "H.264 encoder: auto (the Pi 4's hardware h264_v4l2m2m when present, else libx264), "
+                      "libx264 or h264_v4l2m2m",
+    "record_buffer_dir": "tmpfs folder of the pre-roll (the last seconds of video, kept in RAM; default: the "
+                         "service's runtime directory, else /dev/shm)",
     "required_zones": "notify only about objects in one of these zones: snapshots are taken when the object starts "
                       "counting in one, and MQTT's events topic gets those zones' records instead of every "
                       "detection ('' = everything notifies)",
@@ -294,6 +314,8 @@ def check(config: Config) -> List[Tuple[str, str]]:
         need(ok, key, f"must be {_range_text(key, low, high)}")
     need(1 <= c.mjpeg_port <= 65535, "mjpeg_port", "must be a port number 1..65535")
     need(0 <= c.display_nice <= 19, "display_nice", "must be between 0 and 19")
+    need(c.record_encoder in ("auto", "libx264", "h264_v4l2m2m"), "record_encoder",
+         "must be auto, libx264 or h264_v4l2m2m")
     need(bool(c.display) and all(d in DISPLAYS for d in c.display), "display",
          "must be one or more of " + ", ".join(DISPLAYS))
     need(not ("none" in c.display and len(c.display) > 1), "display", "'none' cannot be combined with a display")
@@ -327,6 +349,7 @@ NUMERIC_RANGES = (
     ("detect_interval", 0, DAY), ("stationary_interval", 0, DAY), ("idle_motion_fps", 0, 1000),
     ("enter_frames", 1, 100000), ("leave_frames", 1, 100000),
     ("snapshot_max_files", 1, 10_000_000), ("snapshot_max_mb", 0, 100_000_000),
+    ("record_max_gb", 0, 1_000_000), ("record_max_days", 0, 36500), ("pre_capture", 0, 60), ("post_capture", 0, 600),
     ("mqtt_queue", 1, 1_000_000), ("metrics_interval", 0, DAY), ("ready_timeout", 0, 3600),
     ("max_frames", 0, 2**53), ("duration", 0, 100 * 365 * DAY), ("event_max_days", 0, 36500),
 )

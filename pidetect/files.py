@@ -48,3 +48,26 @@ def read_password_file(path: str, key: str) -> str:
     if not password:
         raise ConfigError(f"{key} {path}: the file is empty; write the password in it")
     return password
+
+
+RAM_FILE_SYSTEMS = ("tmpfs", "ramfs")
+
+
+def file_system_type(path: Path) -> str:
+    """The type of the file system `path` lies on (the longest mount point above it in /proc/self/mountinfo)."""
+    target = os.path.realpath(path)
+    best, kind = "", ""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        fields = line.split()
+        if " - " not in line or len(fields) < 5:
+            continue
+        mount_point = fields[4].replace("\\040", " ")
+        after = line.split(" - ", 1)[1].split()
+        inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best):
+            best, kind = mount_point, after[0] if after else ""
+    return kind

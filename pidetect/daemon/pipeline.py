@@ -47,11 +47,14 @@ class CaptureThread(threading.Thread):
 
     def __init__(self, source: Source, slot: LatestFrameSlot, record: RecordFn, stop: threading.Event,
                  realtime: bool = False, loop: bool = False, max_delay: float = 30.0,
-                 gate: Optional[MotionGate] = None, keep_motion_boxes: bool = False):
+                 gate: Optional[MotionGate] = None, keep_motion_boxes: bool = False,
+                 every_frame: Optional[Callable[[Frame, float], None]] = None):
         super().__init__(name="pidetect-capture", daemon=True)
         self.source, self.slot, self.record, self.stop = source, slot, record, stop
         self.realtime, self.loop, self.max_delay = realtime, loop, max_delay
         self.gate, self.keep_motion_boxes = gate, keep_motion_boxes
+        # the recorder's feed: gets every frame, decoded even while the gate rests, with the source's rate
+        self.every_frame = every_frame
         self.seq = 0  # frames the source delivered, read or skipped: numbers frames, gives the capture rate
         self.first_frame = threading.Event()
         self.failed = False
@@ -130,7 +133,7 @@ class CaptureThread(threading.Thread):
             # the gate's clock: video time for a file (paced or not, the same frames are gated), else wall time
             now = (self.seq + 1) / video_fps if video_fps > 0 else time.monotonic()
             look = self.gate is None or self.gate.wants_frame(now)
-            if look:
+            if look or self.every_frame is not None:
                 image = self.source.read()
                 if image is None:
                     break
@@ -144,8 +147,11 @@ class CaptureThread(threading.Thread):
                     self.stop.wait(pause)
             self.seq += 1
             delivered += 1
+            if self.every_frame is not None:
+                self.every_frame(Frame(image, self.seq, time.time(), self.source.name, clock=now),
+                                 video_fps or self.source.native_fps or self.NOMINAL_FILE_FPS)
             if not look:
-                continue  # the idle gate did not even look: the frame was not decoded
+                continue  # the idle gate did not even look: the frame was not decoded (unless recorded)
             motion = ()
             if self.gate is not None:
                 infer, motion = self.gate.decide(image, now)

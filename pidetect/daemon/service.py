@@ -174,6 +174,9 @@ class Service:
             record.update(self._gate_interval(running.gate))
         for sink in self.record_sinks:
             record.update(sink.metrics_fields())
+        for output in running.outputs:
+            if output.name == "recorder":
+                record.update(output.metrics_fields())
         self.emit(record, WARNING if throttled_now(record["throttled"]) else INFO)
 
     def _gate_interval(self, gate: MotionGate) -> dict:
@@ -234,7 +237,8 @@ class Service:
         events = EventLogSink(self.emit, config.per_frame, snapshots, config.required_zones)
         capture = CaptureThread(source, slot, self.emit, stop, realtime=config.realtime, loop=config.loop,
                                 max_delay=config.reconnect_max_delay, gate=gate,
-                                keep_motion_boxes=config.show_motion)
+                                keep_motion_boxes=config.show_motion,
+                                every_frame=next((o.feed for o in outputs if o.name == "recorder"), None))
         inference = InferencePool(detectors, slot, tracking, [events, *outputs], self.emit, stop,
                                   self._on_inference, max_frames=config.max_frames,
                                   stall_after_frames=self.stall_after)

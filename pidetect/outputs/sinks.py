@@ -26,7 +26,7 @@ from typing import Callable, List, Optional, Tuple, TypeVar
 
 from ..config import Config, sysfs_root
 from ..errors import ConfigError
-from ..files import read_password_file
+from ..files import RAM_FILE_SYSTEMS, file_system_type, read_password_file
 from .display import DisplayUnavailable
 from ..frames import Result
 from ..records import ERR, log_record
@@ -181,6 +181,8 @@ def build_outputs(config: Config, emit: Callable, web: Optional[dict] = None) ->
     outputs: List = [DisplaySink(displays, emit, config.display_nice)] if displays else []
     snapshots = Snapshots(Path(config.snapshot_dir), config.snapshot_max_files, config.snapshot_max_mb,
                           draw_on=outputs[0].draw_here if outputs else None) if config.snapshots else None
+    if config.record:
+        outputs.append(build_recorder(config, emit))
     return outputs, snapshots
 
 
@@ -191,6 +193,56 @@ def check_outputs(config: Config) -> None:
         if folder.exists() and not folder.is_dir():
             raise ConfigError(f"snapshot_dir {folder} is a file, not a folder; set snapshot_dir to a folder "
                               "(it is created if missing)")
+    if config.record:
+        check_recording(config)
+
+
+def record_buffer_dir(config: Config) -> Path:
+    """Where the pre-roll ring lives: record_buffer_dir, else the unit's RuntimeDirectory (/run/pidetect, a
+    tmpfs), else /dev/shm."""
+    if config.record_buffer_dir:
+        return Path(config.record_buffer_dir)
+    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    return Path(runtime) if runtime else Path("/dev/shm")
+
+
+def check_recording(config: Config) -> str:
+    """FFmpeg, a clip folder and a pre-roll folder in RAM, or the ConfigError saying what to do; the FFmpeg found."""
+    from .encoder import find_ffmpeg
+
+    ffmpeg = find_ffmpeg()
+    if ffmpeg is None:
+        raise ConfigError("record = true needs FFmpeg, which is not installed: sudo apt install ffmpeg "
+                          "(or set record = false)")
+    folder = Path(config.record_dir)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"record_dir {folder} is a file, not a folder; set record_dir to a folder "
+                          "(it is created if missing)")
+    ring = record_buffer_dir(config)
+    if not ring.is_dir():
+        raise ConfigError(f"record_buffer_dir {ring} is not a folder; set record_buffer_dir to a tmpfs folder "
+                          "such as /dev/shm")
+    kind = file_system_type(ring)
+    if kind not in RAM_FILE_SYSTEMS:
+        raise ConfigError(f"record_buffer_dir {ring} is on {kind or 'an unknown file system'}, not in RAM: the "
+                          "pre-roll is written all the time and would wear the SD card; set record_buffer_dir "
+                          "to a tmpfs folder such as /dev/shm")
+    if not os.access(ring, os.W_OK | os.X_OK):
+        raise ConfigError(f"record_buffer_dir {ring} is not writable by this user; set record_buffer_dir to a "
+                          "tmpfs folder it may write, such as /dev/shm")
+    return ffmpeg
+
+
+def build_recorder(config: Config, emit: Callable):
+    """The recorder sink (record = true): checked first, so a missing FFmpeg is one clear error."""
+    from .clips import ClipFolder
+    from .encoder import pick_encoder
+    from .recorder import Recorder
+
+    ffmpeg = check_recording(config)
+    folder = ClipFolder(Path(config.record_dir), config.record_max_gb, config.record_max_days, ffmpeg)
+    return Recorder(folder, record_buffer_dir(config), ffmpeg, pick_encoder(config.record_encoder, ffmpeg),
+                    config.pre_capture, config.post_capture, emit, config.required_zones)
 
 
 def web_ui_on(config: Config) -> bool:
@@ -249,9 +301,13 @@ def build_web(config: Config, emit: Callable, metrics) -> Tuple[List, Optional[d
     def on_delete(event) -> None:
         if event.snapshot:
             remove_own_snapshot(Path(config.snapshot_dir), event.snapshot)
+        if event.clip and not store.clip_in_use(event.clip):  # the review item's last event takes the clip along
+            from .clips import remove_own_clip
+
+            remove_own_clip(Path(config.record_dir), event.clip)
 
     web = {"store": store, "snapshot_dir": Path(config.snapshot_dir), "metrics": metrics.exposition, "auth": auth,
-           "on_delete": on_delete}
+           "on_delete": on_delete, "record_dir": Path(config.record_dir) if config.record else None}
     return [sink, metrics], web
 
 

@@ -62,7 +62,10 @@ class StoredEvent:
                 "start": self.start, "end": self.end,
                 "duration": round(self.end - self.start, 3) if self.end is not None else None,
                 "score": round(self.score, 4), "zones": list(self.zones),
-                "snapshot": f"/api/events/{self.id}/snapshot.jpg" if self.snapshot else None}
+                "snapshot": f"/api/events/{self.id}/snapshot.jpg" if self.snapshot else None,
+                "clip": f"/api/events/{self.id}/clip.mp4" if self.clip else None,
+                # events sharing a clip are one review item: the same `review` value
+                "review": self.clip[:-len(".mp4")] if self.clip else None}
 
 
 def _row(row) -> StoredEvent:
@@ -143,6 +146,20 @@ class EventStore:
                 zones.append(zone)
             self._db.execute("UPDATE events SET zones = ?, snapshot = ? WHERE id = ?",
                              (json.dumps(zones), row[1] or snapshot, event_id))
+
+    def set_clip(self, event_ids: Sequence[int], name: str) -> None:
+        """The clip (a file name in record_dir) these events are in: one review item."""
+        with self._lock:
+            self._db.executemany("UPDATE events SET clip = ? WHERE id = ?", [(name, i) for i in event_ids])
+
+    def forget_clip(self, name: str) -> None:
+        """The clip's file was removed (retention): its events stay, without it."""
+        with self._lock:
+            self._db.execute("UPDATE events SET clip = NULL WHERE clip = ?", (name,))
+
+    def clip_in_use(self, name: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM events WHERE clip = ? LIMIT 1", (name,)).fetchone() is not None
 
     def close_event(self, event_id: int, end: float, score: float) -> None:
         with self._lock:

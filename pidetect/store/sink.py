@@ -36,6 +36,8 @@ def snapshot_name(path: Optional[str], snapshot_dir: Optional[Path]) -> Optional
     candidate = Path(path)
     return candidate.name if candidate.parent == snapshot_dir else None
 
+MAX_TRACKS_KEPT = 10000
+
 
 class StoreSink:
     name = "event store"
@@ -45,6 +47,7 @@ class StoreSink:
         self._queue: Deque[dict] = collections.deque()
         self._cond = threading.Condition()
         self._open: Dict[int, int] = {}  # track id -> row id, for this pipeline's tracker
+        self._rows: Dict[int, int] = {}  # track id -> row id, open or closed: a clip names its objects' tracks
         self._failure: Optional[str] = None
         self._failed_at = 0.0
         self._writes = 0
@@ -56,7 +59,9 @@ class StoreSink:
         self._retention()
 
     def publish_record(self, record: dict) -> None:
-        if record.get("event") not in ("detection", "zone") or record.get("state") not in ("entered", "left"):
+        kind, state = record.get("event"), record.get("state")
+        if not ((kind in ("detection", "zone") and state in ("entered", "left")) or
+                (kind == "clip" and state in ("saved", "removed"))):
             return
         with self._cond:
             if len(self._queue) >= QUEUE_LIMIT:
@@ -102,11 +107,21 @@ class StoreSink:
             self._retention()
 
     def _apply(self, record: dict) -> None:
+        if record["event"] == "clip":
+            if record["state"] == "saved":
+                rows = [self._rows[track] for track in record["track_ids"] if track in self._rows]
+                self.store.set_clip(rows, record["clip"])
+            else:
+                self.store.forget_clip(record["clip"])
+            return
         track = record["track_id"]
         snapshot = snapshot_name(record.get("snapshot"), self.snapshot_dir)
         if record["event"] == "detection" and record["state"] == "entered":
             self._open[track] = self.store.open_event(record["label"], record["class_id"], track, record["ts"],
                                                       record["score"], record.get("zones", ()), snapshot)
+            self._rows[track] = self._open[track]
+            if len(self._rows) > MAX_TRACKS_KEPT:
+                del self._rows[next(iter(self._rows))]  # the oldest: its clip was saved long ago
         elif record["event"] == "detection":
             row = self._open.pop(track, None)
             if row is not None:

@@ -89,7 +89,7 @@ class MjpegDisplay:
 
     def __init__(self, address: str = "127.0.0.1", port: int = 8080, quality: int = 80,
                  layout: ZoneLayout = ZoneLayout(), **web):
-        """`web`: the rest of the web UI's WebApp (store, snapshot_dir, metrics, auth, on_delete)."""
+        """`web`: the rest of the web UI's WebApp (store, snapshot_dir, record_dir, metrics, auth, on_delete)."""
         self.address, self.port, self.quality = address, port, quality
         self.latest = LatestJpeg()
         self.picture = LatestPicture()

@@ -3,7 +3,7 @@
     /                    live view (MJPEG)          /events              review page (events.html)
     /stream.mjpg         the overlaid stream        /api/events          ?label=&after=&before=&limit=
     /snapshot.jpg        one overlaid frame         /api/events/ID       GET; DELETE removes it and its files
-    /frame.jpg           the frame, no overlay      /api/events/ID/snapshot.jpg
+    /frame.jpg           the frame, no overlay      /api/events/ID/snapshot.jpg, /api/events/ID/clip.mp4 (Range)
     /zones, /api/zones   the zone editor            /api/labels          labels with events
     /metrics             Prometheus text format (prometheus_client)
 
@@ -40,7 +40,8 @@ from .zone_editor import ZoneLayout
 log = logging.getLogger(__name__)
 MAX_CLIENTS = 128
 PAGES = Path(__file__).parent
-EVENT_PATH = re.compile(r"/api/events/(\d{1,18})(/snapshot\.jpg)?")
+EVENT_PATH = re.compile(r"/api/events/(\d{1,18})(/snapshot\.jpg|/clip\.mp4)?")
+RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
 MAX_LIMIT = 1000
 MAX_LINE = 8192
 MAX_HEADERS = 100
@@ -56,6 +57,7 @@ class WebApp:
     layout: ZoneLayout = field(default_factory=ZoneLayout)
     store: object = None  # store.events.EventStore (its own reader connection)
     snapshot_dir: Optional[Path] = None
+    record_dir: Optional[Path] = None  # clips (record = true)
     metrics: Optional[Callable[[], bytes]] = None  # the Prometheus exposition
     auth: Optional[Tuple[str, str]] = None  # (user, password)
     on_delete: Optional[Callable[[object], None]] = None  # removes an event's files
@@ -125,8 +127,8 @@ class BadRequest(Exception):
         self.status = status
 
 
-REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-           414: "URI Too Long", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+REASONS = {200: "OK", 206: "Partial Content", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+           414: "URI Too Long", 416: "Range Not Satisfiable", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
 
 
 class WebRequest(socketserver.StreamRequestHandler):
@@ -237,7 +239,7 @@ class WebRequest(socketserver.StreamRequestHandler):
         elif path == "/api/labels":
             self._json(app.store.labels() if app.store is not None else [], head)
         elif match:
-            self._event(int(match.group(1)), bool(match.group(2)), head)
+            self._event(int(match.group(1)), match.group(2) or "", head)
         elif path == "/metrics":
             if app.metrics is None:
                 self._error(404, "no metrics")
@@ -263,13 +265,15 @@ class WebRequest(socketserver.StreamRequestHandler):
         events = store.list(label, after, before, int(limit_text)) if store is not None else []
         self._json([event.as_dict() for event in events], head)
 
-    def _event(self, event_id: int, snapshot: bool, head: bool) -> None:
+    def _event(self, event_id: int, part: str, head: bool) -> None:
         app: WebApp = self.server.app
         event = app.store.get(event_id) if app.store is not None else None
         if event is None:
             self._error(404, f"no event {event_id}")
-        elif not snapshot:
+        elif not part:
             self._json(event.as_dict(), head)
+        elif part == "/clip.mp4":
+            self._clip(event, head)
         else:
             data = read_own_snapshot(app.snapshot_dir, event.snapshot)
             if data is None:
@@ -286,6 +290,36 @@ class WebRequest(socketserver.StreamRequestHandler):
         if app.on_delete is not None:
             app.on_delete(event)
         self._json({"deleted": event_id}, False)
+
+    def _clip(self, event, head: bool) -> None:
+        """The event's clip, whole (200) or the byte range asked for (206): browsers seek with Range requests."""
+        app: WebApp = self.server.app
+        clip = open_own_clip(app.record_dir, event.clip)
+        if clip is None:
+            self._error(404, f"event {event.id} has no clip (recording off, not finished, or removed by retention)")
+            return
+        with clip:
+            size = os.fstat(clip.fileno()).st_size
+            first, last, status = 0, size - 1, 200
+            wanted = self.headers.get("range", "")
+            match = RANGE.fullmatch(wanted.replace(" ", "")) if wanted else None
+            if match and (match.group(1) or match.group(2)):  # one range; several (a comma) get the whole file
+                if match.group(1):
+                    first = int(match.group(1))
+                    last = min(int(match.group(2)), size - 1) if match.group(2) else size - 1
+                else:  # bytes=-N: the last N bytes
+                    first = max(0, size - int(match.group(2)))
+                if first >= size or first > last:
+                    self._error(416, f"the clip has {size} bytes", [("Content-Range", f"bytes */{size}")])
+                    return
+                status = 206  # anything else (several ranges, another unit): the whole file, as RFC 9110 allows
+            length = last - first + 1
+            lines = [f"HTTP/1.0 {status} {REASONS[status]}", "Content-Type: video/mp4", f"Content-Length: {length}",
+                     "Accept-Ranges: bytes", "Cache-Control: private, max-age=86400", "X-Content-Type-Options: nosniff",
+                     "Connection: close"] + ([f"Content-Range: bytes {first}-{last}/{size}"] if status == 206 else [])
+            self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            if not head and length:
+                self.connection.sendfile(clip, first, length)  # from the page cache, never all in memory
 
     # --- replies --------------------------------------------------------------------------------
     def _page(self, name: str, head: bool) -> None:
@@ -357,3 +391,22 @@ def read_own_snapshot(folder: Optional[Path], name: Optional[str]) -> Optional[b
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def open_own_clip(folder: Optional[Path], name: Optional[str]):
+    """The clip file pidetect wrote in `folder`, open for reading, or None: the name must be one pidetect
+    writes, and a link placed in the folder is never followed."""
+    from ..outputs.clips import CLIP_NAME
+
+    if folder is None or not name or not CLIP_NAME.fullmatch(name):
+        return None
+    try:
+        fd = os.open(folder / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    import stat
+
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return os.fdopen(fd, "rb")
