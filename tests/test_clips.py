@@ -48,12 +48,22 @@ def recording(tmp_path, scene, *extra, port=None):
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory, scene):
-    """One run over the whole scene: its records, and the daemon's web UI kept up for the API and the page."""
+    """One run over the whole scene: its records, and the daemon's web UI kept up for the API and the page;
+    its records also go to a real MQTT broker."""
+    from mqtt_broker import Broker, Subscriber
+
     folder = tmp_path_factory.mktemp("recorded")
-    daemon = recording(folder, scene, "--loop", "--duration", "120")
-    daemon.wait_for(lambda r: len(of(daemon.records, "clip", state="saved")) >= 3, timeout=90, what="three clips")
-    yield daemon, folder
-    assert daemon.stop()[0] == 0
+    broker = Broker(folder / "broker").start()
+    subscriber = Subscriber(broker.port)
+    daemon = recording(folder, scene, "--loop", "--duration", "120", "--mqtt-host", "127.0.0.1", "--mqtt-port",
+                       broker.port, "--mqtt-topic-prefix", "pd/clips", "--mqtt-client-id", "pidetect-clips")
+    daemon.subscriber = subscriber
+    try:
+        daemon.wait_for(lambda r: len(of(daemon.records, "clip", state="saved")) >= 3, timeout=90, what="three clips")
+        yield daemon, folder
+    finally:
+        assert daemon.stop()[0] == 0
+        broker.stop()
 
 
 def test_one_clip_per_review_item_h264_with_pre_and_post_roll(recorded):
@@ -83,6 +93,18 @@ def test_one_clip_per_review_item_h264_with_pre_and_post_roll(recorded):
         assert label in [d["label"] for d in json.loads(done.stdout)["detections"]], done.stdout
     # nothing but finished clips in record_dir, and the pre-roll ring lives in RAM (/dev/shm here), not there
     assert {p.name for p in (folder / "clips").iterdir()} >= {c["clip"] for c in clips}
+    # the clip records went to MQTT's events topic as the journal has them
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        sent = [json.loads(p) for p in daemon.subscriber.on("pd/clips/events")]
+        sent = [m for m in sent if m.get("event") == "clip"][:3]
+        if len(sent) == 3:
+            break
+        time.sleep(0.1)
+    assert sent == clips
+    from pidetect.daemon.logs import describe
+
+    assert describe(clips[2]).startswith("clip of ") and "tracks " in describe(clips[2])
     metrics = [r for r in of(daemon.records, "metrics") if "record_ring_mb" in r]
     assert metrics and 0 < max(r["record_ring_mb"] for r in metrics) < 20
 
@@ -273,3 +295,96 @@ def test_recording_needs_ffmpeg_and_a_pre_roll_in_ram(tmp_path):
     assert done.returncode == 78 and "record_dir" in done.stderr and "is a file" in done.stderr
     done = run_pidetect("run", "--source", "/dev/null", "--record", "--pre-capture", "-1", "--log-format", "text")
     assert done.returncode == 2 and "pre_capture" in done.stderr.replace("-", "_")
+
+
+# --- the recorder on its own: frames numbered in their pixels, events at chosen frames ----------------------------
+def numbered(n, width=320, height=240):
+    """A frame showing its number as 8 black/white bars, readable after H.264 compression."""
+    import numpy as np
+
+    image = np.full((height, width, 3), 128, np.uint8)
+    for bit in range(8):
+        image[:, bit * 40:(bit + 1) * 40] = 255 if n >> bit & 1 else 0
+    return image
+
+
+def read_numbers(path):
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    numbers = []
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        numbers.append(sum(1 << bit for bit in range(8) if image[120, bit * 40 + 20].mean() > 128))
+    return numbers
+
+
+def run_recorder(tmp_path, frames, events_at, gap_after=None, required_zones=()):
+    """Feed `frames` frames at 15 fps of capture clock (paced by the recorder, so none is dropped), the events
+    of `events_at` {frame: [TrackEvent]} after their frame; return the records."""
+    from pidetect.frames import Frame, Result, SourceGap
+    from pidetect.outputs.clips import ClipFolder
+    from pidetect.outputs.recorder import MAX_QUEUED_FRAMES, Recorder
+
+    records = []
+    ring = Path("/dev/shm")
+    recorder = Recorder(ClipFolder(tmp_path / "clips", 1, 0, "ffmpeg"), ring, "ffmpeg", "libx264", 1.0, 1.0,
+                        lambda record, priority=None: records.append(record), required_zones)
+    for n in range(frames):
+        while recorder._queued_frames >= MAX_QUEUED_FRAMES - 1:
+            time.sleep(0.002)
+        frame = Frame(numbered(n), n + 1, 1_800_000_000 + n / 15, "test", clock=n / 15)
+        recorder.feed(frame, 15.0)
+        if n in events_at:
+            recorder.handle(Result(frame, (), 1.0, events=tuple(events_at[n])))
+        if gap_after == n:
+            recorder.source_gap(SourceGap(n + 1, frame.ts))
+    recorder.close()
+    assert recorder.frames_dropped == 0
+    assert not list(ring.glob(f"pidetect-ring-{os.getpid()}-*")), "the ring is removed with the recorder"
+    return records
+
+
+def track_event(kind, state, track, label="person", zone=""):
+    from pidetect.frames import TrackEvent
+
+    return TrackEvent(kind, state, track, label, 0, 0.9, (0, 0, 10, 10), 0, zone=zone)
+
+
+def test_the_recorder_cuts_the_clip_from_pre_roll_to_post_roll(tmp_path):
+    # entered at frame 47 (3.13 s) and left at frame 75 (5.0 s), pre and post 1 s: the clip starts at the
+    # keyframe at or before 2.13 s (frame 30: keyframes every 6 frames at 15 fps) and ends before frame 90
+    records = run_recorder(tmp_path, 150, {47: [track_event("detection", "entered", 1)],
+                                           75: [track_event("detection", "left", 1)]})
+    clips = [r for r in records if r.get("event") == "clip"]
+    assert len(clips) == 1 and clips[0]["track_ids"] == [1] and clips[0]["labels"] == ["person"]
+    assert read_numbers(clips[0]["path"]) == list(range(30, 90))
+    assert clips[0]["duration"] == pytest.approx(4.0, abs=0.01)
+    assert probe(clips[0]["path"])[1] == pytest.approx(4.0, abs=0.07)
+
+
+def test_overlapping_objects_share_a_clip_and_a_gap_ends_it(tmp_path):
+    # a person 3-5 s, a cat entering 0.5 s after it left (within post + pre): one review item; another person
+    # from 8 s, and the camera lost at frame 140: that clip ends with the last frame recorded
+    records = run_recorder(tmp_path, 150, {
+        45: [track_event("detection", "entered", 1)], 75: [track_event("detection", "left", 1)],
+        82: [track_event("detection", "entered", 2, "cat")], 95: [track_event("detection", "left", 2, "cat")],
+        120: [track_event("detection", "entered", 3)]}, gap_after=140)
+    clips = [r for r in records if r.get("event") == "clip"]
+    assert [(c["track_ids"], c["labels"]) for c in clips] == [([1, 2], ["person", "cat"]), ([3], ["person"])]
+    assert read_numbers(clips[0]["path"]) == list(range(30, 110))  # 2.0 s .. 95/15 + 1 s
+    second = read_numbers(clips[1]["path"])
+    assert second[0] == 102 and second[-1] == 140  # the keyframe before 7 s, then up to the gap
+
+
+def test_with_required_zones_only_objects_in_them_make_clips(tmp_path):
+    records = run_recorder(tmp_path, 120, {
+        20: [track_event("detection", "entered", 1)],  # in view, never in the porch: no clip
+        40: [track_event("detection", "left", 1)],
+        60: [track_event("detection", "entered", 2)], 66: [track_event("zone", "entered", 2, zone="porch")],
+        90: [track_event("detection", "left", 2)]}, required_zones=("porch",))
+    clips = [r for r in records if r.get("event") == "clip"]
+    assert len(clips) == 1 and clips[0]["track_ids"] == [2] and clips[0]["zones"] == ["porch"]
+    assert read_numbers(clips[0]["path"])[0] == 48  # the keyframe at or before 66/15 - 1 s

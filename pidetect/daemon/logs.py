@@ -53,6 +53,15 @@ def describe(record: Dict[str, Any]) -> str:
         if record.get("snapshot"):
             text += f" snapshot {record['snapshot']}"
         return text
+    if event == "clip":
+        if record["state"] == "removed":
+            return f"clip {record['clip']} removed (retention)"
+        what = ", ".join(record["labels"]) or "objects"
+        text = f"clip of {what} saved: {record['path']} ({record['duration']:.1f} s, tracks " + \
+            ", ".join(map(str, record["track_ids"])) + ")"
+        if record.get("zones"):
+            text += " in " + ", ".join(record["zones"])
+        return text
     if event == "frame":
         objects = ", ".join(f"{d['label']} {d['score']:.2f}" for d in record["detections"]) or "nothing"
         return f"frame {record['frame_seq']}: {objects}"

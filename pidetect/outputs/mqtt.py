@@ -16,6 +16,8 @@ Topics, under `mqtt_topic_prefix` (default pidetect/<hostname>):
   <prefix>/zones/<zone>       how many objects of any label count in the zone now (retained)
 The events topic also gets every `zone` record; with `required_zones` it gets only those zones'
 records (and no `detection` records): "tell me about people on the porch" and nothing else.
+It also gets each `clip` record (saved: its path, start, end, labels, track ids, zones), with or without
+required_zones: with them, clips are only made of objects in those zones.
   <prefix>/metrics            the metrics record (retained)
 Home Assistant discovery under `mqtt_discovery_prefix` (default homeassistant), sent on connect and
 again whenever Home Assistant announces itself on <discovery_prefix>/status.
@@ -252,6 +254,8 @@ class MqttSink:
             self._set_state(f"{prefix}/{label}", str(count).encode())
             if record["state"] == "entered" and record.get("snapshot"):
                 self._set_state(f"{prefix}/{label}/snapshot", record["snapshot"].encode(), is_file=True)
+        elif event == "clip" and record.get("state") == "saved":
+            self._queue_event(f"{prefix}/events", json.dumps(record, default=str).encode())
         elif event == "metrics":
             self._set_state(f"{prefix}/metrics", json.dumps(record, default=str).encode())
 
