@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install (or upgrade, or remove) pidetect as a systemd service on Raspberry Pi OS Bookworm.
 #
-#   sudo ./deploy/install.sh [--source SPEC] [--display fb|mjpeg|none|fb,mjpeg] [--model FILE] [--mqtt HOST] [--no-start]
+#   sudo ./deploy/install.sh [--source SPEC] [--display fb|mjpeg|none|fb,mjpeg] [--model FILE] [--mqtt HOST] [--record] [--no-start]
 #   sudo ./deploy/install.sh --uninstall [--purge]
 #
 # Idempotent: re-running upgrades the package, the model and the unit in place. It never
@@ -29,6 +29,7 @@ PURGE=0
 MODELS_FROM=""
 MODEL_FILE=""
 MQTT_HOST=""
+RECORD=0
 MODEL_PATH=""
 FORCE=0
 
@@ -43,6 +44,7 @@ Options:
                        'pipe:rpicam-vid -t 0 -n --codec yuv420 --width 640 --height 480 -o -', rtsp://…, a file
   --display LIST       fb (HDMI screen), mjpeg (web view on 127.0.0.1:8080), none, or fb,mjpeg (default fb)
   --mqtt HOST          publish events to this MQTT broker (Home Assistant discovery on) in a new config
+  --record             keep an H.264 clip of every event (record = true in a new config; installs ffmpeg)
   --no-start           install and enable, but do not start now
   --models-from DIR    take the model files from DIR (verified against the manifest) instead of downloading
   --model FILE         your own .tflite (an Ultralytics YOLO export, or an SSD): checked, copied to
@@ -61,6 +63,7 @@ while [ $# -gt 0 ]; do
         --models-from) [ $# -ge 2 ] || die "--models-from needs a folder" 2; MODELS_FROM=$2; shift 2 ;;
         --model) [ $# -ge 2 ] || die "--model needs a .tflite file" 2; MODEL_FILE=$2; shift 2 ;;
         --mqtt) [ $# -ge 2 ] || die "--mqtt needs a broker host name or address" 2; MQTT_HOST=$2; shift 2 ;;
+        --record) RECORD=1; shift ;;
         --uninstall) UNINSTALL=1; shift ;;
         --purge) PURGE=1; shift ;;
         --force) FORCE=1; shift ;;
@@ -122,6 +125,10 @@ fi
 # --- 2. System packages ------------------------------------------------------------------------
 # python3-venv builds the venv; python3-systemd gives journal fields + sd_notify without compiling.
 APT_PACKAGES=(python3-venv python3-systemd)
+# ffmpeg encodes the clips (record = true): asked for with --record, or already set in the config
+if [ "$RECORD" = 1 ] || grep -Eq '^[[:space:]]*record[[:space:]]*=[[:space:]]*true' "$CONFIG" 2>/dev/null; then
+    APT_PACKAGES+=(ffmpeg)
+fi
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
@@ -227,6 +234,7 @@ if [ ! -e "$CONFIG" ]; then
         [ -n "$MQTT_HOST" ] && echo "mqtt_host = $(toml_string "$MQTT_HOST")"
         echo "display = \"${DISPLAY_OUT:-fb}\""
         echo "snapshots = true"
+        [ "$RECORD" = 1 ] && echo "record = true"
         [ -n "$WEB_PASSWORD_FILE" ] && echo "web_password_file = $(toml_string "$WEB_PASSWORD_FILE")"
         echo
         cat "$REPO/deploy/pidetect.toml"
