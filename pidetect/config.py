@@ -38,6 +38,7 @@ class Config:
     width: int = 0
     height: int = 0
     fps: float = 0.0
+    pipe_codec: str = "yuv420"
     realtime: bool = False
     loop: bool = False
     open_timeout: float = 10.0
@@ -128,6 +129,9 @@ HELP: Dict[str, str] = {
               "'pipe:rpicam-vid … -o -', a GStreamer pipeline ending in appsink",
     "width": "requested capture width (0: camera default; required for pipe:)",
     "height": "requested capture height (0: camera default; required for pipe:)",
+    "pipe_codec": "what a pipe: command writes: yuv420 (raw I420 frames, rpicam-vid --codec yuv420) or h264 "
+                  "(rpicam-vid --codec h264, or ffmpeg copying an RTSP camera: decoded by FFmpeg, and clips store "
+                  "the camera's own H.264 without encoding again)",
     "fps": "requested capture frame rate (0: camera default)",
     "realtime": "pace a file source at its native FPS like a camera (stale frames are dropped)",
     "loop": "restart a file source at its end instead of exiting",
@@ -314,6 +318,7 @@ def check(config: Config) -> List[Tuple[str, str]]:
         need(ok, key, f"must be {_range_text(key, low, high)}")
     need(1 <= c.mjpeg_port <= 65535, "mjpeg_port", "must be a port number 1..65535")
     need(0 <= c.display_nice <= 19, "display_nice", "must be between 0 and 19")
+    need(c.pipe_codec in ("yuv420", "h264"), "pipe_codec", "must be yuv420 or h264")
     need(c.record_encoder in ("auto", "libx264", "h264_v4l2m2m"), "record_encoder",
          "must be auto, libx264 or h264_v4l2m2m")
     need(bool(c.display) and all(d in DISPLAYS for d in c.display), "display",

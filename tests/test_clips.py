@@ -388,3 +388,42 @@ def test_with_required_zones_only_objects_in_them_make_clips(tmp_path):
     clips = [r for r in records if r.get("event") == "clip"]
     assert len(clips) == 1 and clips[0]["track_ids"] == [2] and clips[0]["zones"] == ["porch"]
     assert read_numbers(clips[0]["path"])[0] == 48  # the keyframe at or before 66/15 - 1 s
+
+
+def frame_hashes(path):
+    """The MD5 of every decoded picture: a copied stream decodes to exactly the camera's pictures, an encoded
+    one never does (the container's framing may differ: MPEG-TS adds access unit delimiters)."""
+    done = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v", "-f", "framemd5", "-"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    return [line.rsplit(",", 1)[1].strip() for line in done.stdout.splitlines() if line and not line.startswith("#")]
+
+
+def test_an_h264_pipe_is_stored_as_the_camera_sent_it(tmp_path, scene):
+    # rpicam-vid --codec h264 (or ffmpeg copying an RTSP camera) stands in as ffmpeg copying an H.264 file at
+    # its pace; no B-frames and a keyframe a second, as the Pi's encoder makes them
+    camera = tmp_path / "camera-h264.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(scene), "-c:v", "libx264", "-preset", "veryfast", "-bf", "0",
+                    "-x264-params", "keyint=15:min-keyint=15:scenecut=0", "-pix_fmt", "yuv420p", str(camera)],
+                   check=True, timeout=120)
+    daemon = Daemon("--source", f"pipe:ffmpeg -v error -re -i {camera} -c copy -f h264 -", "--pipe-codec", "h264",
+                    "--width", clip_scene.WIDTH, "--height", clip_scene.HEIGHT, "--fps", clip_scene.FPS,
+                    "--record", "--record-dir", tmp_path / "clips", "--pre-capture", "1", "--post-capture", "1",
+                    "--state-dir", tmp_path / "state", "--metrics-interval", "1")
+    try:
+        daemon.wait_for(lambda r: len(of(daemon.records, "clip", state="saved")) >= 2, timeout=60, what="two clips")
+    finally:
+        assert daemon.stop()[0] == 0
+    clips = of(daemon.records, "clip", state="saved")
+    assert [c["labels"] for c in clips[:2]] == [["person"], ["cat"]]
+    camera_frames = frame_hashes(camera)
+    for clip in clips[:2]:
+        assert probe(clip["path"])[0] == "h264"
+        frames = frame_hashes(clip["path"])
+        # the clip's pictures are a run of the camera's, bit for bit: nothing was encoded again
+        starts = [i for i in range(len(camera_frames) - len(frames) + 1)
+                  if camera_frames[i:i + len(frames)] == frames]
+        assert starts, "the clip is not the camera's own stream"
+        assert starts[0] % 15 == 0  # it begins at one of the camera's keyframes
+        entered = of(daemon.records, "detection", state="entered", track_id=clip["track_ids"][0])[0]
+        # the camera's keyframes are 1 s apart: the pre-roll is at least 1 s and less than 2 s
+        assert 1 - 0.1 <= entered["ts"] - clip["start"] < 2 + 0.1

@@ -228,6 +228,108 @@ class PipeSource:
             self._stderr_reader = None
 
 
+class H264PipeSource(PipeSource):
+    """H.264 on the stdout of a command (`rpicam-vid --codec h264 … -o -`, or FFmpeg copying an RTSP camera's
+    stream: `ffmpeg -rtsp_transport tcp -i rtsp://… -c copy -f h264 -`), decoded by an FFmpeg child.
+
+    Why: the camera's own encoder (the Pi 4's hardware one in rpicam-vid, or the camera's for RTSP) already
+    made the video a clip needs; `h264_tap` hands every byte, as it came, to the recorder, which stores it
+    without encoding again. A pump thread copies the command's output to the decoder and the tap; frames
+    are read from the decoder (scaled to width x height) like raw frames from any pipe.
+    """
+
+    CHUNK = 1 << 16
+
+    def __init__(self, command: str, config: Config, ffmpeg: str = "ffmpeg"):
+        super().__init__(command, config)
+        self.frame_bytes = self.width * self.height * 3
+        self.buffer = np.empty(self.frame_bytes, np.uint8)
+        self.ffmpeg = ffmpeg
+        self.decoder: Optional[subprocess.Popen] = None
+        self._pump: Optional[threading.Thread] = None
+        self.h264_tap = None  # the recorder's feed_h264(bytes), set by the service when recording
+
+    def open(self) -> None:
+        super().open()
+        # a small probe and no frame threading: the first frame in tens of milliseconds, not after seconds
+        decoder = [self.ffmpeg, "-hide_banner", "-loglevel", "error", "-nostats", "-probesize", "32768",
+                   "-analyzeduration", "0", "-flags", "low_delay", "-thread_type", "slice", "-f", "h264", "-i", "pipe:0",
+                   "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{self.width}x{self.height}", "pipe:1"]
+        try:
+            self.decoder = subprocess.Popen(decoder, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                            stderr=subprocess.DEVNULL, bufsize=0)
+        except OSError as exc:
+            super().close()
+            raise SourceError(f"cannot start the H.264 decoder {self.ffmpeg!r}: {exc.strerror} "
+                              "(sudo apt install ffmpeg)") from None
+        self._pump = threading.Thread(target=self._copy, args=(self.process.stdout, self.decoder.stdin),
+                                      name="pidetect-h264-pump", daemon=True)
+        self._pump.start()
+
+    def _copy(self, camera, decoder) -> None:
+        """Camera bytes to the decoder and to the recorder; ends when either side does."""
+        try:
+            while True:
+                chunk = camera.read(self.CHUNK)
+                if not chunk:
+                    break
+                tap = self.h264_tap
+                if tap is not None:
+                    tap(chunk)
+                decoder.write(chunk)
+        except (OSError, ValueError):
+            pass
+        finally:
+            try:
+                decoder.close()
+            except OSError:
+                pass
+
+    def _fill(self) -> bool:
+        if self.decoder is None:
+            return False
+        pipe, view, filled = self.decoder.stdout, memoryview(self.buffer), 0
+        while filled < self.frame_bytes:
+            deadline = time.monotonic() + self.config.read_timeout
+            ready: list = []
+            while not ready and not self.cancelled.is_set() and time.monotonic() < deadline:
+                ready, _, _ = select.select([pipe], [], [], 0.2)
+            if not ready:
+                return False
+            count = pipe.readinto(view[filled:])
+            if not count:
+                return False
+            filled += count
+        return True
+
+    def read(self) -> Optional[np.ndarray]:
+        if not self._fill():
+            return None
+        image = self.pool.free_buffer()
+        if image is None or image.shape != (self.height, self.width, 3):
+            image = np.empty((self.height, self.width, 3), np.uint8)
+        image.reshape(-1)[:] = self.buffer
+        self.pool.keep(image)
+        return image
+
+    def close(self) -> None:
+        # The pump may be blocked writing to the decoder (which waits for us to read its frames) or reading the
+        # camera. So: the decoder goes first (its output closed, then killed: nothing of it is worth keeping),
+        # the pump's write fails and it stops; then the camera command, as for any pipe.
+        decoder, self.decoder = self.decoder, None
+        if decoder is not None:
+            decoder.stdout.close()
+            decoder.kill()
+        if self.process is not None:
+            self.process.terminate()
+        if self._pump is not None:
+            self._pump.join(2)
+            self._pump = None
+        if decoder is not None:
+            decoder.wait()
+        super().close()
+
+
 class Picamera2Source:
     """The Pi's CSI camera through Picamera2 (apt python3-picamera2; venv with --system-site-packages)."""
 
@@ -374,6 +476,8 @@ def make_source(config: Config) -> Source:
         if not command:
             raise ConfigError("source 'pipe:' needs a command, e.g. 'pipe:rpicam-vid -t 0 -n --codec yuv420 "
                               "--width 640 --height 480 -o -'")
+        if config.pipe_codec == "h264":
+            return H264PipeSource(command, config)
         return PipeSource(command, config)
     if re.match(r"^(rtsp|rtsps|http|https|rtmp|udp|tcp)://", spec):
         return OpenCVSource(spec, spec, cv2.CAP_FFMPEG, True, config, network=True)

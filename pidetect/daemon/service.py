@@ -36,7 +36,7 @@ from ..slots import InView, LatestFrameSlot
 from .pipeline import CaptureThread, InferencePool
 from ..capture.gate import GateSettings, MotionGate
 from ..capture.motion import MotionSettings
-from ..capture.sources import make_source
+from ..capture.sources import H264PipeSource, make_source
 
 log = logging.getLogger(__name__)
 
@@ -235,10 +235,13 @@ class Service:
         gate = make_gate(config, source, in_view)
         tracking = make_tracking(config, in_view)
         events = EventLogSink(self.emit, config.per_frame, snapshots, config.required_zones)
+        recorder = next((output for output in outputs if output.name == "recorder"), None)
+        if recorder is not None and isinstance(source, H264PipeSource):
+            source.h264_tap = recorder.feed_h264  # clips keep the camera's own H.264
         capture = CaptureThread(source, slot, self.emit, stop, realtime=config.realtime, loop=config.loop,
                                 max_delay=config.reconnect_max_delay, gate=gate,
                                 keep_motion_boxes=config.show_motion,
-                                every_frame=next((o.feed for o in outputs if o.name == "recorder"), None))
+                                every_frame=recorder.feed if recorder is not None else None)
         inference = InferencePool(detectors, slot, tracking, [events, *outputs], self.emit, stop,
                                   self._on_inference, max_frames=config.max_frames,
                                   stall_after_frames=self.stall_after)

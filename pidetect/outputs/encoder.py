@@ -95,12 +95,25 @@ def encoder_command(ffmpeg: str, encoder: str, width: int, height: int, fps: flo
             "-reset_timestamps", "0", str(folder / f"{prefix}%09d.ts")]
 
 
+def copy_command(ffmpeg: str, fps: float, folder: Path, prefix: str) -> List[str]:
+    """The camera's H.264 (Annex B, as rpicam-vid or `ffmpeg -c copy -f h264` write it) cut into segments as it
+    is: no encoding. Segments start at the camera's keyframes (rpicam-vid --intra sets how often)."""
+    return [ffmpeg, "-hide_banner", "-loglevel", "error", "-nostats", "-f", "h264", "-framerate", f"{fps:g}",
+            "-i", "pipe:0", "-an", "-c:v", "copy",
+            "-f", "segment", "-segment_time", f"{KEYFRAME_SECONDS:.6f}",
+            "-segment_format", "mpegts", "-segment_list", "pipe:1", "-segment_list_type", "csv",
+            "-reset_timestamps", "0", str(folder / f"{prefix}%09d.ts")]
+
+
 class SegmentEncoder:
-    """One FFmpeg process encoding one session's frames (one size, one rate) into segments."""
+    """One FFmpeg process encoding one session's frames (one size, one rate) into segments, or, with
+    `encoder = "copy"`, cutting the camera's own H.264 bytes into segments (`write_bytes`)."""
 
     def __init__(self, ffmpeg: str, encoder: str, width: int, height: int, fps: float, folder: Path, prefix: str):
         self.width, self.height, self.fps, self.folder = width, height, fps, Path(folder)
-        self.command = encoder_command(ffmpeg, encoder, width, height, fps, self.folder, prefix)
+        self.copy = encoder == "copy"
+        self.command = copy_command(ffmpeg, fps, self.folder, prefix) if self.copy else \
+            encoder_command(ffmpeg, encoder, width, height, fps, self.folder, prefix)
         self.segments: "queue.Queue[Segment]" = queue.Queue()
         self.frames_written = 0
         try:
@@ -121,6 +134,13 @@ class SegmentEncoder:
         except (BrokenPipeError, ValueError, OSError):
             raise EncoderError(self.failure()) from None
         self.frames_written += 1
+
+    def write_bytes(self, chunk: bytes) -> None:
+        """The camera's H.264 as it came (copy); EncoderError if FFmpeg is gone."""
+        try:
+            self.process.stdin.write(chunk)
+        except (BrokenPipeError, ValueError, OSError):
+            raise EncoderError(self.failure()) from None
 
     @property
     def stream_time(self) -> float:

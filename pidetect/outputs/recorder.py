@@ -8,6 +8,11 @@ starts with the ring's segments reaching back `pre_capture` seconds; the segment
 appended until `post_capture` seconds after the last of its objects left; then the clip is finalised
 into an MP4 (`clips.py`) and a `clip` record (state `saved`) goes to every log, MQTT and the event store.
 
+A source that delivers H.264 itself (a `pipe:` with `pipe_codec = "h264"`: rpicam-vid's hardware encoder, an
+RTSP camera copied by FFmpeg) hands its bytes over too (`feed_h264`): then the segments are cut from the
+camera's own stream (`-c copy`), no frame is encoded, and the decoded frames only say when each frame of
+the stream was captured (the n-th frame decoded is the n-th frame of the stream).
+
 One thread does all of it, fed by a queue: the capture thread (frames) and the inference delivery (the
 tracking stage's events) only put things in, never wait. Frames the encoder cannot take in time are
 dropped (said once) and the video repeats the last frame instead, so video time keeps pace with the
@@ -37,7 +42,8 @@ from .encoder import KEYFRAME_SECONDS, EncoderError, Segment, SegmentEncoder
 log = logging.getLogger(__name__)
 MAX_QUEUED_FRAMES = 4  # raw frames waiting for the encoder (2.7 MB each at 720p): more are dropped
 MAX_REPEAT_SECONDS = 2.0  # a longer hole in the frames starts a new encoder session instead of a still picture
-RESTART_DELAY_S = 5.0  # after the encoder failed, before it is started again
+RESTART_DELAY_S = 5.0
+MAX_WAITING_CHUNKS = 256  # of the H.264 pipe's 64 KB: what may wait for the first decoded frame  # after the encoder failed, before it is started again
 
 
 @dataclass
@@ -76,6 +82,9 @@ class Recorder:
         self.ts_at_clock0 = 0.0  # wall time of it
         self.ring: Deque[Segment] = collections.deque()
         self.clip: Optional[OpenClip] = None
+        self.copying = False  # the source sends H.264: segments are cut from it, nothing is encoded
+        self._h264_waiting: List[bytes] = []  # bytes that came before the session's first frame (and its rate)
+        self._frame_times: Deque = collections.deque(maxlen=3000)  # (capture clock, stream time) of recent frames
         self.clips_saved = 0
         self._number = 0
         self._failure: Optional[str] = None  # the current episode of failed clip writes, said once
@@ -93,6 +102,10 @@ class Recorder:
                 return
             self._queued_frames += 1
         self.inbox.put(("frame", frame, fps))
+
+    def feed_h264(self, chunk: bytes) -> None:
+        """The camera's H.264 bytes as they came (the H.264 pipe source's pump thread)."""
+        self.inbox.put(("h264", chunk, None))
 
     def handle(self, result: Result) -> None:
         if result.events:
@@ -129,6 +142,8 @@ class Recorder:
                         self._queued_frames -= 1
                     self._frame(payload, extra)
                     del payload  # do not hold a frame while waiting for the next
+                elif kind == "h264":
+                    self._h264(payload)
                 elif kind == "events":
                     self._events(payload, extra)
                 elif kind == "gap":
@@ -146,7 +161,22 @@ class Recorder:
         finally:
             shutil.rmtree(self.ring_dir, ignore_errors=True)
 
+    def _h264(self, chunk: bytes) -> None:
+        self.copying = True
+        if self.encoder is None:
+            self._h264_waiting.append(chunk)
+            if len(self._h264_waiting) > MAX_WAITING_CHUNKS:  # no frame decoded from it for long: not kept
+                del self._h264_waiting[0]
+            return
+        try:
+            self.encoder.write_bytes(chunk)
+        except EncoderError as exc:
+            self._encoder_failed(str(exc))
+
     def _frame(self, frame: Frame, fps: float) -> None:
+        if self.copying:
+            self._copied_frame(frame, fps)
+            return
         height, width = frame.image.shape[:2]
         encoder = self.encoder
         if encoder is not None and (encoder.width, encoder.height, encoder.fps) != (width, height, fps):
@@ -175,12 +205,33 @@ class Recorder:
         except EncoderError as exc:
             self._encoder_failed(str(exc))
             return
+        self._frame_times.append((frame.clock, encoder.stream_time - 1 / fps))
         self._maybe_finish()
 
-    def _start_encoder(self, width: int, height: int, fps: float, frame: Frame) -> Optional[SegmentEncoder]:
+    def _copied_frame(self, frame: Frame, fps: float) -> None:
+        """A frame decoded from the camera's H.264: the copier's clock moves one frame on."""
+        if self.encoder is None:
+            if self._encoder_failed_at is not None and time.monotonic() - self._encoder_failed_at < RESTART_DELAY_S:
+                self._h264_waiting.clear()
+                return
+            height, width = frame.image.shape[:2]
+            if self._start_encoder(width, height, fps, frame, "copy") is None:
+                return
+            waiting, self._h264_waiting = self._h264_waiting, []
+            for chunk in waiting:
+                self._h264(chunk)
+            if self.encoder is None:
+                return
+        self._frame_times.append((frame.clock, self.encoder.stream_time))
+        self.encoder.frames_written += 1  # the stream's frames, counted by their decoded copies
+        self._maybe_finish()
+
+    def _start_encoder(self, width: int, height: int, fps: float, frame: Frame,
+                       encoder: Optional[str] = None) -> Optional[SegmentEncoder]:
         prefix = f"s{self._number:06d}-{int(time.monotonic() * 1000) % 10**9:09d}-"
         try:
-            self.encoder = SegmentEncoder(self.ffmpeg, self.encoder_name, width, height, fps, self.ring_dir, prefix)
+            self.encoder = SegmentEncoder(self.ffmpeg, encoder or self.encoder_name, width, height, fps,
+                                          self.ring_dir, prefix)
         except EncoderError as exc:
             self._encoder_failed(str(exc))
             return None
@@ -201,11 +252,20 @@ class Recorder:
         if self.encoder is not None:
             self.encoder.close()
             self.encoder = None
+        self._frame_times.clear()
+        self._h264_waiting.clear()
         for segment in self.ring:
             _unlink_quietly(segment.path)
         self.ring.clear()
 
     def _stream_time(self, clock: float) -> float:
+        """Where the frame captured at `clock` is in the stream: looked up (exact for copied streams, whose frames
+        need not come at a steady rate), else from the constant rate the encoder is fed at."""
+        for seen, stream_time in reversed(self._frame_times):
+            if seen == clock:
+                return stream_time
+            if seen < clock:
+                break
         return clock - self.clock0
 
     def _events(self, events: Iterable[TrackEvent], clock: Optional[float]) -> None:
