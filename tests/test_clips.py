@@ -22,6 +22,11 @@ pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None and not os.enviro
                                 reason="needs FFmpeg (apt-get install ffmpeg)")
 
 
+def saved_clips(daemon):
+    """Oldest first (each is finalised on a thread of its own: the records may come in another order)."""
+    return sorted(of(daemon.records, "clip", state="saved"), key=lambda r: r["start"])
+
+
 def probe(path):
     done = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,width,height:format=duration",
                            "-of", "json", str(path)], capture_output=True, text=True, timeout=30)
@@ -68,7 +73,7 @@ def recorded(tmp_path_factory, scene):
 
 def test_one_clip_per_review_item_h264_with_pre_and_post_roll(recorded):
     daemon, folder = recorded
-    clips = of(daemon.records, "clip", state="saved")[:3]
+    clips = saved_clips(daemon)[:3]
     entered = {r["track_id"]: r for r in of(daemon.records, "detection", state="entered")}
     left = {r["track_id"]: r for r in of(daemon.records, "detection", state="left")}
     assert [sorted(c["labels"]) for c in clips] == [["person"], ["cat"], ["cat", "person"]]
@@ -97,7 +102,7 @@ def test_one_clip_per_review_item_h264_with_pre_and_post_roll(recorded):
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         sent = [json.loads(p) for p in daemon.subscriber.on("pd/clips/events")]
-        sent = [m for m in sent if m.get("event") == "clip"][:3]
+        sent = sorted((m for m in sent if m.get("event") == "clip"), key=lambda m: m["start"])[:3]
         if len(sent) == 3:
             break
         time.sleep(0.1)
@@ -111,7 +116,7 @@ def test_one_clip_per_review_item_h264_with_pre_and_post_roll(recorded):
 
 def test_the_api_serves_each_clip_with_range_requests(recorded):
     daemon, folder = recorded
-    clips = of(daemon.records, "clip", state="saved")[:3]
+    clips = saved_clips(daemon)[:3]
     events = json.loads(get(daemon.base + "/api/events?limit=1000")[2])
     by_track = {e["track_id"]: e for e in events}
     for clip in clips:
@@ -145,7 +150,7 @@ def test_the_api_serves_each_clip_with_range_requests(recorded):
 def test_the_review_page_plays_the_clip_in_chromium(recorded, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
     daemon, folder = recorded
-    clips = of(daemon.records, "clip", state="saved")[:3]
+    clips = saved_clips(daemon)[:3]
     screenshot = Path(os.environ.get("PIDETECT_SCREENSHOTS", tmp_path)) / "review-clips.png"
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--mute-audio"])
@@ -358,7 +363,7 @@ def test_the_recorder_cuts_the_clip_from_pre_roll_to_post_roll(tmp_path):
     # keyframe at or before 2.13 s (frame 30: keyframes every 6 frames at 15 fps) and ends before frame 90
     records = run_recorder(tmp_path, 150, {47: [track_event("detection", "entered", 1)],
                                            75: [track_event("detection", "left", 1)]})
-    clips = [r for r in records if r.get("event") == "clip"]
+    clips = sorted((r for r in records if r.get("event") == "clip"), key=lambda r: r["start"])  # finished in any order
     assert len(clips) == 1 and clips[0]["track_ids"] == [1] and clips[0]["labels"] == ["person"]
     assert read_numbers(clips[0]["path"]) == list(range(30, 90))
     assert clips[0]["duration"] == pytest.approx(4.0, abs=0.01)
@@ -372,7 +377,7 @@ def test_overlapping_objects_share_a_clip_and_a_gap_ends_it(tmp_path):
         45: [track_event("detection", "entered", 1)], 75: [track_event("detection", "left", 1)],
         82: [track_event("detection", "entered", 2, "cat")], 95: [track_event("detection", "left", 2, "cat")],
         120: [track_event("detection", "entered", 3)]}, gap_after=140)
-    clips = [r for r in records if r.get("event") == "clip"]
+    clips = sorted((r for r in records if r.get("event") == "clip"), key=lambda r: r["start"])  # finished in any order
     assert [(c["track_ids"], c["labels"]) for c in clips] == [([1, 2], ["person", "cat"]), ([3], ["person"])]
     assert read_numbers(clips[0]["path"]) == list(range(30, 110))  # 2.0 s .. 95/15 + 1 s
     second = read_numbers(clips[1]["path"])
@@ -385,7 +390,7 @@ def test_with_required_zones_only_objects_in_them_make_clips(tmp_path):
         40: [track_event("detection", "left", 1)],
         60: [track_event("detection", "entered", 2)], 66: [track_event("zone", "entered", 2, zone="porch")],
         90: [track_event("detection", "left", 2)]}, required_zones=("porch",))
-    clips = [r for r in records if r.get("event") == "clip"]
+    clips = sorted((r for r in records if r.get("event") == "clip"), key=lambda r: r["start"])  # finished in any order
     assert len(clips) == 1 and clips[0]["track_ids"] == [2] and clips[0]["zones"] == ["porch"]
     assert read_numbers(clips[0]["path"])[0] == 48  # the keyframe at or before 66/15 - 1 s
 
@@ -413,7 +418,7 @@ def test_an_h264_pipe_is_stored_as_the_camera_sent_it(tmp_path, scene):
         daemon.wait_for(lambda r: len(of(daemon.records, "clip", state="saved")) >= 2, timeout=60, what="two clips")
     finally:
         assert daemon.stop()[0] == 0
-    clips = of(daemon.records, "clip", state="saved")
+    clips = saved_clips(daemon)
     assert [c["labels"] for c in clips[:2]] == [["person"], ["cat"]]
     camera_frames = frame_hashes(camera)
     for clip in clips[:2]:

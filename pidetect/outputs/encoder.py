@@ -98,8 +98,10 @@ def encoder_command(ffmpeg: str, encoder: str, width: int, height: int, fps: flo
 def copy_command(ffmpeg: str, fps: float, folder: Path, prefix: str) -> List[str]:
     """The camera's H.264 (Annex B, as rpicam-vid or `ffmpeg -c copy -f h264` write it) cut into segments as it
     is: no encoding. Segments start at the camera's keyframes (rpicam-vid --intra sets how often)."""
-    return [ffmpeg, "-hide_banner", "-loglevel", "error", "-nostats", "-f", "h264", "-framerate", f"{fps:g}",
-            "-i", "pipe:0", "-an", "-c:v", "copy",
+    # a small probe: FFmpeg's default (5 MB or 5 s of stream) held the first segment back for minutes at a
+    # still camera's bit rate; the stream's parameters are in its first keyframe
+    return [ffmpeg, "-hide_banner", "-loglevel", "error", "-nostats", "-probesize", "32768", "-analyzeduration", "0",
+            "-f", "h264", "-framerate", f"{fps:g}", "-i", "pipe:0", "-an", "-c:v", "copy",
             "-f", "segment", "-segment_time", f"{KEYFRAME_SECONDS:.6f}",
             "-segment_format", "mpegts", "-segment_list", "pipe:1", "-segment_list_type", "csv",
             "-reset_timestamps", "0", str(folder / f"{prefix}%09d.ts")]

@@ -88,6 +88,8 @@ class Recorder:
         self.clips_saved = 0
         self._number = 0
         self._failure: Optional[str] = None  # the current episode of failed clip writes, said once
+        self._failure_lock = threading.Lock()  # the recorder's thread and the finishers both say failures
+        self._finishers: List[threading.Thread] = []
         self._encoder_failed_at: Optional[float] = None
         self.ring_dir.mkdir(parents=True, exist_ok=True)
         self.thread = threading.Thread(target=self._run, name="pidetect-recorder", daemon=True)
@@ -95,7 +97,11 @@ class Recorder:
 
     # --- called by other threads: put and return -------------------------------------------------
     def feed(self, frame: Frame, fps: float) -> None:
-        """Every decoded frame (capture thread). Never blocks: a frame the encoder has no room for is dropped."""
+        """Every decoded frame (capture thread). Never blocks: a frame the encoder has no room for is dropped.
+        When copying the camera's H.264, only the frame's time is passed on (no picture, never dropped)."""
+        if self.copying:
+            self.inbox.put(("tick", frame.clock, (frame.ts, fps)))
+            return
         with self._count_lock:
             if self._queued_frames >= MAX_QUEUED_FRAMES:
                 self.frames_dropped += 1
@@ -117,6 +123,8 @@ class Recorder:
     def close(self) -> None:
         self.inbox.put(("stop", None, None))
         self.thread.join(30)
+        for finisher in list(self._finishers):
+            finisher.join(30)
 
     def metrics_fields(self) -> dict:
         """For the metrics record: the pre-roll's RAM, frames the encoder could not take, clips saved."""
@@ -142,6 +150,8 @@ class Recorder:
                         self._queued_frames -= 1
                     self._frame(payload, extra)
                     del payload  # do not hold a frame while waiting for the next
+                elif kind == "tick":
+                    self._copied_frame(payload, *extra)
                 elif kind == "h264":
                     self._h264(payload)
                 elif kind == "events":
@@ -175,7 +185,7 @@ class Recorder:
 
     def _frame(self, frame: Frame, fps: float) -> None:
         if self.copying:
-            self._copied_frame(frame, fps)
+            self._copied_frame(frame.clock, frame.ts, fps)
             return
         height, width = frame.image.shape[:2]
         encoder = self.encoder
@@ -190,7 +200,7 @@ class Recorder:
         if encoder is None:
             if self._encoder_failed_at is not None and time.monotonic() - self._encoder_failed_at < RESTART_DELAY_S:
                 return
-            encoder = self._start_encoder(width, height, fps, frame)
+            encoder = self._start_encoder(width, height, fps, frame.clock, frame.ts)
             if encoder is None:
                 return
         target = round((frame.clock - self.clock0) * fps)
@@ -208,25 +218,24 @@ class Recorder:
         self._frame_times.append((frame.clock, encoder.stream_time - 1 / fps))
         self._maybe_finish()
 
-    def _copied_frame(self, frame: Frame, fps: float) -> None:
+    def _copied_frame(self, clock: float, ts: float, fps: float) -> None:
         """A frame decoded from the camera's H.264: the copier's clock moves one frame on."""
         if self.encoder is None:
             if self._encoder_failed_at is not None and time.monotonic() - self._encoder_failed_at < RESTART_DELAY_S:
                 self._h264_waiting.clear()
                 return
-            height, width = frame.image.shape[:2]
-            if self._start_encoder(width, height, fps, frame, "copy") is None:
+            if self._start_encoder(0, 0, fps, clock, ts, "copy") is None:
                 return
             waiting, self._h264_waiting = self._h264_waiting, []
             for chunk in waiting:
                 self._h264(chunk)
             if self.encoder is None:
                 return
-        self._frame_times.append((frame.clock, self.encoder.stream_time))
+        self._frame_times.append((clock, self.encoder.stream_time))
         self.encoder.frames_written += 1  # the stream's frames, counted by their decoded copies
         self._maybe_finish()
 
-    def _start_encoder(self, width: int, height: int, fps: float, frame: Frame,
+    def _start_encoder(self, width: int, height: int, fps: float, clock: float, ts: float,
                        encoder: Optional[str] = None) -> Optional[SegmentEncoder]:
         prefix = f"s{self._number:06d}-{int(time.monotonic() * 1000) % 10**9:09d}-"
         try:
@@ -235,7 +244,7 @@ class Recorder:
         except EncoderError as exc:
             self._encoder_failed(str(exc))
             return None
-        self.clock0, self.ts_at_clock0 = frame.clock, frame.ts
+        self.clock0, self.ts_at_clock0 = clock, ts
         self._encoder_failed_at = None
         return self.encoder
 
@@ -370,27 +379,35 @@ class Recorder:
         self._stop_encoder()
 
     def _finish(self, end: float) -> None:
+        """The clip's part file is complete: it is finalised on a thread of its own (FFmpeg copies it into the
+        MP4, a few hundred milliseconds), so the recorder goes on taking frames meanwhile."""
         clip, self.clip = self.clip, None
         if clip.file is None or clip.file.start is None:
             if clip.file is not None:
                 clip.file.abandon()
             return
-        start = clip.file.start
+        record = {"event": "clip", "state": "saved", "start": round(self.ts_at_clock0 + clip.file.start, 3),
+                  "end": round(self.ts_at_clock0 + end, 3), "duration": round(end - clip.file.start, 3),
+                  "labels": list(clip.labels), "track_ids": sorted(clip.track_ids), "zones": list(clip.zones)}
+        self._finishers = [thread for thread in self._finishers if thread.is_alive()]
+        finisher = threading.Thread(target=self._finish_file, args=(clip.file, record), name="pidetect-clip-finish",
+                                    daemon=True)
+        self._finishers.append(finisher)
+        finisher.start()
+
+    def _finish_file(self, clip_file: ClipFile, record: dict) -> None:
         try:
-            path = clip.file.finish(end - start)
+            path = clip_file.finish(record["duration"])
         except ClipWriteError as exc:
             self._write_failed(exc)
             return
-        if self._failure is not None:
+        with self._failure_lock:
+            recovered, self._failure = self._failure is not None, None
+        if recovered:
             self.emit(log_record("info", "pidetect.recorder", f"clips are written again to {self.folder.folder}"),
                       INFO)
-            self._failure = None
         self.clips_saved += 1
-        self.emit({"event": "clip", "state": "saved", "path": str(path), "clip": path.name,
-                   "start": round(self.ts_at_clock0 + start, 3), "end": round(self.ts_at_clock0 + end, 3),
-                   "duration": round(end - start, 3), "labels": list(clip.labels),
-                   "track_ids": sorted(clip.track_ids), "zones": list(clip.zones),
-                   "ts": round(time.time(), 3)}, INFO)
+        self.emit({**record, "path": str(path), "clip": path.name, "ts": round(time.time(), 3)}, INFO)
         self.folder.prune(self._removed)
 
     def _removed(self, name: str) -> None:
@@ -399,8 +416,9 @@ class Recorder:
 
     def _write_failed(self, exc: ClipWriteError) -> None:
         """Said once per episode; on a full card the oldest of pidetect's own clips make room for the next."""
-        if self._failure is None:
-            self._failure = str(exc)
+        with self._failure_lock:
+            first, self._failure = self._failure is None, self._failure or str(exc)
+        if first:
             self.emit(log_record("error", "pidetect.recorder", f"{exc}; this clip is not kept"
                                  + ("; removing the oldest of pidetect's own clips to make room" if exc.no_space
                                     else "") + "; trying again with the next event; detection goes on"), ERR)

@@ -4,10 +4,14 @@ CPU per frame through an FFmpeg subprocess vs PyAV in-process.
     python -m pidetect.tools.record_check [--seconds 30] [--rounds 2] [--size 1280x720] [--fps 15] [--json]
 
 A real-time run (a camera's pace), so it is a script, never a unit test. The clip: scikit-image's
-photos with empty frames between them (objects come and go, so clips are made), at --fps, looped.
+photos with empty frames between them (objects come and go, so clips are made), at --fps, looped, read
+three ways: as a file; as raw frames on a pipe (rpicam-vid --codec yuv420); as H.264 on a pipe
+(rpicam-vid --codec h264), whose clips are cut from the stream without encoding. On the pipes the camera
+command is an FFmpeg decoding or copying the file, counted in the CPU figure like rpicam-vid would be.
 Rounds interleave off and on so that both see the same machine. CPU % counts the daemon and its FFmpeg
-child (both waited for: RUSAGE_CHILDREN); with the motion gate on (the default for files and cameras),
-recording also costs the decoding of every frame the gate would have skipped.
+children (all waited for: RUSAGE_CHILDREN). The three sources run without the motion gate, so that
+detection costs the same in each; `file+gate` runs the file with the gate, where recording also costs
+the decoding of every frame the gate would have skipped.
 """
 
 from __future__ import annotations
@@ -38,8 +42,36 @@ def make_clip(width: int, height: int, fps: float) -> Path:
     return path
 
 
-def daemon_run(clip: Path, seconds: float, record: bool, workdir: Path, encoder: str = "libx264") -> Dict:
-    args = [sys.executable, "-m", "pidetect", "run", "--source", str(clip), "--realtime", "--loop",
+def h264_copy_of(clip: Path, fps: float) -> Path:
+    """The clip as a camera's H.264 (no B-frames, a keyframe a second, as the Pi's encoder makes them)."""
+    path = clip.with_name(clip.stem + "_h264.mp4")
+    if not path.is_file():
+        temporary = path.with_name(".tmp-" + path.name)
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(clip), "-c:v", "libx264", "-preset", "veryfast",
+                        "-bf", "0", "-x264-params", f"keyint={int(fps)}:min-keyint={int(fps)}:scenecut=0",
+                        "-pix_fmt", "yuv420p", "-f", "mp4", str(temporary)], check=True)
+        os.replace(temporary, path)
+    return path
+
+
+KINDS = ("file", "yuv420", "h264", "file+gate")
+
+
+def source_args(kind: str, clip: Path, h264: Path, width: int, height: int, fps: float) -> List[str]:
+    """file: the clip paced like a camera; yuv420: raw frames on a pipe (rpicam-vid --codec yuv420 stands in as
+    FFmpeg decoding the H.264 file at its pace); h264: that file's H.264 on a pipe (rpicam-vid --codec h264)."""
+    if kind in ("file", "file+gate"):  # file+gate: with the motion gate (the others without, to compare alike)
+        return ["--source", str(clip), "--realtime", "--loop", "--motion", "on" if kind == "file+gate" else "off"]
+    size = ["--width", str(width), "--height", str(height), "--fps", f"{fps:g}", "--motion", "off"]
+    if kind == "yuv420":
+        return ["--source", f"pipe:ffmpeg -v error -re -stream_loop -1 -i {h264} -f rawvideo -pix_fmt yuv420p -",
+                *size]
+    return ["--source", f"pipe:ffmpeg -v error -re -stream_loop -1 -i {h264} -c copy -f h264 -",
+            "--pipe-codec", "h264", *size]
+
+
+def daemon_run(source: List[str], seconds: float, record: bool, workdir: Path, encoder: str = "libx264") -> Dict:
+    args = [sys.executable, "-m", "pidetect", "run", *source,
             "--duration", str(seconds), "--log-format", "json", "--metrics-interval", "1",
             "--state-dir", str(workdir / "state")]
     if record:
@@ -151,24 +183,28 @@ def main(argv=None) -> int:
     width, height = (int(v) for v in args.size.lower().split("x"))
     clip = make_clip(width, height, args.fps)
     report: Dict = {"machine": machine_info(), "clip": str(clip), "fps": args.fps, "size": args.size, "runs": []}
+    h264 = h264_copy_of(clip, args.fps)
     with tempfile.TemporaryDirectory(prefix="pidetect-record-check-") as tmp:
         for round_number in range(args.rounds):
-            for record in (False, True):
-                workdir = Path(tmp) / f"r{round_number}-{int(record)}"
-                workdir.mkdir()
-                run = daemon_run(clip, args.seconds, record, workdir)
-                run["round"] = round_number + 1
-                report["runs"].append(run)
-                print(f"record_check: round {round_number + 1} record {'on ' if record else 'off'}: "
-                      f"CPU {run['cpu_percent']}%, clips {run['clips_saved']}", file=sys.stderr)
+            for kind in KINDS:
+                for record in (False, True):
+                    workdir = Path(tmp) / f"r{round_number}-{kind}-{int(record)}"
+                    workdir.mkdir()
+                    run = daemon_run(source_args(kind, clip, h264, width, height, args.fps), args.seconds, record,
+                                     workdir)
+                    run.update(round=round_number + 1, source=kind)
+                    report["runs"].append(run)
+                    print(f"record_check: round {round_number + 1} {kind} record {'on ' if record else 'off'}: "
+                          f"CPU {run['cpu_percent']}%, clips {run['clips_saved']}", file=sys.stderr)
         frames = read_frames(clip, int(args.fps * 10))
         report["encoders"] = [ffmpeg_cost(frames, args.fps, Path(tmp))]
         pyav = pyav_cost(frames, args.fps)
         if pyav:
             report["encoders"].append(pyav)
-    off = [r["cpu_percent"] for r in report["runs"] if not r["record"]]
-    on = [r["cpu_percent"] for r in report["runs"] if r["record"]]
-    report["cpu_percent_off"], report["cpu_percent_on"] = statistics.median(off), statistics.median(on)
+    report["median_cpu_percent"] = {
+        f"{kind} record {'on' if record else 'off'}": statistics.median(
+            [r["cpu_percent"] for r in report["runs"] if r["source"] == kind and r["record"] == record])
+        for kind in KINDS for record in (False, True)}
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
@@ -176,11 +212,11 @@ def main(argv=None) -> int:
     print(f"{machine['cpu']} ({machine['cores']} cores, flags {', '.join(machine['cpu_flags'])}); "
           f"{args.size} at {args.fps:g} fps --realtime, {args.seconds:g} s per run, {args.rounds} round(s)")
     for run in report["runs"]:
-        print(f"  round {run['round']} record {'on ' if run['record'] else 'off'}: CPU {run['cpu_percent']}% (daemon + "
-              f"ffmpeg), daemon peak RSS {run['daemon_peak_rss_mb']} MB, ring max {run['ring_mb_max']} MB, "
-              f"clips {run['clips_saved']}, recorder drops {run['frames_dropped_by_recorder']}, "
-              f"inference {run['inference_fps']} fps")
-    print(f"  median CPU: off {report['cpu_percent_off']}%, on {report['cpu_percent_on']}%")
+        print(f"  round {run['round']} {run['source']:<9} record {'on ' if run['record'] else 'off'}: CPU "
+              f"{run['cpu_percent']}% (daemon + children), daemon peak RSS {run['daemon_peak_rss_mb']} MB, ring max "
+              f"{run['ring_mb_max']} MB, clips {run['clips_saved']}, recorder drops "
+              f"{run['frames_dropped_by_recorder']}, inference {run['inference_fps']} fps")
+    print("  median CPU: " + ", ".join(f"{name} {value}%" for name, value in report["median_cpu_percent"].items()))
     for encoder in report["encoders"]:
         memory = (f"peak RSS {encoder['rss_mb']} MB (private {encoder['anon_mb']} MB) of its own process"
                   if encoder["anon_mb"] is not None else f"+{encoder['rss_mb']} MB in the daemon")
