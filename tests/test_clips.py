@@ -294,6 +294,11 @@ def test_recording_needs_ffmpeg_and_a_pre_roll_in_ram(tmp_path):
         done = run_pidetect("run", "--source", "/dev/null", "--record", "--record-dir", tmp_path / "clips",
                             "--record-buffer-dir", disk, "--log-format", "text")
         assert done.returncode == 78 and "not in RAM" in done.stderr and "record_buffer_dir" in done.stderr
+    done = run_pidetect("check", "--source", "/dev/null", "--record", "--record-dir", tmp_path / "clips",
+                        env={"PATH": str(bare)})
+    assert done.returncode == 78 and "FAIL recording" in done.stdout + done.stderr, done.stdout + done.stderr
+    done = run_pidetect("check", "--source", "/dev/null", "--record", "--record-dir", tmp_path / "clips")
+    assert "ok   recording      libx264 via" in done.stdout + done.stderr, done.stdout + done.stderr
     (tmp_path / "afile").write_text("x")
     done = run_pidetect("run", "--source", "/dev/null", "--record", "--record-dir", tmp_path / "afile",
                         "--log-format", "text")

@@ -97,7 +97,8 @@ def test_service_under_real_systemd(tmp_path, model_paths):
                 "group-render", "group-tty", "no-new-privs", "no-write-opt", "no-write-etc", "watchdog-restart",
                 "config-78", "config-no-loop", "stop-clean", "reinstall-keeps-config", "uninstall-unit",
                 "uninstall-venv", "uninstall-keeps-config", "mjpeg-view", "snapshots", "hdmi-dropin",
-                "fb-absent-running", "private-tmp", "no-home", "display-nice", "web-password"}
+                "fb-absent-running", "private-tmp", "no-home", "display-nice", "web-password",
+                "record-config", "ring-in-ram", "clips", "journal-clip"}
     if extra or os.environ.get("PIDETECT_REQUIRE_ALL") == "1":
         expected |= {"model-installed", "model-refused", "model-runs"}
     assert expected <= passed, expected - passed

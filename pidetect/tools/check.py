@@ -113,6 +113,8 @@ def run_checks(config: Config, make_detector: Callable) -> List[Check]:
             checks.append(_probe_display(name, config))
     if web_ui_on(config):
         checks.append(_check_web(config))
+    if config.record:
+        checks.append(_check_recording(config))
     if config.mqtt_host:
         checks.append(_probe_mqtt(config))
     journal = journal_sender() is not None
@@ -141,11 +143,24 @@ def _check_web(config: Config) -> Check:
                                  f"{store_path(config.state_dir)}")
 
 
+def _check_recording(config: Config) -> Check:
+    """FFmpeg, the clip folder and the pre-roll in RAM, as the daemon checks them at start; the encoder it picks."""
+    from ..outputs.encoder import pick_encoder
+    from ..outputs.sinks import check_recording, record_buffer_dir
+
+    try:
+        ffmpeg = check_recording(config)
+    except PidetectError as exc:
+        return Check("recording", False, str(exc))
+    return Check("recording", True, f"{pick_encoder(config.record_encoder, ffmpeg)} via {ffmpeg}; clips in "
+                                    f"{config.record_dir}, pre-roll in {record_buffer_dir(config)}")
+
+
 def exit_code_for(checks: List[Check]) -> int:
     failed = [c for c in checks if c.needed and not c.ok]
     if not failed:
         return 0
-    return EX_CONFIG if any(c.name in ("model", "web UI") for c in failed) else EX_UNAVAILABLE
+    return EX_CONFIG if any(c.name in ("model", "web UI", "recording") for c in failed) else EX_UNAVAILABLE
 
 
 def format_check(check: Check) -> str:

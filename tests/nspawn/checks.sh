@@ -7,7 +7,7 @@
 CONFIG=/etc/pidetect/pidetect.toml
 
 # 1. the real installer, with a video file as the camera
-if /src/deploy/install.sh --source /media/clip.avi --display mjpeg --models-from /src/models --no-start; then
+if /src/deploy/install.sh --source /media/clip.avi --display mjpeg --record --models-from /src/models --no-start; then
     pass install
 else
     fail install "deploy/install.sh exited $?"; exit 1
@@ -15,6 +15,8 @@ fi
 expect config-written "config has the chosen source" grep -q '^source = "/media/clip.avi"' "$CONFIG"
 expect no-hdmi-dropin "no getty conflict without fb" test ! -e /etc/systemd/system/pidetect.service.d/hdmi-console.conf
 printf '\n# user edit: keep looping the clip\nloop = true\nrealtime = true\nmetrics_interval = 2\n' >> "$CONFIG"
+# short pre/post rolls: the clip's objects are 0.8 s apart, so each makes a clip of its own that ends
+printf 'pre_capture = 0.2\npost_capture = 0.2\n' >> "$CONFIG"
 # the test's broker on the shared loopback: events leave the hardened unit over MQTT
 if [ -e /media/mqtt_port ]; then
     printf 'mqtt_host = "127.0.0.1"\nmqtt_port = %s\nmqtt_topic_prefix = "pd/nspawn"\n' "$(cat /media/mqtt_port)" >> "$CONFIG"
@@ -54,6 +56,15 @@ as_service 'touch /tmp/pidetect-probe'
 expect private-tmp "the service's /tmp is its own" refuse test -e /tmp/pidetect-probe
 expect no-home "home directories hidden" refuse as_service 'ls /root/.bashrc' 
 expect snapshots "snapshots in the state directory" sh -c 'ls /var/lib/pidetect/snapshots/*.jpg >/dev/null'
+# clips (installer --record: record = true, FFmpeg): the encoder runs inside the hardened unit, its pre-roll
+# in the unit's RuntimeDirectory (RAM), finished H.264 clips in the state directory
+expect record-config "the installer wrote record = true" grep -q '^record = true' "$CONFIG"
+expect ring-in-ram "the pre-roll ring in /run/pidetect (tmpfs)" wait_for 20 sh -c \
+    'ls -d /run/pidetect/pidetect-ring-* >/dev/null && [ "$(stat -f -c %T /run/pidetect)" = tmpfs ]'
+clip_plays() { local clip; clip=$(ls /var/lib/pidetect/clips/*.mp4 2>/dev/null | head -1); [ -n "$clip" ] && \
+    ffprobe -v error -show_entries stream=codec_name -of csv=p=0 "$clip" | grep -qx h264; }
+expect clips "an H.264 clip in /var/lib/pidetect/clips" wait_for 60 clip_plays
+expect journal-clip "journalctl -u pidetect EVENT=clip" wait_for 20 journal_has EVENT=clip
 # the display thread lowered its own priority (display_nice = 10): the syscall filter lets setpriority through
 thread_nices() { local task; for task in /proc/"$PID"/task/*; do sed 's/.*) //' "$task"/stat | cut -d' ' -f17; done; }
 thread_nices | sort -n | uniq -c > /out/thread_nice
