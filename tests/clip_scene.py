@@ -11,19 +11,13 @@ Written as an MPEG-4 file (OpenCV's mp4v), a file source like any other.
 from pathlib import Path
 
 import cv2
-import numpy as np
+
+from scene_parts import crop, paste
 
 WIDTH, HEIGHT, FPS = 960, 540, 15
 FRAMES = 300
 PERSON = ((30, 75), (190, 220))  # frames [first, last + 1) the person is in the picture
 CAT = ((112, 150), (235, 265))
-
-
-def _crop(coco_images: Path, name: str, box, height: int) -> np.ndarray:
-    image = cv2.imread(str(coco_images / name))
-    x, y, w, h = box
-    crop = image[y:y + h, x:x + w]
-    return cv2.resize(crop, None, fx=height / crop.shape[0], fy=height / crop.shape[0], interpolation=cv2.INTER_CUBIC)
 
 
 def person_left(frame: int, first: int, last: int) -> int:
@@ -37,15 +31,9 @@ def build(path: Path, coco_images: Path) -> Path:
 
     grass = data.grass()
     background = cv2.resize(cv2.cvtColor(grass, cv2.COLOR_GRAY2BGR) if grass.ndim == 2 else grass, (WIDTH, HEIGHT))
-    person = _crop(coco_images, "000000000431.jpg", (154, 67, 157, 252), 300)
+    person = crop(coco_images, "000000000431.jpg", (154, 67, 157, 252), 300)
     cat = cv2.resize(cv2.cvtColor(data.chelsea(), cv2.COLOR_RGB2BGR), (340, 256))
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (WIDTH, HEIGHT))
-
-    def paste(canvas, image, left, top):
-        x1, y1 = max(0, left), max(0, top)
-        x2, y2 = min(WIDTH, left + image.shape[1]), min(HEIGHT, top + image.shape[0])
-        if x2 > x1 and y2 > y1:
-            canvas[y1:y2, x1:x2] = image[y1 - top:y2 - top, x1 - left:x2 - left]
 
     for frame in range(FRAMES):
         canvas = background.copy()

@@ -4,6 +4,7 @@ Tests that need a tool this machine may lack (journald, nspawn, chromium, ffmpeg
 on a developer machine; CI sets PIDETECT_REQUIRE_ALL=1 so that any skip there is a failure.
 """
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -64,3 +65,14 @@ def shared_path(*parts):
         pytest.skip(f"{path} is not here: the test models and datasets live in ../shared beside the project "
                     "(the team's checkout and CI), not in a user's clone")
     return path
+
+
+@contextlib.contextmanager
+def small_tmpfs(folder, size):
+    """A tmpfs of `size` (e.g. "512k") mounted on `folder` for the test: a card that fills up (needs root)."""
+    folder.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -10,7 +10,8 @@ that `min_area` (or `threshold`) must remove. Written as lossless PNG frames, so
 from pathlib import Path
 
 import cv2
-import numpy as np
+
+from scene_parts import crop, paste
 
 WIDTH, HEIGHT = 960, 540
 FRAMES = 84
@@ -20,13 +21,6 @@ PORCH = [[0.30, 0.55], [0.85, 0.55], [0.90, 1.0], [0.26, 1.0]]
 CAR_AT = (620, 520)  # left, bottom
 CAT_AT = (670, 10)  # left, top
 SMALL_AT = (6, 12)  # left, top
-
-
-def _crop(coco_images: Path, name: str, box, height: int) -> np.ndarray:
-    image = cv2.imread(str(coco_images / name))
-    x, y, w, h = box
-    crop = image[y:y + h, x:x + w]
-    return cv2.resize(crop, None, fx=height / crop.shape[0], fy=height / crop.shape[0], interpolation=cv2.INTER_CUBIC)
 
 
 def person_left(frame: int) -> int:
@@ -41,16 +35,10 @@ def build(folder: Path, coco_images: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     grass = data.grass()
     background = cv2.resize(cv2.cvtColor(grass, cv2.COLOR_GRAY2BGR) if grass.ndim == 2 else grass, (WIDTH, HEIGHT))
-    car = _crop(coco_images, "000000000247.jpg", (56, 186, 86, 36), 90)
-    person = _crop(coco_images, "000000000431.jpg", (154, 67, 157, 252), 220)
-    small = _crop(coco_images, "000000000474.jpg", (3, 43, 329, 429), 80)
+    car = crop(coco_images, "000000000247.jpg", (56, 186, 86, 36), 90)
+    person = crop(coco_images, "000000000431.jpg", (154, 67, 157, 252), 220)
+    small = crop(coco_images, "000000000474.jpg", (3, 43, 329, 429), 80)
     cat = cv2.resize(cv2.cvtColor(data.chelsea(), cv2.COLOR_RGB2BGR), (280, 211))
-
-    def paste(canvas, image, left, top):
-        x1, y1 = max(0, left), max(0, top)
-        x2, y2 = min(WIDTH, left + image.shape[1]), min(HEIGHT, top + image.shape[0])
-        if x2 > x1 and y2 > y1:
-            canvas[y1:y2, x1:x2] = image[y1 - top:y2 - top, x1 - left:x2 - left]
 
     for frame in range(FRAMES):
         canvas = background.copy()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import clip_scene
-from conftest import run_pidetect, shared_path
+from conftest import run_pidetect, shared_path, small_tmpfs
 from daemon import Daemon, of
 from test_web import CHROMIUM, free_port, get
 
@@ -220,10 +220,7 @@ def test_kill_9_mid_clip_loses_no_earlier_clip_and_lists_only_playable_ones(tmp_
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 def test_a_full_card_lists_no_partial_clip_says_so_once_and_detection_goes_on(tmp_path, scene):
-    clips = tmp_path / "clips"
-    clips.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(clips)], check=True)
-    try:
+    with small_tmpfs(tmp_path / "clips", "3m") as clips:
         daemon = recording(tmp_path, scene, "--loop")
         try:
             daemon.wait_for(lambda r: len(of(daemon.records, "detection", state="entered")) >= 7, timeout=120,
@@ -243,8 +240,6 @@ def test_a_full_card_lists_no_partial_clip_says_so_once_and_detection_goes_on(tm
         saved = {r["clip"] for r in of(daemon.records, "clip", state="saved")}
         removed = {r["clip"] for r in of(daemon.records, "clip", state="removed")}
         assert names == saved - removed  # every clip there was said saved, and the ones removed were said too
-    finally:
-        subprocess.run(["umount", "-l", str(clips)], check=False)
 
 
 def test_retention_removes_only_pidetects_own_clips(tmp_path):

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import porch_scene
-from conftest import REPO, run_pidetect, shared_path
+from conftest import REPO, run_pidetect, shared_path, small_tmpfs
 from daemon import Daemon, of
 from pidetect.errors import ConfigError
 from pidetect.store.events import EventStore
@@ -258,10 +258,7 @@ def test_kill_9_while_writing_loses_no_event(tmp_path, scene):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 def test_a_full_disk_loses_no_row_and_detection_goes_on(tmp_path, scene):
-    state = tmp_path / "state"
-    state.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(state)], check=True)
-    try:
+    with small_tmpfs(tmp_path / "state", "512k") as state:
         live = Live(tmp_path, scene)
         try:
             live.wait_events(3)
@@ -289,8 +286,6 @@ def test_a_full_disk_loses_no_row_and_detection_goes_on(tmp_path, scene):
             assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
             rows = db.execute("SELECT label, start, score FROM events").fetchall()
         assert rows and all(label and start and score for label, start, score in rows)  # no half-written row
-    finally:
-        subprocess.run(["umount", "-l", str(state)], check=False)
 
 
 # --- who may look --------------------------------------------------------------------------------------------

@@ -365,40 +365,11 @@ class WebRequest(socketserver.StreamRequestHandler):
                                  + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
 
 
-def read_own_snapshot(folder: Optional[Path], name: Optional[str]) -> Optional[bytes]:
-    """The bytes of a snapshot pidetect wrote in `folder`, or None. The name must be one pidetect writes
-    (no separators, no '..'), and a link placed in the folder is never followed."""
-    from ..outputs.snapshots import OWN_NAME
-
-    if folder is None or not name or not OWN_NAME.fullmatch(name):
-        return None
-    try:
-        fd = os.open(folder / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | getattr(os, "O_NONBLOCK", 0))
-    except OSError:
-        return None
-    try:
-        import stat
-
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > 50 * 2**20:
-            return None
-        chunks = []
-        while True:
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
-def open_own_clip(folder: Optional[Path], name: Optional[str]):
-    """The clip file pidetect wrote in `folder`, open for reading, or None: the name must be one pidetect
-    writes, and a link placed in the folder is never followed."""
-    from ..outputs.clips import CLIP_NAME
-
-    if folder is None or not name or not CLIP_NAME.fullmatch(name):
+def open_own_file(folder: Optional[Path], name: Optional[str], own_name):
+    """A file pidetect wrote in `folder`, open for reading, or None. The name must be one pidetect writes
+    (`own_name`: no separators, no '..'), it must be a regular file, and a link placed in the folder is never
+    followed. Snapshots and clips are served only through here."""
+    if folder is None or not name or not own_name.fullmatch(name):
         return None
     try:
         fd = os.open(folder / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | getattr(os, "O_NONBLOCK", 0))
@@ -410,3 +381,23 @@ def open_own_clip(folder: Optional[Path], name: Optional[str]):
         os.close(fd)
         return None
     return os.fdopen(fd, "rb")
+
+
+def read_own_snapshot(folder: Optional[Path], name: Optional[str]) -> Optional[bytes]:
+    """The bytes of a snapshot pidetect wrote in `folder` (at most 50 MB), or None."""
+    from ..outputs.snapshots import OWN_NAME
+
+    snapshot = open_own_file(folder, name, OWN_NAME)
+    if snapshot is None:
+        return None
+    with snapshot:
+        if os.fstat(snapshot.fileno()).st_size > 50 * 2**20:
+            return None
+        return snapshot.read()
+
+
+def open_own_clip(folder: Optional[Path], name: Optional[str]):
+    """The clip pidetect wrote in `folder`, open for reading, or None."""
+    from ..outputs.clips import CLIP_NAME
+
+    return open_own_file(folder, name, CLIP_NAME)
