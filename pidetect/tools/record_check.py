@@ -202,8 +202,8 @@ def main(argv=None) -> int:
         if pyav:
             report["encoders"].append(pyav)
     report["median_cpu_percent"] = {
-        f"{kind} record {'on' if record else 'off'}": statistics.median(
-            [r["cpu_percent"] for r in report["runs"] if r["source"] == kind and r["record"] == record])
+        f"{kind} record {'on' if record else 'off'}": round(statistics.median(
+            [r["cpu_percent"] for r in report["runs"] if r["source"] == kind and r["record"] == record]), 1)
         for kind in KINDS for record in (False, True)}
     if args.json:
         print(json.dumps(report, indent=1))
