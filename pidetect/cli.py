@@ -163,6 +163,23 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--eval", dest="eval_dataset", type=Path, metavar="DATASET",
                           help="also measure source and result with pidetect eval on this labelled dataset")
     quantize.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    budget = quantize.add_argument_group("accuracy budget (a float model, --calibration and --eval)")
+    budget.add_argument("--max-drop", type=float, metavar="MAP",
+                        help="find the fastest model whose mAP50-95 on --eval is at most MAP below the float model's "
+                             "(e.g. 0.01), keeping the ops float that int8 hurts most; prints the trade-off of every "
+                             "scheme")
+    budget.add_argument("--calibration-limit", type=int, default=0, metavar="N",
+                        help="only the first N images of --calibration (sorted by name)")
+    budget.add_argument("--eval-skip", type=int, default=0, metavar="N",
+                        help="leave out the first N images of --eval (e.g. the calibration images)")
+    budget.add_argument("--eval-limit", type=int, default=0, metavar="N", help="only N images of --eval")
+    budget.add_argument("--max-trials", type=int, default=24, metavar="N",
+                        help="candidates to measure at most (default 24)")
+    budget.add_argument("--time-limit", type=float, default=15.0, metavar="MIN",
+                        help="minutes the search may take at most (default 15); the best model found is kept")
+    budget.add_argument("--json", action="store_true", help="the trade-off report as JSON (one document)")
+    budget.add_argument("--plot", type=Path, metavar="PNG",
+                        help="accuracy against latency of every scheme, the Pareto front marked (pidetect[plot])")
     quantize.set_defaults(handler=_cmd_quantize)
 
     models = commands.add_parser("models", help="fetch, list or verify the default model files")
@@ -422,6 +439,26 @@ def match_fates(report) -> List[str]:
                     for name in report.classes_left_out]
 
 
+def _check_budget_arguments(args: argparse.Namespace) -> None:
+    """The budget search's flags, checked before any image is read."""
+    if not 0 <= args.max_drop < 1:
+        raise UsageError(f"--max-drop {args.max_drop}: an mAP difference from 0 to 1, e.g. 0.01")
+    if not args.eval_dataset:
+        raise UsageError("--max-drop needs --eval DATASET: labelled images (COCO, YOLO or VOC) to measure mAP on; "
+                         "keep them apart from the calibration images (--eval-skip)")
+    if not args.calibration:
+        raise UsageError("--max-drop needs --calibration DIR: images to calibrate the int8 ranges on")
+    for name in ("calibration_limit", "eval_skip", "eval_limit"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be 0 or more")
+    if args.max_trials < 1:
+        raise UsageError(f"--max-trials {args.max_trials}: must be 1 or more")
+    if not args.time_limit > 0:
+        raise UsageError(f"--time-limit {args.time_limit}: minutes, more than 0")
+    if args.plot is not None:
+        check_plot_path(args.plot)
+
+
 def _cmd_quantize(args: argparse.Namespace) -> int:
     from .models.calibration import dataset_images, frames_from_source, images_from_folder
     from .models.quantize import check_output, check_source, model_input_size, quantize_model
@@ -432,21 +469,31 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
         raise UsageError(f"--frame-spacing {args.frame_spacing}: must be more than 0")
     check_source(args.model)
     check_output(args.model, args.output, args.force)
+    if args.max_drop is not None:
+        _check_budget_arguments(args)
     input_size = model_input_size(args.model)
     dataset = None
     if args.eval_dataset:
         from .models.datasets import load_dataset
 
         dataset = load_dataset(args.eval_dataset, skip_missing=True)  # a bad dataset is said before any work
+        if args.eval_skip:
+            dataset = dataset.skipped(args.eval_skip)
+        if args.eval_limit:
+            dataset = dataset.limited(args.eval_limit)
     say = (lambda text: print(text, file=sys.stderr, flush=True))
     calibration = []
     if args.calibration:
-        calibration = images_from_folder(args.calibration, input_size=input_size)
+        calibration = images_from_folder(args.calibration, limit=args.calibration_limit, input_size=input_size)
         say(f"{len(calibration)} calibration image(s) from {args.calibration}")
     elif args.calibration_source:
         calibration = frames_from_source(args.calibration_source, args.frames, args.frame_spacing,
                                          input_size=input_size)
         say(f"{len(calibration)} calibration frame(s) from {args.calibration_source}")
+    if args.max_drop is not None:
+        from .models.budget_cli import quantize_within_budget
+
+        return quantize_within_budget(args, calibration, dataset, say)
     verification = calibration[:: max(1, len(calibration) // 32)][:32] if calibration else []
     if dataset is not None:  # labelled images show objects: the surest thing to verify on
         verification = verification + dataset_images(dataset, 32, input_size)

@@ -206,9 +206,10 @@ def test_edge_tpu_build_and_non_tflite_are_refused(tmp_path, model_paths):
 
 
 def test_missing_extra_names_the_install_command(tmp_path, calibration_folder, model_paths):
-    blocker = tmp_path / "blocker" / "ai_edge_quantizer"
-    blocker.mkdir(parents=True)
-    (blocker / "__init__.py").write_text("raise ImportError('not installed')\n")
+    for name in ("litert_quantizer", "ai_edge_quantizer"):  # the package's new name and its old one
+        blocker = tmp_path / "blocker" / name
+        blocker.mkdir(parents=True)
+        (blocker / "__init__.py").write_text("raise ImportError('not installed')\n")
     source = shared_path("models", "float", "ssd_mobilenet_v2_coco_float.tflite")
     done = run_pidetect("quantize", source, "-o", tmp_path / "o.tflite", "--labels", model_paths[1],
                         "--calibration", calibration_folder, env={"PYTHONPATH": f"{blocker.parent}:{REPO}"})

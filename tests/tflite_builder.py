@@ -186,3 +186,60 @@ def with_ultralytics_metadata(model: bytes, meta: dict) -> bytes:
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("temp_meta.txt", repr(meta))
     return model + archive.getvalue()
+
+
+def dense_chain_model(weights, biases, names) -> bytes:
+    """float32 [1, n] -> FULLY_CONNECTED (+ RELU but for the last) ... : a chain of dense layers.
+
+    `weights[i]` is (out, in) as TFLite stores it, `names[i]` the output tensor's name (the op's scope)."""
+    b = flatbuffers.Builder(4096)
+    buffers = [_buffer(b, b"")]
+    tensors = [_tensor(b, "input", [1, weights[0].shape[1]], tflite.TensorType.FLOAT32, 0)]
+    operators = []
+    previous = 0
+    for index, (weight, bias, name) in enumerate(zip(weights, biases, names)):
+        buffers.append(_buffer(b, np.ascontiguousarray(weight, np.float32).tobytes()))
+        tensors.append(_tensor(b, f"{name}/weights", list(weight.shape), tflite.TensorType.FLOAT32, len(buffers) - 1))
+        weight_index = len(tensors) - 1
+        buffers.append(_buffer(b, np.ascontiguousarray(bias, np.float32).tobytes()))
+        tensors.append(_tensor(b, f"{name}/bias", [len(bias)], tflite.TensorType.FLOAT32, len(buffers) - 1))
+        bias_index = len(tensors) - 1
+        tensors.append(_tensor(b, name, [1, weight.shape[0]], tflite.TensorType.FLOAT32, 0))
+        output = len(tensors) - 1
+        tflite.FullyConnectedOptionsStart(b)
+        tflite.FullyConnectedOptionsAddFusedActivationFunction(
+            b, tflite.ActivationFunctionType.RELU if index < len(weights) - 1 else tflite.ActivationFunctionType.NONE)
+        options = tflite.FullyConnectedOptionsEnd(b)
+        operators.append(_operator(b, 0, [previous, weight_index, bias_index], [output],
+                                   tflite.BuiltinOptions.FullyConnectedOptions, options))
+        previous = output
+    opcodes = [_opcode(b, tflite.BuiltinOperator.FULLY_CONNECTED)]
+    return _finish(b, tensors, operators, opcodes, buffers, [0], [previous], "pidetect test dense chain")
+
+
+def one_sensitive_layer_model(width: int = 32, seed: int = 0) -> bytes:
+    """Three dense layers, the middle one ruined by int8 and nothing else.
+
+    The first layer's unit 0 is always 0 (a bias of -100 under its ReLU), and every row of the middle layer gives that
+    dead input a weight of 1000: in float it multiplies 0 and changes nothing; in int8 per-channel it sets each
+    row's scale (1000/127), so the row's real weights (about 0.25) all round to 0 and the layer's output loses
+    everything that depends on the input. Kept float, the middle layer is exact. Each layer also has anchor
+    units, constant at 4 (and -4 in the last, which has no ReLU): every input's activations then span the same
+    range, so ranges calibrated as averages of each sample's min and max (as the quantizer does) fit every input
+    and the other layers lose only their rounding (about 1 % of the output's variation each)."""
+    rng = np.random.default_rng(seed)
+
+    def layer(rows, cols, spread):
+        return rng.normal(0, spread, (rows, cols)).astype(np.float32), rng.uniform(0.5, 1.0, rows).astype(np.float32)
+
+    first, first_bias = layer(width, width, 0.15)
+    first_bias[0] = -100  # the dead unit: its ReLU is always 0 (no row is all zeros: a zero row has no int8 scale)
+    first[1], first_bias[1] = first[1] * 0.01, 4  # the anchor: 4, give or take 0.01
+    middle, middle_bias = layer(width, width, 0.25)
+    middle[1], middle_bias[1] = middle[1] * 0.01, 4
+    middle[:, 0] = 1000.0
+    last, last_bias = layer(8, width, 0.25)
+    last[:2] *= 0.01
+    last_bias[:2] = (4, -4)
+    return dense_chain_model([first, middle, last], [first_bias, middle_bias, last_bias],
+                             ["dense_first", "dense_middle", "dense_last"])

@@ -165,19 +165,25 @@ def quantize_model(source: Path, output: Path, labels: Optional[Path], calibrati
     return QuantizeOutcome(kind, method, output, agreement, notes)
 
 
-def calibrate_static_int8(data: bytes, source: Path, labels: Optional[Path], images: Sequence[np.ndarray],
-                          say: Say) -> bytes:
-    try:
-        from ai_edge_quantizer import quantizer, recipe
-    except ImportError:
-        raise UnavailableError("calibrated quantization needs ai-edge-quantizer: pip install "
-                               "\"pidetect[quantize]\" (not needed by the daemon, nor for uint8 models)") from None
+def calibration_samples(data: bytes, source: Path, labels: Optional[Path],
+                        images: Sequence[np.ndarray]) -> Tuple[bytes, str, List[dict]]:
+    """(the model with a signature, its key, the images as its input): placed exactly as the detector will
+    place camera frames (stretched for SSD, letterboxed for YOLO)."""
     detector = Detector(source, labels, DetectorOptions())
     data, name, input_name = with_signature(data)
     samples = []
     for image in images:
-        detector.prepare(image)  # placed exactly as the detector will place camera frames
+        detector.prepare(image)
         samples.append({input_name: detector.interpreter.get_tensor(detector.input["index"]).copy()})
+    return data, name, samples
+
+
+def calibrate_static_int8(data: bytes, source: Path, labels: Optional[Path], images: Sequence[np.ndarray],
+                          say: Say) -> bytes:
+    from .budget import quantizer_api
+
+    quantizer, recipe, _metric = quantizer_api()
+    data, name, samples = calibration_samples(data, source, labels, images)
     with tempfile.TemporaryDirectory(prefix="pidetect-quantize-") as folder:
         float_path = Path(folder) / "float.tflite"
         float_path.write_bytes(data)
