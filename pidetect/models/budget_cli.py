@@ -66,6 +66,7 @@ def quantize_within_budget(args, calibration: List[np.ndarray], dataset, say: Ca
     finally:
         search.close()
     seconds = time.monotonic() - started
+    speed = interleaved_speed({"float32": source, "budget": output}, labels, calibration[0] if calibration else None)
     rows = report_rows(result, schemes, source.stat().st_size, args.max_drop)
     if args.plot is not None:
         plot_tradeoff(rows, args.plot, f"{source.name} on {dataset.source} ({len(dataset.images)} images)")
@@ -78,6 +79,7 @@ def quantize_within_budget(args, calibration: List[np.ndarray], dataset, say: Ca
                           "float_ops": [result.ops[i].label for i in best.float_ops],
                           "trials": len(result.trials), "seconds": round(seconds, 1), "stopped": result.stopped,
                           "calibration_images": len(samples), "eval_images": len(dataset.images),
+                          "interleaved_ms": speed, "speedup": _speedup(speed),
                           "schemes": [row.as_json() for row in rows]}))
     else:
         print(format_report(rows, args.max_drop))
@@ -85,6 +87,9 @@ def quantize_within_budget(args, calibration: List[np.ndarray], dataset, say: Ca
               f"drop {drop:+.4f}, budget {args.max_drop:g}), {best.score.latency_ms:.1f} ms vs "
               f"{result.reference.latency_ms:.1f} ms float; {len(result.trials)} candidates in {seconds / 60:.1f} min"
               + (f"; {result.stopped}" if result.stopped else ""))
+        if speed:
+            print(f"speed, one interleaved run (median ms per image): float32 {speed['float32']:.1f}, budget "
+                  f"{speed['budget']:.1f}: {_speedup(speed):.2f}x")
     if not result.within_budget:
         raise BudgetMissed(f"no candidate within {args.max_drop:g} mAP of the float model "
                            f"({result.reference.accuracy:.4f}) in {len(result.trials)} tries"
@@ -92,3 +97,32 @@ def quantize_within_budget(args, calibration: List[np.ndarray], dataset, say: Ca
                            + f"; kept the most accurate, {best.name} (drop {drop:+.4f}), in {output}; raise "
                            "--max-trials or --time-limit, or accept a larger --max-drop")
     return 0
+
+
+def interleaved_speed(models: dict, labels, image: Optional[np.ndarray], rounds: int = 5, runs: int = 10) -> dict:
+    """Median ms per detection of each model, their runs interleaved round by round so that both see the same
+    machine (this VM's speed drifts by several per cent within minutes)."""
+    from ..inference.detector import Detector, DetectorOptions
+
+    if image is None:
+        return {}
+    from ..frames import Frame
+
+    detectors = {name: Detector(path, labels, DetectorOptions()) for name, path in models.items()}
+    frame = Frame(image, 1, time.time())
+    times: dict = {name: [] for name in detectors}
+    for detector in detectors.values():
+        detector.detect(frame)  # warm-up
+    for _round in range(rounds):
+        for name, detector in detectors.items():
+            for _run in range(runs):
+                started = time.perf_counter()
+                detector.detect(frame)
+                times[name].append((time.perf_counter() - started) * 1000)
+    return {name: round(float(np.median(values)), 2) for name, values in times.items()}
+
+
+def _speedup(speed: dict) -> Optional[float]:
+    if not speed or not speed.get("budget"):
+        return None
+    return round(speed["float32"] / speed["budget"], 2)
