@@ -226,7 +226,12 @@ def test_ctrl_c_during_calibration_leaves_no_file(tmp_path, calibration_folder):
     proc = subprocess.Popen([sys.executable, "-m", "pidetect", "quantize", str(source), "-o", str(out / "q.tflite"),
                              "--labels", str(labels), "--calibration", str(calibration_folder)], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(8)  # images read (about 2 s), calibration running (about 40 s here)
+    said = ""
+    while "calibrating on" not in said:  # images read, calibration under way (a sleep failed on a loaded machine)
+        line = proc.stderr.readline()
+        assert line, f"quantize ended before calibrating: {said[-2000:]}"
+        said += line
+    time.sleep(1)
     assert proc.poll() is None
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=120)
