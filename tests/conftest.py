@@ -76,3 +76,12 @@ def small_tmpfs(folder, size):
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def interruptible():
+    """preexec_fn for a child the test will Ctrl-C: SIGINT back to its default. A shell starting a job in the
+    background (`… &`) leaves SIGINT ignored in it and in everything it starts, and Python keeps an ignored SIGINT
+    ignored, so the child would never see the Ctrl-C (the test then failed as if the command ignored it)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

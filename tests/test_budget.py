@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import tflite_builder
-from conftest import REPO, run_pidetect, shared_path
+from conftest import REPO, interruptible, run_pidetect, shared_path
 from pidetect.models.budget import BudgetSearch, Score, detection_head, downstream, model_ops, sensitivity
 
 pytest.importorskip("litert_quantizer", reason="pip install \"pidetect[quantize]\" (litert-quantizer)")
@@ -195,6 +195,7 @@ def test_ctrl_c_mid_search_leaves_nothing(tmp_path, small_sets):
     (tmp_path / "out").mkdir()
     before = set(Path("/tmp").glob("pidetect-budget-*"))
     proc = subprocess.Popen(budget_command(tmp_path, small_sets, "--max-drop", "0.001"), cwd=REPO,
+                            preexec_fn=interruptible,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = []
     deadline = time.monotonic() + 300

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, run_pidetect, shared_path
+from conftest import REPO, interruptible, run_pidetect, shared_path
 from pidetect.models.class_match import match_classes
 from pidetect.models.datasets import Dataset, GroundTruth, LabelledImage, load_dataset
 from pidetect.models.evaluate import evaluate_model, score
@@ -262,7 +262,8 @@ def test_bad_datasets_get_one_clear_line_and_exit_2(tmp_path, case, coco_json, m
 def test_ctrl_c_stops_eval_cleanly(coco_json):
     slow = str(shared_path("models", "yolov8n", "yolov8n_int8.tflite"))  # about 5 s a pass here
     proc = subprocess.Popen([sys.executable, "-m", "pidetect", "eval", str(coco_json), "--model", slow, "--model", slow,
-                             "--model", slow], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--model", slow], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=interruptible)
     first = proc.stderr.readline()  # the dataset's summary: eval is under way (a sleep failed on a loaded machine)
     assert "images" in first, first
     time.sleep(0.5)

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, run_pidetect, shared_path
+from conftest import REPO, interruptible, run_pidetect, shared_path
 from pidetect.inference.detector import Detector, DetectorOptions
 from pidetect.inference.model_paths import default_model_dir, load_manifest, resolve_model_paths
 from pidetect.models.datasets import Dataset, load_dataset
@@ -225,7 +225,7 @@ def test_ctrl_c_during_calibration_leaves_no_file(tmp_path, calibration_folder):
     out.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "pidetect", "quantize", str(source), "-o", str(out / "q.tflite"),
                              "--labels", str(labels), "--calibration", str(calibration_folder)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible)
     said = ""
     while "calibrating on" not in said:  # images read, calibration under way (a sleep failed on a loaded machine)
         line = proc.stderr.readline()
