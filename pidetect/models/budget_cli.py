@@ -69,7 +69,8 @@ def quantize_within_budget(args, calibration: List[np.ndarray], dataset, say: Ca
     speed = interleaved_speed({"float32": source, "budget": output}, labels, calibration[0] if calibration else None)
     rows = report_rows(result, schemes, source.stat().st_size, args.max_drop)
     if args.plot is not None:
-        plot_tradeoff(rows, args.plot, f"{source.name} on {dataset.source} ({len(dataset.images)} images)")
+        plot_tradeoff(rows, args.plot, f"{source.name}: every scheme on {Path(args.eval_dataset).name} "
+                                       f"({len(dataset.images)} images), budget {args.max_drop:g}")
         say(f"plot written to {args.plot}")
     best = result.best
     drop = result.reference.accuracy - best.score.accuracy
