@@ -284,31 +284,30 @@ class BudgetSearch:
                 return self._why_stopped()
             if self._within(trial):
                 return ""
-        misses, hit, k = 0, None, 1
         extra = [index for index in ranked if index not in suspects]
+
+        def blocks(k: int) -> Optional[Trial]:
+            return self._trial(f"{k} costliest block(s) float", self._blocks(suspects, extra, k),
+                               why=f"from the {k} op(s) that add most noise in int8 to the outputs")
+
+        misses, hit, k = 0, None, 1
         while k <= len(extra):
-            trial = self._trial(f"{k} costliest block(s) float", self._blocks(suspects, extra, k),
-                                why=f"from the {k} op(s) that add most noise in int8 to the outputs")
+            trial = blocks(k)
             if trial is None:
                 return self._why_stopped()
             if self._within(trial):
                 hit = k
                 break
-            misses = k
-            k *= 2
+            misses, k = k, k * 2
         if hit is None:
             return ""
         low, high = misses, hit
         while high - low > 1:
             middle = (low + high) // 2
-            trial = self._trial(f"{middle} costliest block(s) float", self._blocks(suspects, extra, middle),
-                                why=f"from the {middle} op(s) that add most noise in int8 to the outputs")
+            trial = blocks(middle)
             if trial is None:
                 return self._why_stopped()
-            if self._within(trial):
-                high = middle
-            else:
-                low = middle
+            low, high = (low, middle) if self._within(trial) else (middle, high)
         return ""
 
     def _shrink(self, cost: Dict[int, float]) -> str:
