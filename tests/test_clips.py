@@ -434,3 +434,27 @@ def test_an_h264_pipe_is_stored_as_the_camera_sent_it(tmp_path, scene):
         entered = of(daemon.records, "detection", state="entered", track_id=clip["track_ids"][0])[0]
         # the camera's keyframes are 1 s apart: the pre-roll is at least 1 s and less than 2 s
         assert 1 - 0.1 <= entered["ts"] - clip["start"] < 2 + 0.1
+
+
+def test_a_broken_encoder_is_said_once_and_retried(tmp_path, monkeypatch):
+    from pidetect.frames import Frame
+    from pidetect.outputs import recorder as recorder_module
+    from pidetect.outputs.clips import ClipFolder
+
+    monkeypatch.setattr(recorder_module, "RESTART_DELAY_S", 0.0)  # retried at every frame
+    broken = tmp_path / "ffmpeg"
+    broken.write_text("#!/bin/sh\necho 'Unknown encoder libx264' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    records = []
+    recorder = recorder_module.Recorder(ClipFolder(tmp_path / "clips", 1, 0, str(broken)), Path("/dev/shm"),
+                                        str(broken), "libx264", 1.0, 1.0, lambda record, priority=None:
+                                        records.append(record))
+    for n in range(40):
+        while recorder._queued_frames >= recorder_module.MAX_QUEUED_FRAMES - 1:
+            time.sleep(0.002)
+        recorder.feed(Frame(numbered(n), n + 1, time.time(), "test", clock=n / 15), 15.0)
+        time.sleep(0.01)
+    recorder.close()
+    said = [r for r in records if r.get("event") == "log" and "encoder (ffmpeg) stopped" in r["message"]]
+    assert len(said) == 1 and "Unknown encoder libx264" in said[0]["message"], records[:3]
+    assert not list((tmp_path / "clips").glob("*")) if (tmp_path / "clips").exists() else True

@@ -150,7 +150,11 @@ class SegmentEncoder:
         return self.frames_written / self.fps
 
     def failure(self) -> str:
-        self.process.poll()
+        try:
+            self.process.wait(timeout=1)  # it is ending: let it finish saying why
+        except subprocess.TimeoutExpired:
+            pass
+        self._stderr.join(1)
         errors = "; ".join(self._errors[-3:])
         return f"the encoder (ffmpeg) stopped (exit {self.process.returncode})" + (f": {errors}" if errors else "")
 

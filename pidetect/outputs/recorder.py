@@ -91,6 +91,7 @@ class Recorder:
         self._failure_lock = threading.Lock()  # the recorder's thread and the finishers both say failures
         self._finishers: List[threading.Thread] = []
         self._encoder_failed_at: Optional[float] = None
+        self._encoder_failure_said = False
         self.ring_dir.mkdir(parents=True, exist_ok=True)
         self.thread = threading.Thread(target=self._run, name="pidetect-recorder", daemon=True)
         self.thread.start()
@@ -249,8 +250,13 @@ class Recorder:
         return self.encoder
 
     def _encoder_failed(self, why: str) -> None:
-        self.emit(log_record("error", "pidetect.recorder", f"{why}; the open clip is lost, recording starts again "
-                             f"in {RESTART_DELAY_S:g} s; detection goes on"), ERR)
+        """Said once until the encoder works again (a segment arrives): a broken FFmpeg is retried every
+        RESTART_DELAY_S seconds without a record each time."""
+        if not self._encoder_failure_said:
+            self._encoder_failure_said = True
+            self.emit(log_record("error", "pidetect.recorder", f"{why}; the open clip is lost, recording starts "
+                                 f"again in {RESTART_DELAY_S:g} s (tried again every {RESTART_DELAY_S:g} s, said "
+                                 "once); detection goes on"), ERR)
         self._encoder_failed_at = time.monotonic()
         if self.clip is not None and self.clip.file is not None:
             self.clip.file.abandon()
@@ -346,6 +352,7 @@ class Recorder:
             except queue.Empty:
                 break
             self.ring.append(segment)
+            self._encoder_failure_said = False  # it works: a later failure is a new episode
             self._append(segment)
         keep_from = encoder.stream_time - self.pre - 2 * KEYFRAME_SECONDS
         while self.ring and self.ring[0].end < keep_from:
