@@ -1,14 +1,19 @@
 """Writing a file whole or not at all: what `models fetch`, `quantize`, `eval --plot` and bench's clip
 cache write is made beside its destination and only renamed over it once complete, so a crash, a
-full card or a failed check never leaves a half-written model or clip where a reader finds it."""
+full card or a failed check never leaves a half-written model or clip where a reader finds it. And the
+other end of a file's life: removing only what pidetect wrote."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import stat
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Pattern
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -71,3 +76,30 @@ def file_system_type(path: Path) -> str:
         if inside and len(mount_point) >= len(best):
             best, kind = mount_point, after[0] if after else ""
     return kind
+
+
+def remove_own_file(folder: Path, name: str, own_name: Pattern[str], what: str) -> bool:
+    """Remove a file pidetect wrote: named as it names them (`own_name`: no separators, no '..'), directly in
+    `folder`, and still a regular file (never a link put there since). Snapshots and clips, whatever removes
+    them (caps, retention, the review page's delete), go through here. True if it was removed."""
+    if not own_name.fullmatch(name):
+        return False
+    path = folder / name
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return False
+        path.unlink()
+        return True
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        log.warning("cannot remove %s %s: %s", what, name, exc.strerror)
+        return False
+
+
+def unlink_quietly(path: Path) -> None:
+    """Remove a file of pidetect's own making that may already be gone (temporary files, segments)."""
+    try:
+        path.unlink()
+    except OSError:
+        pass

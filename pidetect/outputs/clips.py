@@ -17,12 +17,12 @@ import errno
 import logging
 import os
 import re
-import stat
 import subprocess
 import time
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
+from ..files import remove_own_file, unlink_quietly
 from .encoder import Segment
 
 log = logging.getLogger(__name__)
@@ -43,27 +43,9 @@ def clip_name(start_ts: float, number: int) -> str:
     return f"{stamp}.{int(start_ts * 1000) % 1000:03d}-{number}.mp4"
 
 
-def is_own_clip(folder: Path, name: str) -> bool:
-    if not CLIP_NAME.fullmatch(name):
-        return False
-    try:
-        return stat.S_ISREG((folder / name).lstat().st_mode)
-    except OSError:
-        return False
-
-
 def remove_own_clip(folder: Path, name: str) -> bool:
     """Remove a clip pidetect wrote (named as it names them, a regular file directly in `folder`)."""
-    if not is_own_clip(folder, name):
-        return False
-    try:
-        (folder / name).unlink()
-        return True
-    except FileNotFoundError:
-        return False
-    except OSError as exc:
-        log.warning("cannot remove clip %s: %s", name, exc.strerror)
-        return False
+    return remove_own_file(folder, name, CLIP_NAME, "clip")
 
 
 class ClipFile:
@@ -127,15 +109,15 @@ class ClipFile:
         except OSError as exc:
             self.abandon()
             raise _write_error(f"cannot write clips to {self.folder}", exc) from None
-        _unlink_quietly(self.part)
+        unlink_quietly(self.part)
         return final
 
     def abandon(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-        _unlink_quietly(self.part)
-        _unlink_quietly(self.temporary)
+        unlink_quietly(self.part)
+        unlink_quietly(self.temporary)
 
 
 class ClipFolder:
@@ -163,7 +145,7 @@ class ClipFolder:
                     clips.append((entry.name, entry.stat(follow_symlinks=False).st_size))
                 elif PART_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False) and \
                         now - entry.stat(follow_symlinks=False).st_mtime > STALE_PART_SECONDS:
-                    _unlink_quietly(Path(entry.path))
+                    unlink_quietly(Path(entry.path))
             except FileNotFoundError:
                 continue
         return sorted(clips, key=lambda item: (CLIP_NAME.fullmatch(item[0]).group(1), item[0]))
@@ -195,10 +177,3 @@ def _flush(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        path.unlink()
-    except OSError:
-        pass

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Deque, Iterable, List, Optional, Set
 
+from ..files import unlink_quietly
 from ..frames import Frame, Result, TrackEvent
 from ..records import ERR, INFO, WARNING, log_record
 from .clips import ClipFile, ClipFolder, ClipWriteError, clip_name
@@ -270,7 +271,7 @@ class Recorder:
         self._frame_times.clear()
         self._h264_waiting.clear()
         for segment in self.ring:
-            _unlink_quietly(segment.path)
+            unlink_quietly(segment.path)
         self.ring.clear()
 
     def _stream_time(self, clock: float) -> float:
@@ -356,7 +357,7 @@ class Recorder:
             self._append(segment)
         keep_from = encoder.stream_time - self.pre - 2 * KEYFRAME_SECONDS
         while self.ring and self.ring[0].end < keep_from:
-            _unlink_quietly(self.ring.popleft().path)
+            unlink_quietly(self.ring.popleft().path)
         self._maybe_finish()
 
     def _maybe_finish(self) -> None:
@@ -456,10 +457,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        path.unlink()
-    except OSError:
-        pass

@@ -16,7 +16,6 @@ import errno
 import logging
 import os
 import re
-import stat
 import time
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
@@ -24,6 +23,7 @@ from typing import Callable, List, Optional, Tuple
 import cv2
 import numpy as np
 
+from ..files import remove_own_file, unlink_quietly
 from ..frames import Result
 from .overlay import Overlay
 
@@ -86,7 +86,7 @@ class Snapshots:
                     files.append((entry.name, info.st_size, info.st_mtime_ns))
                 elif OWN_TEMPORARY.fullmatch(entry.name) and entry.is_file(follow_symlinks=False) and \
                         now - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMPORARY_SECONDS:
-                    _unlink_quietly(Path(entry.path))  # left by a crash or power cut mid-write
+                    unlink_quietly(Path(entry.path))  # left by a crash or power cut mid-write
             except FileNotFoundError:
                 continue  # removed meanwhile (another daemon pruning the same folder)
         return [(name, size) for name, size, _written in sorted(files, key=_age_order)]
@@ -129,7 +129,7 @@ class Snapshots:
             write_new_file(temporary, data)
             os.replace(temporary, self.folder / name)
         except OSError:
-            _unlink_quietly(temporary)
+            unlink_quietly(temporary)
             raise
 
     def _report(self, exc: OSError) -> None:
@@ -155,29 +155,11 @@ class Snapshots:
 
 
 def remove_own_snapshot(folder: Path, name: str) -> None:
-    """Remove a snapshot pidetect wrote: named as `save` names them, directly in `folder`, and still a regular
-    file (never a link put there since). The caps, the event store's retention and the review page's delete
-    all go through here."""
-    if not OWN_NAME.fullmatch(name):
-        return
-    path = folder / name
-    try:
-        if stat.S_ISREG(path.lstat().st_mode):
-            path.unlink()
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.warning("cannot remove snapshot %s: %s", name, exc.strerror)
+    """Remove a snapshot pidetect wrote (the caps, the event store's retention and the review page's delete)."""
+    remove_own_file(folder, name, OWN_NAME, "snapshot")
 
 
 def _age_order(entry: Tuple[str, int, int]) -> tuple:
     """Oldest first: by the frame time in the name, then by when the file was written (objects entering
     in the same frame, or two daemons' files of the same millisecond)."""
     return (OWN_NAME.fullmatch(entry[0]).group(1), entry[2], entry[0])
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        path.unlink()
-    except OSError:
-        pass
