@@ -9,7 +9,6 @@ The budget unreachable: said, the most accurate candidate is kept, exit 1.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Callable, List, Optional

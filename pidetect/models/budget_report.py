@@ -54,8 +54,7 @@ def report_rows(result: SearchResult, schemes: Sequence[Trial], float_size: int,
     if all_int8 is not None:
         rows.append(row("int8 per-channel", all_int8, "every op int8"))
     if result.best is not None and result.best.float_ops:
-        why = "; ".join(sorted({result.trials[0].why} - {""}) or ()) or \
-            f"kept float to stay within {max_drop:g} mAP of float32 ({len(result.trials)} candidates measured)"
+        why = f"kept float to stay within {max_drop:g} mAP of float32 ({len(result.trials)} candidates measured)"
         rows.append(row("budget: " + result.best.name, result.best, why))
     for candidate in rows:
         candidate.pareto = not any(other is not candidate and other.map >= candidate.map and

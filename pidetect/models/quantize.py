@@ -26,7 +26,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import PidetectError, UnavailableError, UsageError
+from ..errors import PidetectError, UsageError
 from ..files import replaced_when_done
 from ..inference.detector import Detector, DetectorOptions
 from ..inference.tflite_file import looks_like_tflite

@@ -460,7 +460,7 @@ def vm_hwm_mb(pid: int) -> Optional[float]:
 
 
 def status_mb(pid: int) -> Dict[str, float]:
-    """VmHWM, RssAnon and RssFile from /proc/PID/status, in MB (empty once the process is gone).
+    """VmHWM, VmRSS, RssAnon and RssFile from /proc/PID/status, in MB (empty once the process is gone).
 
     Why RssAnon beside the peak: RssFile, the libraries' pages mapped in, depends on what the page
     cache holds (measured here: right after the OpenCV wheel was installed, with all its pages cached,
@@ -470,7 +470,7 @@ def status_mb(pid: int) -> Dict[str, float]:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
                 key = line.split(":", 1)[0]
-                if key in ("VmHWM", "RssAnon", "RssFile"):
+                if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
                     figures[key] = int(line.split()[1]) / 1024
     except OSError:
         return {}

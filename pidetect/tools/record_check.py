@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .bench import clip_cache_dir, machine_info, read_frames, vm_hwm_mb
+from .bench import clip_cache_dir, machine_info, read_frames, status_mb, vm_hwm_mb
 from .demo import write_scene_video
 
 
@@ -110,8 +110,6 @@ def ffmpeg_cost(frames: List, fps: float, workdir: Path) -> Dict:
     folder = Path(tempfile.mkdtemp(prefix="record-check-", dir="/dev/shm"))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     encoder = SegmentEncoder("ffmpeg", "libx264", width, height, fps, folder, "s")
-    from .bench import status_mb
-
     peak = anon = 0.0
     for index, frame in enumerate(frames):
         encoder.write(frame)
@@ -165,11 +163,7 @@ def pyav_cost(frames: List, fps: float) -> Optional[Dict]:
 
 
 def _rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return status_mb(os.getpid()).get("VmRSS", 0.0)
 
 
 def main(argv=None) -> int:
