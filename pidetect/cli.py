@@ -41,6 +41,21 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="interpreter threads (default: all cores)")
     parser.add_argument("--backend", choices=["auto", "ai_edge_litert", "tflite_runtime", "tensorflow.lite"],
                         help="inference backend (default auto: the first installed, in that order)")
+    _accelerator_args(parser)
+
+
+def _accelerator_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--accelerator", choices=["auto", "cpu", "edgetpu"], default="auto", help=HELP["accelerator"])
+    parser.add_argument("--edgetpu-device", default="", metavar="DEVICE", help=HELP["edgetpu_device"])
+
+
+def _accelerator_settings(args: argparse.Namespace):
+    from .config import EDGETPU_DEVICE, EDGETPU_DEVICE_RULE
+    from .inference.accelerator import AcceleratorSettings
+
+    if not EDGETPU_DEVICE.fullmatch(args.edgetpu_device):
+        raise UsageError(f"--edgetpu-device {args.edgetpu_device!r}: {EDGETPU_DEVICE_RULE}")
+    return AcceleratorSettings(args.accelerator, args.edgetpu_device)
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -107,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default 3)")
     bench.add_argument("--process-seconds", type=float, default=8.0,
                        help="how long the child `pidetect run` runs for RSS/CPU (default 8)")
+    _accelerator_args(bench)
     bench.add_argument("--json", action="store_true", help="one JSON document instead of the table")
     bench.add_argument("--check", action="store_true",
                        help="also judge the README's performance targets; exit 1 if one is missed")
@@ -137,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "val when data.yaml names one)")
     evaluate.add_argument("--skip-missing", action="store_true",
                           help="go on when images listed in the labels are missing on disk (they are counted)")
+    _accelerator_args(evaluate)
     evaluate.add_argument("--json", action="store_true", help="one JSON object per model per line")
     evaluate.add_argument("--plot", type=Path, metavar="PNG",
                           help="write accuracy-vs-latency and precision-recall curves (needs pidetect[plot])")
@@ -199,10 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _detector_from_args(args: argparse.Namespace):
-    from .inference.detector import Detector, DetectorOptions
-    from .inference.model_paths import resolve_model_paths
+    from .inference.accelerator import open_detector
+    from .inference.detector import DetectorOptions
 
-    model, labels = resolve_model_paths(args.model, args.labels)
     threshold = 0.5 if args.threshold is None else args.threshold
     if not 0.0 <= threshold <= 1.0:
         raise UsageError(f"--threshold {threshold}: must be between 0 and 1")
@@ -216,7 +232,7 @@ def _detector_from_args(args: argparse.Namespace):
         raise UsageError(f"--nms-iou {nms_iou}: must be more than 0 and at most 1")
     options = DetectorOptions(threshold=threshold, num_threads=args.threads, backend=args.backend or "auto",
                               max_results=max_results, nms_iou=nms_iou)
-    return Detector(model, labels, options)
+    return open_detector(args.model, args.labels, options, _accelerator_settings(args))
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
@@ -316,7 +332,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from .tools.bench import check_targets, format_table, run_bench
     from .inference.model_paths import resolve_model_paths
 
+    from .inference.edgetpu import is_edgetpu_model
+
     model, labels = resolve_model_paths(args.model, args.labels)
+    if is_edgetpu_model(model):
+        raise UsageError(f"--model {model}: bench measures the CPU on a CPU model; name the model it was compiled "
+                         "from (its _edgetpu.tflite beside it is measured on the accelerator, with --accelerator "
+                         "auto or edgetpu)")
     if args.source is not None:
         import cv2
 
@@ -341,7 +363,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError(f"--threads {args.threads!r}: give numbers like 1,2,4") from None
     say = (lambda line: print(f"bench: {line}", file=sys.stderr, flush=True))
     report = run_bench(model, labels, args.source, args.frames, threads, args.runs, args.size,
-                       args.process_seconds, say, rounds=args.rounds, other_pythons=args.also_python)
+                       args.process_seconds, say, rounds=args.rounds, other_pythons=args.also_python,
+                       accelerator=_accelerator_settings(args), model_named=args.model, labels_named=args.labels)
     if args.check:
         report["targets"] = check_targets(report)
     if args.json:
@@ -395,13 +418,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         labels = args.labels[number] if len(args.labels) == len(models) else (args.labels[0] if args.labels else None)
         model_path, labels_path = resolve_model_paths(model, labels)
         started = time.monotonic()
+        accelerator = _accelerator_settings(args)
 
         def progress(done: int, total: int, name=model_path.name) -> None:
             if interactive:
                 bar = "#" * (30 * done // total)
                 print(f"\reval {name}: [{bar:<30}] {done}/{total} images", end="", file=sys.stderr, flush=True)
 
-        report = evaluate_model(dataset, model_path, labels_path, args.threshold, args.threads, by_hand, progress)
+        report = evaluate_model(dataset, model, labels_path, args.threshold, args.threads, by_hand, progress,
+                                accelerator)
+        model_path = Path(report.model)  # the Edge TPU build, where the accelerator picked it
         if interactive:
             print(file=sys.stderr)
         say(f"eval {model_path.name}: mAP50-95 {report.map:.3f}, mAP50 {report.map50:.3f} on {report.images} "

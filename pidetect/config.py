@@ -29,6 +29,8 @@ DISPLAYS = ("none", "fb", "mjpeg", "window")
 LOG_FORMATS = ("auto", "journal", "text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 ON_OFF_AUTO = ("motion",)  # string keys that also take true / false
+EDGETPU_DEVICE = re.compile(r"(usb|pci)?(:\d{1,3})?")  # libedgetpu's own names: "", usb, usb:N, pci, pci:N, :N
+EDGETPU_DEVICE_RULE = "must be empty (the first Edge TPU found), usb, usb:N, pci, pci:N or :N (N counts from 0)"
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class Config:
     model: str = ""
     labels: str = ""
     backend: str = "auto"
+    accelerator: str = "auto"
+    edgetpu_device: str = ""
     threads: int = 0
     interpreters: int = 1
     threshold: float = 0.5
@@ -142,6 +146,10 @@ HELP: Dict[str, str] = {
              "(default: the fetched Coral SSD MobileNetV2)",
     "labels": "labels file (default: the labels the model carries, else coco_labels.txt beside the model)",
     "backend": "auto, ai_edge_litert, tflite_runtime or tensorflow.lite",
+    "accelerator": "auto (the Coral Edge TPU when one answers, else the CPU; said once in the log), cpu, or "
+                   "edgetpu (only the Edge TPU: the default model's Edge TPU build, or a model compiled with "
+                   "edgetpu_compiler, *_edgetpu.tflite)",
+    "edgetpu_device": "which Edge TPU: empty for the first found, usb, usb:N, pci or pci:N (N counts from 0)",
     "threads": "threads per interpreter (0: the cores divided between the interpreters)",
     "interpreters": "inference workers, each with its own interpreter, on alternating frames (see README: "
                     "2 can beat 1 on throughput, at the cost of memory and per-frame latency)",
@@ -334,6 +342,10 @@ def check(config: Config) -> List[Tuple[str, str]]:
     need(c.log_level in LOG_LEVELS, "log_level", "must be one of " + ", ".join(LOG_LEVELS))
     need(c.backend in ("auto", "ai_edge_litert", "tflite_runtime", "tensorflow.lite"), "backend",
          "must be auto, ai_edge_litert, tflite_runtime or tensorflow.lite")
+    need(c.accelerator in ("auto", "cpu", "edgetpu"), "accelerator", "must be auto, cpu or edgetpu")
+    need(EDGETPU_DEVICE.fullmatch(c.edgetpu_device) is not None, "edgetpu_device", EDGETPU_DEVICE_RULE)
+    need(not (c.accelerator == "edgetpu" and c.interpreters > 1), "interpreters",
+         "must be 1 with accelerator = edgetpu (one Edge TPU runs one model at a time)")
     need(bool(c.source.strip()), "source", "must not be empty (use auto to find a camera)")
     need(valid_bind_address(c.mjpeg_address), "mjpeg_address",
          "must be an IP address to listen on: 127.0.0.1 (this Pi only), 0.0.0.0 or :: (the whole network)")

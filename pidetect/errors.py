@@ -6,6 +6,7 @@ The CLI catches `PidetectError` and prints its message; anything else is a bug a
 EX_OK = 0
 EX_USAGE = 2
 EX_UNAVAILABLE = 69
+EX_OSFILE = 72  # a system file (a runtime library) is missing or unusable: installing helps, retrying does not
 EX_CONFIG = 78
 
 

@@ -68,10 +68,15 @@ def test_classifier_is_not_an_ssd_detector(tmp_path, model_paths):
 
 
 def test_edgetpu_build_explains_the_delegate(model_paths):
+    """No Edge TPU runtime here: an Edge TPU build (accelerator auto) has nothing to run on: 69, and why."""
     edgetpu = model_paths[0].parent / "mobilenet_ssd_v2_coco_quant_postprocess_edgetpu.tflite"
-    done = run_pidetect("detect", PHOTOS / "chelsea.png", "--model", edgetpu, "--labels", model_paths[1])
-    assert done.returncode == 78
-    assert "Edge TPU" in done.stderr and "libedgetpu" in done.stderr
+    done = run_pidetect("detect", PHOTOS / "chelsea.png", "--model", edgetpu, "--labels", model_paths[1],
+                        env={"PIDETECT_EDGETPU_LIBRARY": "libedgetpu-not-here.so.1"})
+    assert done.returncode == 69, done.stderr
+    assert "compiled for the Edge TPU and there is none to run it" in done.stderr
+    assert "libedgetpu-not-here.so.1 cannot be loaded" in done.stderr
+    done = run_pidetect("detect", PHOTOS / "chelsea.png", "--model", edgetpu, "--accelerator", "cpu")
+    assert done.returncode == 78 and "accelerator = cpu cannot run" in done.stderr
 
 
 def test_labels_missing(tmp_path, model_paths):

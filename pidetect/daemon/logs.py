@@ -85,6 +85,13 @@ def describe(record: Dict[str, Any]) -> str:
         return f"{record['state']}" + (f" {extra}" if extra else "")
     if event == "log":
         return record["message"]
+    if event == "accelerator":
+        detail = {"lost": record.get("error"), "fallback": f"running {record.get('model')} on the CPU",
+                  "retrying": f"attempt {record.get('attempt')}, next in {record.get('retry_in_s')} s: "
+                              f"{record.get('error')}",
+                  "recovered": f"{record.get('accelerator')} after {record.get('attempts')} attempt(s)"}.get(
+            record["state"])
+        return f"accelerator {record['state']}" + (f": {detail}" if detail else "")
     if event == "mqtt":
         return f"mqtt {record['state']} {record.get('broker', '')}" + (f": {record['detail']}" if record.get("detail") else "")
     return json.dumps(record)

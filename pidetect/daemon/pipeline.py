@@ -23,6 +23,7 @@ from typing import Callable, Deque, Dict, List, Optional, Protocol, Sequence
 from ..capture.gate import MotionGate
 from ..capture.sources import Source, SourceError
 from ..frames import Frame, Result, SourceGap
+from ..inference.edgetpu import AcceleratorLost
 from ..pixels import as_bgr8
 from ..records import INFO, WARNING
 from ..slots import LatestFrameSlot, RecordFn, call_each
@@ -174,6 +175,10 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+# (the error, a callable that keeps the worker's heartbeat fresh while it waits) -> a Detector, or None to stop
+RecoverFn = Callable[[AcceleratorLost, Callable[[], None]], Optional[object]]
+
+
 class InferencePool:
     """One or more inference workers sharing the slot; results reach the sinks in capture order.
 
@@ -187,8 +192,10 @@ class InferencePool:
 
     def __init__(self, detectors: Sequence, slot: LatestFrameSlot, tracking: TrackingStage, sinks: List[Sink],
                  record: RecordFn, stop: threading.Event, on_inference: Callable[[float, float], None],
-                 max_frames: int = 0, stall_after_frames: int = 0):
+                 max_frames: int = 0, stall_after_frames: int = 0, recover: Optional[RecoverFn] = None):
         self.slot, self.tracking, self.sinks, self.record, self.stop = slot, tracking, sinks, record, stop
+        self.detectors = detectors  # a list the service keeps: a replaced detector is replaced there too
+        self.recover = recover  # a lost accelerator -> the detector to go on with (None: stop)
         self.on_inference, self.max_frames = on_inference, max_frames
         self.stall_after_frames = stall_after_frames  # test hook: simulate a hung interpreter
         self._take_lock = threading.Lock()  # one taker at a time, so take order is capture order
@@ -271,7 +278,7 @@ class InferenceWorker(threading.Thread):
 
     def __init__(self, detector, pool: InferencePool, number: int):
         super().__init__(name=f"pidetect-inference-{number}", daemon=True)
-        self.detector, self.pool = detector, pool
+        self.detector, self.pool, self.number = detector, pool, number
         self.heartbeat = time.monotonic()
 
     def run(self) -> None:
@@ -291,7 +298,9 @@ class InferenceWorker(threading.Thread):
                     log.warning("test hook: inference worker stalls now (PIDETECT_TEST_STALL_AFTER_FRAMES)")
                     pool.stop.wait()
                     break
-                result = self.detector.detect(frame)
+                result = self.detect(frame)
+                if result is None:
+                    break
                 pool.on_inference(result.inference_ms, (time.time() - frame.ts) * 1000)
                 pool.deliver(result)
                 del frame, result  # do not hold a frame (2.7 MB at 720p) while waiting for the next one
@@ -300,3 +309,22 @@ class InferenceWorker(threading.Thread):
             log.exception("inference worker failed")
         finally:
             pool.worker_exited(failed)
+
+    def detect(self, frame: Frame) -> Optional[Result]:
+        """The frame's Result; through a lost accelerator, from the detector the pool's `recover` gives
+        instead (the same frame again: every frame taken must be delivered). None: stopped meanwhile."""
+        while True:
+            try:
+                return self.detector.detect(frame)
+            except AcceleratorLost as exc:
+                if self.pool.recover is None:
+                    raise
+                replacement = self.pool.recover(exc, self.beat)
+                if replacement is None:
+                    return None
+                self.detector = replacement
+                if isinstance(self.pool.detectors, list):
+                    self.pool.detectors[self.number] = replacement
+
+    def beat(self) -> None:
+        self.heartbeat = time.monotonic()

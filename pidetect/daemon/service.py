@@ -21,6 +21,7 @@ from typing import List, Optional, Sequence
 
 from ..config import FIELDS, Config, build_config
 from ..config_tables import check_table_labels
+from ..inference.accelerator import AcceleratorSettings, open_detector
 from ..inference.detector import Detector, DetectorOptions, check_label_names
 from ..errors import PidetectError
 from .events import EventLogSink
@@ -48,13 +49,16 @@ def model_paths(config: Config):
     return resolve_model_paths(config.model or None, config.labels or None)
 
 
-def make_detector(config: Config) -> Detector:
+def make_detector(config: Config, accelerator: Optional[str] = None) -> Detector:
+    """A Detector as configured; `accelerator` overrides the config's (the CPU after a lost Edge TPU)."""
     cores = os.cpu_count() or 1
     options = DetectorOptions(threshold=config.threshold, max_results=config.max_results,
                               allow=frozenset(config.only), deny=frozenset(config.ignore),
                               num_threads=config.threads or max(1, cores // config.interpreters),
                               backend=config.backend, nms_iou=config.nms_iou)
-    return Detector(*model_paths(config), options)
+    model, labels = config.model or None, config.labels or None
+    settings = AcceleratorSettings(accelerator or config.accelerator, config.edgetpu_device)
+    return open_detector(Path(model) if model else None, Path(labels) if labels else None, options, settings)
 
 
 def make_gate(config: Config, source, in_view: InView) -> Optional[MotionGate]:
@@ -113,14 +117,23 @@ def check_mqtt_labels(config: Config, model_labels) -> Config:
 
 
 def make_detectors(config: Config) -> List[Detector]:
-    """One Detector (interpreter) per inference worker; the cores are split between them."""
-    return [make_detector(config) for _ in range(config.interpreters)]
+    """One Detector (interpreter) per inference worker; the cores are split between them.
+
+    On the Edge TPU one: the device runs one model at a time, and a second delegate cannot open it.
+    """
+    first = make_detector(config)
+    if first.delegate is not None:
+        if config.interpreters > 1:
+            log.info("interpreters = %d: one on the Edge TPU, which runs one model at a time", config.interpreters)
+        return [first]
+    return [first] + [make_detector(config, "cpu") for _ in range(config.interpreters - 1)]
 
 
 def detector_settings(config: Config) -> tuple:
     """What a reload must rebuild the interpreters for."""
     return (model_paths(config), config.threads, config.backend, config.interpreters, config.threshold,
-            config.only, config.ignore, config.max_results, config.nms_iou)
+            config.only, config.ignore, config.max_results, config.nms_iou, config.accelerator,
+            config.edgetpu_device)
 
 
 @dataclass
@@ -244,10 +257,41 @@ class Service:
                                 every_frame=recorder.feed if recorder is not None else None)
         inference = InferencePool(detectors, slot, tracking, [events, *outputs], self.emit, stop,
                                   self._on_inference, max_frames=config.max_frames,
-                                  stall_after_frames=self.stall_after)
+                                  stall_after_frames=self.stall_after,
+                                  recover=lambda error, beat: self._recover_accelerator(config, stop, error, beat))
         capture.start()
         inference.start()
         return Running(config, stop, slot, capture, inference, tracking, events, outputs, gate)
+
+    def _recover_accelerator(self, config: Config, stop: threading.Event, error: Exception,
+                             beat) -> Optional[Detector]:
+        """The Edge TPU failed mid-run. auto: go on on the CPU now (a restart tries the TPU again). edgetpu: try
+        it again with the lost camera's backoff (1 s doubling to reconnect_max_delay), the heartbeat kept fresh
+        meanwhile: waiting for a device is not a hang. None when the service stops first."""
+        self.emit({"event": "accelerator", "state": "lost", "accelerator": "edgetpu", "error": str(error)}, WARNING)
+        if config.accelerator == "auto":
+            detector = make_detector(config, "cpu")
+            self.emit({"event": "accelerator", "state": "fallback", "accelerator": "cpu",
+                       "model": str(detector.model_path)}, WARNING)
+            return detector
+        delay, attempt = 1.0, 0
+        while not stop.is_set():
+            attempt += 1
+            try:
+                detector = make_detector(config)
+            except PidetectError as exc:
+                self.emit({"event": "accelerator", "state": "retrying", "attempt": attempt, "retry_in_s": delay,
+                           "error": str(exc)}, WARNING)
+                until = time.monotonic() + delay
+                while not stop.is_set() and time.monotonic() < until:
+                    beat()
+                    stop.wait(min(0.25, max(0.0, until - time.monotonic())))
+                delay = min(delay * 2, config.reconnect_max_delay)
+                continue
+            self.emit({"event": "accelerator", "state": "recovered", "accelerator": detector.accelerator,
+                       "attempts": attempt}, INFO)
+            return detector
+        return None
 
     def _shutdown(self, running: Running) -> None:
         running.stop.set()
@@ -338,8 +382,10 @@ class Service:
         first = detectors[0]
         self.config = check_model_labels(self.config, first.labels.values())
         self.lifecycle("model_loaded", model=str(first.model_path), backend=first.backend.name,
-                       backend_version=first.backend.version, interpreters=len(detectors),
-                       threads=first.num_threads)
+                       backend_version=first.backend.version, accelerator=first.accelerator,
+                       interpreters=len(detectors), threads=first.num_threads)
+        if first.accelerator_note:
+            self.emit(log_record("info", "pidetect.service", first.accelerator_note))
         self.running = self._start(self.config, detectors)
         exit_code = 0
         try:

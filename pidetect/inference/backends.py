@@ -12,7 +12,7 @@ import os
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 from ..errors import UnavailableError
 
@@ -30,6 +30,7 @@ class Backend:
     name: str
     version: str
     interpreter_class: type
+    load_delegate: Optional[Callable] = None  # external delegates (the Edge TPU); None where the backend has none
 
 
 def resolve_backend(preferred: str = "auto", import_module: Callable = importlib.import_module) -> Backend:
@@ -47,7 +48,9 @@ def resolve_backend(preferred: str = "auto", import_module: Callable = importlib
             continue
         top = import_module(name.split(".")[0])
         version = getattr(top, "__version__", None) or _dist_version(name)
-        return Backend(name, version, module.Interpreter)
+        load_delegate = getattr(module, "load_delegate", None) or getattr(
+            getattr(module, "experimental", None), "load_delegate", None)  # tensorflow.lite keeps it there
+        return Backend(name, version, module.Interpreter, load_delegate)
     detail = "; ".join(errors)
     if preferred != "auto":
         others = [name for name, module_name in BACKENDS if name != preferred and _importable(module_name,

@@ -27,6 +27,7 @@ from ..frames import Detection, Frame, Result
 from ..pixels import as_bgr8
 from . import ssd, yolo
 from .backends import Backend, resolve_backend, without_litert_chatter
+from .edgetpu import AcceleratorLost, EdgeTpuDelegate, explain_load_failure
 from .family import Candidates, ModelFacts, ModelFamily, Placement
 from .labels import load_labels, unknown_label
 from .model_metadata import EmbeddedMetadata, MetadataError, read_embedded_metadata
@@ -112,13 +113,18 @@ class Detector:
     """Owns one interpreter. Not thread-safe: use one Detector per thread.
 
     `labels_path` is the file the user named; without one, labels come from the model itself
-    (Ultralytics or TFLite metadata), else from coco_labels.txt beside the model.
+    (Ultralytics or TFLite metadata), else from coco_labels.txt beside the model. `delegate`: the
+    Edge TPU's (inference/accelerator.py decides when); without one every op runs on the CPU.
     """
 
     def __init__(self, model_path: Path, labels_path: Optional[Path] = None,
-                 options: DetectorOptions = DetectorOptions(), backend: Optional[Backend] = None):
+                 options: DetectorOptions = DetectorOptions(), backend: Optional[Backend] = None,
+                 delegate: Optional[EdgeTpuDelegate] = None):
         self.model_path = Path(model_path)
         self.options = options
+        self.delegate = delegate
+        self.accelerator = delegate.where if delegate is not None else "cpu"
+        self.accelerator_note = ""  # why the CPU runs where an accelerator was wished for (accelerator.py)
         self._check_model_file(self.model_path)
         metadata = self._metadata(labels_path)
         if metadata.task and metadata.task != "detect":
@@ -130,19 +136,23 @@ class Detector:
             # From the path, not from bytes: the interpreter maps the file, so the weights it no longer
             # reads once XNNPACK has packed them can be handed back to the kernel (release_cold_model_pages).
             with without_litert_chatter():
+                delegates = [delegate.native] if delegate is not None else None
                 self.interpreter = self.backend.interpreter_class(model_path=str(self.model_path),
-                                                                  num_threads=self.num_threads)
+                                                                  num_threads=self.num_threads,
+                                                                  experimental_delegates=delegates)
                 self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if delegate is not None:
+                raise explain_load_failure(self.model_path, " ".join(str(exc).split())) from None
             hint = ""
             if "edgetpu-custom-op" in str(exc):
-                hint = (" This is an Edge TPU build: it needs a Coral accelerator and the libedgetpu delegate; "
-                        "use the CPU model mobilenet_ssd_v2_coco_quant_postprocess.tflite instead.")
+                hint = (" This is an Edge TPU build: it needs a Coral accelerator (accelerator = edgetpu or auto); "
+                        "on the CPU use the model it was compiled from (without _edgetpu).")
             raise ModelError(f"{self.model_path}: the {self.backend.name} interpreter cannot load this model: "
                              f"{message}.{hint}") from None
-        log.info("backend %s %s, %d thread(s), model %s", self.backend.name, self.backend.version,
-                 self.num_threads, self.model_path)
+        log.info("backend %s %s, %s, %d thread(s), model %s", self.backend.name, self.backend.version,
+                 self.accelerator, self.num_threads, self.model_path)
         self.numeric_format = numeric_format(self.interpreter.get_tensor_details(),
                                              self.interpreter.get_input_details()[0])
         inputs = self.interpreter.get_input_details()
@@ -292,7 +302,15 @@ class Detector:
         return placement
 
     def invoke(self) -> None:
-        self.interpreter.invoke()
+        """Run the model on the input placed; on the Edge TPU a failing invoke is AcceleratorLost."""
+        if self.delegate is None:
+            self.interpreter.invoke()
+            return
+        try:
+            self.interpreter.invoke()
+        except RuntimeError as exc:
+            raise AcceleratorLost(f"the Edge TPU failed while running ({' '.join(str(exc).split())}): "
+                                  "unplugged, reset or short of power?") from None
 
     def candidates(self, placement: Placement) -> Candidates:
         opts = self.options
@@ -328,7 +346,7 @@ class Detector:
         started = time.perf_counter()
         placement = self.prepare(frame.image)
         invoke_start = time.perf_counter()
-        self.interpreter.invoke()
+        self.invoke()
         invoke_ms = (time.perf_counter() - invoke_start) * 1000
         detections = self.decode(placement)
         return Result(frame, detections, (time.perf_counter() - started) * 1000, invoke_ms)

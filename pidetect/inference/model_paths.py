@@ -46,6 +46,7 @@ class Manifest:
     files: Sequence[ModelFile]
     sources: Sequence[dict]
     derived: Sequence[DerivedFile] = ()
+    default_edgetpu_model: str = ""  # the default model compiled for the Coral Edge TPU
 
     def file(self, name: str) -> ModelFile:
         for entry in self.files:
@@ -63,6 +64,7 @@ def load_manifest(path: Path = MANIFEST_PATH) -> Manifest:
         sources=tuple(data["sources"]),
         derived=tuple(DerivedFile(d["name"], d["from"], d["transform"], int(d["size"]), d["sha256"], d["what"])
                       for d in data.get("derived", [])),
+        default_edgetpu_model=data.get("default_edgetpu_model", ""),
     )
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..capture.image_files import read_image
 from ..errors import UnavailableError
+from ..inference.accelerator import AcceleratorSettings, open_detector
 from ..inference.detector import Detector, DetectorOptions
 from .class_match import ClassMatch, match_classes
 from .datasets import Dataset, DatasetError, GroundTruth, LabelledImage
@@ -56,11 +57,13 @@ class ModelReport:
     per_class: Dict[str, float]
     classes_left_out: Tuple[str, ...]
     classes_merged: Dict[str, str] = field(default_factory=dict)  # dataset class -> the class it is scored as
+    accelerator: str = "cpu"  # what ran it: cpu, or edgetpu (device)
     pr_recall: List[float] = field(default_factory=list)  # IoU 0.5 precision-recall curve, classes pooled
     pr_precision: List[float] = field(default_factory=list)
 
     def as_json(self) -> dict:
         return {"model": self.model, "family": self.family, "format": self.format, "backend": self.backend,
+                "accelerator": self.accelerator,
                 "size_bytes": self.size_bytes, "input_size": list(self.input_size), "images": self.images,
                 "map": _round(self.map), "map50": _round(self.map50), "precision": _round(self.precision),
                 "recall": _round(self.recall), "threshold": self.threshold,
@@ -208,11 +211,15 @@ def _pooled_curve(scores: np.ndarray, matched: np.ndarray, positives: int, point
     return recall[keep].tolist(), precision[keep].tolist()
 
 
-def evaluate_model(dataset: Dataset, model: Path, labels: Optional[Path], threshold: float,
+def evaluate_model(dataset: Dataset, model: Optional[Path], labels: Optional[Path], threshold: float,
                    threads: Optional[int] = None, by_hand: Mapping[str, str] = {},
-                   progress: Optional[Progress] = None) -> ModelReport:
-    detector = Detector(model, labels, DetectorOptions(threshold=EVAL_SCORE_FLOOR, max_results=EVAL_MAX_DETECTIONS,
-                                                       nms_iou=EVAL_NMS_IOU, num_threads=threads))
+                   progress: Optional[Progress] = None,
+                   accelerator: AcceleratorSettings = AcceleratorSettings("cpu")) -> ModelReport:
+    """`model` None: the default model (its Edge TPU build where `accelerator` picks the Edge TPU)."""
+    options = DetectorOptions(threshold=EVAL_SCORE_FLOOR, max_results=EVAL_MAX_DETECTIONS, nms_iou=EVAL_NMS_IOU,
+                              num_threads=threads)
+    detector = open_detector(model, labels, options, accelerator)
+    model = detector.model_path
     match = match_classes(dataset.class_names, detector.labels.values(), by_hand)
     dataset = merged_classes(dataset, match.merged)
     scored = sum(1 for image in dataset.images for box in image.boxes if box.class_name in match.dataset_classes)
@@ -224,7 +231,7 @@ def evaluate_model(dataset: Dataset, model: Path, labels: Optional[Path], thresh
     records, detect_ms, invoke_ms = detect_dataset(dataset, detector, match, progress)
     scores = score(dataset, records, match, threshold)
     return ModelReport(
-        model=str(model), family=detector.family.name, format=detector.numeric_format,
+        model=str(model), family=detector.family.name, format=detector.numeric_format, accelerator=detector.accelerator,
         backend=f"{detector.backend.name} {detector.backend.version}", size_bytes=Path(model).stat().st_size,
         input_size=(detector.input_width, detector.input_height), images=len(dataset.images),
         map=scores["map"], map50=scores["map50"], precision=scores["precision"], recall=scores["recall"],

@@ -118,6 +118,29 @@ def read_frames(path: Path, limit: int) -> List[np.ndarray]:
 
 
 # --- ceiling -------------------------------------------------------------------------------------
+def accelerator_ceiling(model: Optional[Path], labels: Optional[Path], settings, runs: int,
+                        warmup: int = 10) -> Dict[str, object]:
+    """Which accelerator `settings` run (and why, for auto), with its invoke rate when it is the Edge TPU.
+
+    Every other figure of bench is the CPU's, on the CPU model; this row is what a Coral adds.
+    """
+    from ..inference.accelerator import open_detector
+
+    detector = open_detector(model, labels, DetectorOptions(), settings)
+    row: Dict[str, object] = {"asked": settings.accelerator, "ran": detector.accelerator,
+                              "model": str(detector.model_path), "note": detector.accelerator_note}
+    if detector.delegate is not None:
+        detector.prepare(np.zeros((detector.input_height, detector.input_width, 3), np.uint8))
+        for _ in range(warmup):
+            detector.invoke()
+        started = time.perf_counter()
+        for _ in range(runs):
+            detector.invoke()
+        seconds = time.perf_counter() - started
+        row.update(inferences_per_s=round(runs / seconds, 2), ms=round(seconds / runs * 1000, 2))
+    return row
+
+
 def ceiling(model: Path, labels: Path, threads: int, runs: int, warmup: int = 10, repeats: int = 3,
             backend: str = "auto") -> Dict[str, float]:
     """Best of `repeats` timed batches: the ceiling is what the interpreter can do, not a noisy average."""
@@ -515,7 +538,8 @@ def daemon_process(clip: Path, model: Path, labels: Path, display: str, workdir:
     env = dict(os.environ, NOTIFY_SOCKET=str(notify_path))
     args = [sys.executable, "-m", "pidetect", "run", "--source", str(clip), "--realtime", "--loop",
             "--model", str(model), *(["--labels", str(labels)] if labels else []), "--duration", str(duration),
-            "--log-format", "json", "--metrics-interval", "1", "--interpreters", str(interpreters)]
+            "--log-format", "json", "--metrics-interval", "1", "--interpreters", str(interpreters),
+            "--accelerator", "cpu"]  # the CPU's figures; the accelerator's are `accelerator_ceiling`
     fb: Optional[Path] = None
     stop_page = threading.Event()
     if display in ("fb", "all+fb"):
@@ -598,7 +622,8 @@ def machine_info() -> Dict[str, object]:
 
 def run_bench(model: Path, labels: Path, source: Optional[Path], frames: int, threads_list: List[int],
               runs: int, size: str, process_seconds: float, say: Callable[[str], None],
-              rounds: int = 3, other_pythons: Sequence[Path] = ()) -> Dict[str, object]:
+              rounds: int = 3, other_pythons: Sequence[Path] = (), accelerator=None,
+              model_named: Optional[Path] = None, labels_named: Optional[Path] = None) -> Dict[str, object]:
     cores = os.cpu_count() or 1
     backend = resolve_backend()
     report: Dict[str, object] = {"machine": machine_info(),
@@ -610,6 +635,9 @@ def run_bench(model: Path, labels: Path, source: Optional[Path], frames: int, th
         clip = source or make_clip(clip_cache_dir(), width, height, frames)
         report["source"] = {"path": str(clip), "frames": frames,
                             "size": "x".join(map(str, read_frames(clip, 1)[0].shape[1::-1]))}
+        if accelerator is not None:
+            say(f"accelerator: {accelerator.accelerator}")
+            report["accelerator"] = accelerator_ceiling(model_named, labels_named, accelerator, runs)
         say(f"ceiling: interpreter only, {runs} runs after warm-up")
         report["ceiling"] = [ceiling(model, labels, t, runs) for t in threads_list]
         if cores >= 2:
@@ -654,6 +682,16 @@ def run_bench(model: Path, labels: Path, source: Optional[Path], frames: int, th
     return report
 
 
+def _accelerator_lines(report: Dict[str, object]) -> List[str]:
+    row = report.get("accelerator")
+    if not row:
+        return []
+    rate = (f": {row['inferences_per_s']:.1f} inferences/s ({row['ms']:.1f} ms), {Path(row['model']).name}"
+            if "inferences_per_s" in row else "")
+    note = f" — {row['note']}" if row.get("note") else ""
+    return [f"accelerator {row['asked']}: ran {row['ran']}{rate}{note}", ""]
+
+
 def summarize_rounds(rounds: List[Dict[str, object]]) -> Dict[str, object]:
     """Medians over the rounds: rates, and ratios taken within each round (so drift cancels out).
 
@@ -694,7 +732,7 @@ def format_table(report: Dict[str, object]) -> str:
              f"{report['backend']['version']}, Python {m['python']}, OpenCV {m['opencv']}, numpy {m['numpy']}",
              f"model {Path(report['model']['path']).name} ({report['model']['bytes'] / 2**20:.1f} MB); "
              f"source {report['source']['size']}, {report['source']['frames']} frames", "",
-             "ceiling (interpreter only)"]
+             *_accelerator_lines(report), "ceiling (interpreter only, CPU)"]
     for c in report["ceiling"]:
         lines.append(f"  {c['threads']} thread(s)           {c['inferences_per_s']:8.1f} inferences/s  ({c['ms']:.1f} ms)")
     if "ceiling_parallel" in report:

@@ -22,6 +22,7 @@ class Check:
     ok: bool
     detail: str
     needed: bool = True
+    exit_code: int = 0  # a failure's own exit code where it has one (the Edge TPU's); 0: by the check's name
 
 
 def _probe_camera(config: Config) -> Check:
@@ -85,6 +86,7 @@ def _probe_mqtt(config: Config) -> Check:
 
 def run_checks(config: Config, make_detector: Callable) -> List[Check]:
     from ..inference.backends import resolve_backend
+    from ..inference.edgetpu import EdgeTpuLibraryMissing, EdgeTpuMismatch, EdgeTpuNoDevice
     from ..daemon.logs import journal_sender
     from ..daemon.metrics import PiHealth
     from ..daemon.service import check_model_labels
@@ -102,9 +104,13 @@ def run_checks(config: Config, make_detector: Callable) -> List[Check]:
         try:
             detector = make_detector(config)
             check_model_labels(config, detector.labels.values())  # the daemon refuses labels the model lacks
+            checks.append(Check("accelerator", True, detector.accelerator + (
+                f" ({detector.accelerator_note})" if detector.accelerator_note else ""), needed=False))
             checks.append(Check("model", True, f"{detector.model_path} ({detector.family.name}, "
                                                f"{detector.numeric_format}, {detector.input_width}x"
                                                f"{detector.input_height}, {len(detector.labels)} labels)"))
+        except (EdgeTpuLibraryMissing, EdgeTpuNoDevice, EdgeTpuMismatch) as exc:
+            checks.append(Check("accelerator", False, str(exc), exit_code=exc.exit_code))
         except PidetectError as exc:
             checks.append(Check("model", False, str(exc)))
     checks.append(_probe_camera(config))
@@ -160,6 +166,9 @@ def exit_code_for(checks: List[Check]) -> int:
     failed = [c for c in checks if c.needed and not c.ok]
     if not failed:
         return 0
+    own = [c.exit_code for c in failed if c.exit_code]
+    if own:
+        return own[0]
     return EX_CONFIG if any(c.name in ("model", "web UI", "recording") for c in failed) else EX_UNAVAILABLE
 
 
