@@ -8,10 +8,12 @@
  *   PIDETECT_STANDIN_DEVICES=LIST   the devices "plugged in", e.g. "usb:0,pci:0" (default "usb:0"; "" = none):
  *                                   the `device` option is matched as libedgetpu does ("", usb, usb:N, pci,
  *                                   pci:N, :N); no match -> create returns NULL (what a missing Coral does)
+ *   PIDETECT_STANDIN_DEVICES_FILE=F the same list read from file F at every create and every invoke: writing
+ *                                   "" into it unplugs the device (invokes fail), "usb:0" plugs it in again
  *   PIDETECT_STANDIN_FAIL_AFTER=N   invoke of the claimed op fails after N good ones (a device unplugged)
  *   PIDETECT_STANDIN_HANG_AFTER=N   invoke of the claimed op never returns after N good ones (a hung device)
  * Nodes whose custom op is "edgetpu-custom-op" (what edgetpu_compiler writes) are claimed and "run" by
- * leaving their outputs as they are: there is no accelerator to compute them. Every other op stays on the
+ * setting their outputs to 0: there is no accelerator to compute them. Every other op stays on the
  * CPU, so a CPU model through this delegate gives exactly the CPU's results.
  */
 #include <stdint.h>
@@ -25,7 +27,22 @@ typedef struct { int size; int data[]; } TfLiteIntArray;
 struct TfLiteContext;
 struct TfLiteDelegate;
 
-typedef struct TfLiteNode TfLiteNode; /* opaque here */
+typedef struct TfLiteNode { TfLiteIntArray *inputs, *outputs; } TfLiteNode; /* its first fields only */
+
+/* TfLiteTensor as far as read here; TFLITE_TENSOR_SIZE is sizeof(TfLiteTensor) of TF 2.x (112 bytes on 64-bit:
+ * type, data, dims, params, allocation_type, bytes, allocation, name, delegate, buffer_handle, data_is_stale,
+ * is_variable, quantization, sparsity, dims_signature). The kernel checks `bytes` against the dims before
+ * writing, so a runtime with another layout fails loudly instead of writing somewhere else. */
+#define TFLITE_TENSOR_SIZE 112
+typedef struct {
+  int type; /* kTfLiteFloat32 = 1, kTfLiteInt32 = 2, kTfLiteUInt8 = 3, kTfLiteInt8 = 9 */
+  void *data;
+  TfLiteIntArray *dims;
+  float scale;
+  int32_t zero_point;
+  int allocation_type;
+  size_t bytes;
+} TensorHead;
 
 typedef struct TfLiteRegistration {
   void *(*init)(struct TfLiteContext *, const char *, size_t);
@@ -86,14 +103,49 @@ static long env_long(const char *name) {
   return v && *v ? atol(v) : -1;
 }
 
+/* The devices "plugged in" now: from the devices file, else the environment, else one USB Edge TPU. */
+static const char *plugged_devices(char *buffer, size_t size) {
+  const char *path = getenv("PIDETECT_STANDIN_DEVICES_FILE");
+  if (path) {
+    buffer[0] = 0;
+    FILE *f = fopen(path, "r");
+    if (f) {
+      size_t n = fread(buffer, 1, size - 1, f);
+      buffer[n] = 0;
+      fclose(f);
+      buffer[strcspn(buffer, "\r\n")] = 0;
+    }
+    return buffer;
+  }
+  const char *plugged = getenv("PIDETECT_STANDIN_DEVICES");
+  return plugged ? plugged : "usb:0";
+}
+
 static TfLiteStatus kernel_prepare(TfLiteContext *c, TfLiteNode *n) { (void)c; (void)n; return 0; }
 
+/* The claimed op's outputs set to 0 (as raw values): no accelerator computes them, and an arena left as it
+ * was would make up detections from whatever bytes it held before. */
+static TfLiteStatus clear_outputs(TfLiteContext *c, TfLiteNode *n) {
+  for (int i = 0; i < n->outputs->size; i++) {
+    TensorHead *t = (TensorHead *)((char *)c->tensors + (size_t)n->outputs->data[i] * TFLITE_TENSOR_SIZE);
+    size_t element = t->type == 1 || t->type == 2 ? 4 : (t->type == 3 || t->type == 9 ? 1 : 0);
+    size_t count = 1;
+    for (int d = 0; d < t->dims->size; d++) count *= (size_t)t->dims->data[d];
+    if (!element || count * element != t->bytes || !t->data) {
+      c->ReportError(c, "stand-in: this runtime's TfLiteTensor layout is not the one the stand-in knows");
+      return 1;
+    }
+    memset(t->data, 0, t->bytes);
+  }
+  return 0;
+}
+
 static TfLiteStatus kernel_invoke(TfLiteContext *c, TfLiteNode *n) {
-  (void)n;
   StandIn *s = current;
   if (!s) return 1;
   s->invokes++;
-  if (s->fail_after >= 0 && s->invokes > s->fail_after) {
+  char buffer[256];
+  if ((s->fail_after >= 0 && s->invokes > s->fail_after) || !plugged_devices(buffer, sizeof buffer)[0]) {
     say(s, "invoke failed");
     c->ReportError(c, "Failed to execute request: the Edge TPU stand-in lost its device (unplugged).");
     return 1;
@@ -102,7 +154,7 @@ static TfLiteStatus kernel_invoke(TfLiteContext *c, TfLiteNode *n) {
     say(s, "invoke hangs");
     for (;;) pause();
   }
-  return 0;
+  return clear_outputs(c, n);
 }
 
 static TfLiteStatus delegate_prepare(TfLiteContext *c, TfLiteDelegate *d) {
@@ -159,9 +211,8 @@ TfLiteDelegate *tflite_plugin_create_delegate(char **keys, char **values, size_t
     if (strcmp(keys[i], "device") == 0) device = values[i];
   }
   say(s, line);
-  const char *plugged = getenv("PIDETECT_STANDIN_DEVICES");
-  if (!plugged) plugged = "usb:0";
-  if (!device_matches(device, plugged)) {
+  char buffer[256];
+  if (!device_matches(device, plugged_devices(buffer, sizeof buffer))) {
     if (report_error) report_error("stand-in: no Edge TPU device matches");
     say(s, "no device");
     free(s);
