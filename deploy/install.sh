@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install (or upgrade, or remove) pidetect as a systemd service on Raspberry Pi OS Bookworm.
 #
-#   sudo ./deploy/install.sh [--source SPEC] [--display fb|mjpeg|none|fb,mjpeg] [--model FILE] [--mqtt HOST] [--record] [--no-start]
-#   sudo ./deploy/install.sh --uninstall [--purge]
+#   sudo ./deploy/install.sh [--source SPEC] [--display fb|mjpeg|none|fb,mjpeg] [--model FILE] [--mqtt HOST] [--record] [--coral] [--no-start]
+#   sudo ./deploy/install.sh --instance NAME --source SPEC [...]   (one of several cameras: pidetect@NAME)
+#   sudo ./deploy/install.sh --uninstall [--instance NAME] [--purge]
 #
 # Idempotent: re-running upgrades the package, the model and the unit in place. It never
-# overwrites /etc/pidetect/pidetect.toml once it exists; it tells you when the shipped example changed.
+# overwrites /etc/pidetect/pidetect.toml (or NAME.toml) once it exists; it tells you when the shipped example changed.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
@@ -18,6 +19,8 @@ STATE=/var/lib/pidetect
 UNIT_DIR=/etc/systemd/system
 UNIT=$UNIT_DIR/pidetect.service
 DROPIN_DIR=$UNIT_DIR/pidetect.service.d
+TEMPLATE=$UNIT_DIR/pidetect@.service
+UDEV_RULE=/etc/udev/rules.d/60-pidetect-coral.rules
 USER_NAME=pidetect
 PYTHON=${PIDETECT_PYTHON:-/usr/bin/python3}
 
@@ -32,6 +35,8 @@ MQTT_HOST=""
 RECORD=0
 MODEL_PATH=""
 FORCE=0
+INSTANCE=""
+CORAL=0
 
 say()  { printf 'pidetect-install: %s\n' "$*"; }
 die()  { printf 'pidetect-install: error: %s\n' "$*" >&2; exit "${2:-1}"; }
@@ -45,6 +50,11 @@ Options:
   --display LIST       fb (HDMI screen), mjpeg (web view on 127.0.0.1:8080), none, or fb,mjpeg (default fb)
   --mqtt HOST          publish events to this MQTT broker (Home Assistant discovery on) in a new config
   --record             keep an H.264 clip of every event (record = true in a new config; installs ffmpeg)
+  --instance NAME      one of several cameras: pidetect@NAME.service with /etc/pidetect/NAME.toml, its own
+                       folders in /var/lib/pidetect/NAME and a free web port (display mjpeg unless --display)
+  --coral              a Coral Edge TPU: the udev rule and groups its USB/PCIe device needs, and a unit
+                       drop-in that lets the service open it; libedgetpu.so.1 itself must be installed
+                       (README: Coral Edge TPU, which build works with ai-edge-litert)
   --no-start           install and enable, but do not start now
   --models-from DIR    take the model files from DIR (verified against the manifest) instead of downloading
   --model FILE         your own .tflite (an Ultralytics YOLO export, or an SSD): checked, copied to
@@ -64,6 +74,8 @@ while [ $# -gt 0 ]; do
         --model) [ $# -ge 2 ] || die "--model needs a .tflite file" 2; MODEL_FILE=$2; shift 2 ;;
         --mqtt) [ $# -ge 2 ] || die "--mqtt needs a broker host name or address" 2; MQTT_HOST=$2; shift 2 ;;
         --record) RECORD=1; shift ;;
+        --instance) [ $# -ge 2 ] || die "--instance needs a camera name" 2; INSTANCE=$2; shift 2 ;;
+        --coral) CORAL=1; shift ;;
         --uninstall) UNINSTALL=1; shift ;;
         --purge) PURGE=1; shift ;;
         --force) FORCE=1; shift ;;
@@ -75,21 +87,55 @@ done
 [ $PURGE = 0 ] || [ $UNINSTALL = 1 ] || die "--purge only goes with --uninstall" 2
 [ -z "$MODEL_FILE" ] || [ -f "$MODEL_FILE" ] || die "--model $MODEL_FILE: no such file" 2
 [ -z "$MQTT_HOST" ] || [[ "$MQTT_HOST" =~ ^[A-Za-z0-9._:-]+$ ]] || die "--mqtt must be a host name or address (got '$MQTT_HOST')" 2
-case "${DISPLAY_OUT:-fb}" in
+if [ -n "$INSTANCE" ]; then
+    [[ "$INSTANCE" =~ ^[A-Za-z0-9_-]{1,64}$ ]] \
+        || die "--instance must be 1 to 64 letters, digits, '-' or '_' (got '$INSTANCE')" 2
+    [ "$INSTANCE" != pidetect ] || die "--instance pidetect would share /etc/pidetect/pidetect.toml with pidetect.service; choose another name" 2
+    CONFIG=$CONFIG_DIR/$INSTANCE.toml
+    UNIT_NAME=pidetect@$INSTANCE.service
+    DROPIN_DIR=$UNIT_DIR/pidetect@$INSTANCE.service.d
+    STATE_OF_UNIT=$STATE/$INSTANCE
+    DEFAULT_DISPLAY=mjpeg  # one HDMI screen, several cameras: the web view unless asked
+else
+    UNIT_NAME=pidetect.service
+    STATE_OF_UNIT=$STATE
+    DEFAULT_DISPLAY=fb
+fi
+case "${DISPLAY_OUT:-$DEFAULT_DISPLAY}" in
     none|fb|mjpeg|fb,mjpeg|mjpeg,fb) ;;
     *) die "--display must be fb, mjpeg, none or fb,mjpeg (got '$DISPLAY_OUT')" 2 ;;
 esac
 
 have_systemd() { [ -d /run/systemd/system ]; }
 
+uninstall_instance() {
+    if have_systemd; then
+        systemctl disable --now "$UNIT_NAME" 2>/dev/null || true
+    fi
+    rm -rf "$DROPIN_DIR"
+    have_systemd && systemctl daemon-reload
+    say "removed camera $INSTANCE ($UNIT_NAME); the other cameras and pidetect itself stay"
+    if [ $PURGE = 1 ]; then
+        rm -rf "$CONFIG" "$STATE_OF_UNIT"
+        say "purged $CONFIG and $STATE_OF_UNIT"
+    else
+        say "kept $CONFIG and $STATE_OF_UNIT (remove them with --uninstall --instance $INSTANCE --purge)"
+    fi
+}
+
 uninstall() {
     if have_systemd; then
         systemctl disable --now pidetect.service 2>/dev/null || true
+        # every camera of the template too: pidetect itself is going
+        for unit in $(systemctl list-units --all --plain --no-legend 'pidetect@*.service' 2>/dev/null | awk '{print $1}') \
+                    $(cd "$UNIT_DIR" 2>/dev/null && ls -d multi-user.target.wants/pidetect@*.service 2>/dev/null | xargs -r -n1 basename); do
+            systemctl disable --now "$unit" 2>/dev/null || true
+        done
     fi
-    rm -f "$UNIT"
-    rm -rf "$DROPIN_DIR" "$PREFIX"
+    rm -f "$UNIT" "$TEMPLATE" "$UDEV_RULE"
+    rm -rf "$DROPIN_DIR" "$UNIT_DIR"/pidetect@*.service.d "$PREFIX"
     have_systemd && systemctl daemon-reload
-    say "removed the service and $PREFIX"
+    say "removed the service (and every pidetect@ camera) and $PREFIX"
     if [ $PURGE = 1 ]; then
         rm -rf "$CONFIG_DIR" "$STATE"
         if id "$USER_NAME" >/dev/null 2>&1; then userdel "$USER_NAME" 2>/dev/null || true; fi
@@ -99,7 +145,10 @@ uninstall() {
     fi
 }
 
-if [ $UNINSTALL = 1 ]; then uninstall; exit 0; fi
+if [ $UNINSTALL = 1 ]; then
+    if [ -n "$INSTANCE" ]; then uninstall_instance; else uninstall; fi
+    exit 0
+fi
 
 # --- 1. Is this a supported system? -----------------------------------------------------------
 . /etc/os-release
@@ -149,6 +198,34 @@ if ! id "$USER_NAME" >/dev/null 2>&1; then
     say "created system user $USER_NAME"
 fi
 usermod -a -G video,render,tty "$USER_NAME"
+CORAL_GROUPS=""
+if [ $CORAL = 1 ]; then
+    # A USB Coral is a libusb device (/dev/bus/usb/…, 1a6e:089a before its firmware is loaded, 18d1:9302 after);
+    # a PCIe/M.2 Coral is /dev/apex_N (the gasket/apex driver). Group plugdev may open the first, apex the second.
+    getent group plugdev >/dev/null || groupadd --system plugdev
+    usermod -a -G plugdev "$USER_NAME"
+    CORAL_GROUPS=plugdev
+    if grep -qw apex /proc/devices 2>/dev/null; then
+        getent group apex >/dev/null || groupadd --system apex
+        usermod -a -G apex "$USER_NAME"
+        CORAL_GROUPS="plugdev apex"
+    fi
+    cat > "$UDEV_RULE" <<'RULES'
+# Written by deploy/install.sh --coral: the Coral Edge TPU may be opened by group plugdev (USB) or apex (PCIe).
+SUBSYSTEM=="usb", ATTRS{idVendor}=="1a6e", ATTRS{idProduct}=="089a", MODE="0660", GROUP="plugdev"
+SUBSYSTEM=="usb", ATTRS{idVendor}=="18d1", ATTRS{idProduct}=="9302", MODE="0660", GROUP="plugdev"
+SUBSYSTEM=="apex", MODE="0660", GROUP="apex"
+RULES
+    if command -v udevadm >/dev/null; then
+        { udevadm control --reload-rules && udevadm trigger --subsystem-match=usb; } 2>/dev/null || true
+    fi
+    if ldconfig -p 2>/dev/null | grep -q 'libedgetpu\.so\.1 '; then
+        say "Coral: $(ldconfig -p | grep -m1 'libedgetpu\.so\.1 ' | sed 's/.*=> //') found; udev rule $UDEV_RULE, group(s) $CORAL_GROUPS"
+    else
+        say "Coral: udev rule and group(s) $CORAL_GROUPS set up, but libedgetpu.so.1 is not installed: install a libedgetpu"
+        say "       built for this LiteRT (README: Coral Edge TPU); until then accelerator = auto runs on the CPU"
+    fi
+fi
 
 # --- 4. Virtual environment and package (upgrade in place) -------------------------------------
 mkdir -p "$PREFIX"
@@ -199,7 +276,7 @@ chmod -R a+rX "$PREFIX"
 mkdir -p "$CONFIG_DIR"
 EXAMPLE=$PREFIX/pidetect.toml.example
 CAMERA_SIZE=""
-if [ -z "$SOURCE" ] && command -v rpicam-hello >/dev/null \
+if [ -z "$SOURCE" ] && [ -z "$INSTANCE" ] && command -v rpicam-hello >/dev/null \
         && rpicam-hello --list-cameras 2>/dev/null | grep -Eq '^[0-9]+ : '; then
     # A CSI camera: read it through rpicam-vid, which keeps the venv pure pip (picamera2 from apt
     # breaks when pip's numpy 2 shadows apt's numpy in the same venv).
@@ -208,10 +285,38 @@ if [ -z "$SOURCE" ] && command -v rpicam-hello >/dev/null \
     say "found a CSI camera: using rpicam-vid as the source"
 fi
 toml_string() { "$PYTHON" -c 'import json, sys; print(json.dumps(sys.argv[1]))' "$1"; }
+# A camera of several: its own web port, the lowest from 8081 that no other config in /etc/pidetect names
+# (8080 is pidetect.service's default) and nothing listens on.
+WEB_PORT=8080
+if [ -n "$INSTANCE" ] && [ ! -e "$CONFIG" ]; then
+    [ -n "$SOURCE" ] || die "--instance $INSTANCE needs --source SPEC for its new config (two cameras cannot both be 'auto')" 2
+    WEB_PORT=$("$PYTHON" - "$CONFIG_DIR" <<'PY'
+import pathlib, socket, sys, tomllib
+taken = set()
+for path in pathlib.Path(sys.argv[1]).glob("*.toml"):
+    try:
+        taken.add(int(tomllib.loads(path.read_text()).get("mjpeg_port", 8080)))
+    except Exception:
+        taken.add(8080)
+taken.add(8080)
+port = 8081
+while True:
+    if port not in taken:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+                break
+            except OSError:
+                pass
+    port += 1
+print(port)
+PY
+)
+fi
 # The web UI (display mjpeg) gets a password from the start: it listens on 127.0.0.1 until you set
 # mjpeg_address = "0.0.0.0", and then nobody on the network sees the camera without it.
 WEB_PASSWORD_FILE=""
-case ",${DISPLAY_OUT:-fb}," in *,mjpeg,*)
+case ",${DISPLAY_OUT:-$DEFAULT_DISPLAY}," in *,mjpeg,*)
     if [ ! -e "$CONFIG" ]; then
         WEB_PASSWORD_FILE=/etc/pidetect/web.password
         if [ ! -s "$WEB_PASSWORD_FILE" ]; then
@@ -222,32 +327,35 @@ case ",${DISPLAY_OUT:-fb}," in *,mjpeg,*)
         else
             say "web UI password kept in $WEB_PASSWORD_FILE (user pidetect)"
         fi
-        say "the web UI is on http://127.0.0.1:8080/; for the whole network set mjpeg_address = \"0.0.0.0\" in $CONFIG"
+        say "the web UI is on http://127.0.0.1:$WEB_PORT/; for the whole network set mjpeg_address = \"0.0.0.0\" in $CONFIG"
     fi ;;
 esac
 if [ ! -e "$CONFIG" ]; then
     {
         echo "# Written by deploy/install.sh on $(date -u +%Y-%m-%d). Every key and its default is listed below."
+        [ -n "$INSTANCE" ] && echo "camera_name = $(toml_string "$INSTANCE")"
         echo "source = $(toml_string "${SOURCE:-auto}")"
         [ -n "$CAMERA_SIZE" ] && echo "$CAMERA_SIZE"
         [ -n "$MODEL_PATH" ] && echo "model = $(toml_string "$MODEL_PATH")"
         [ -n "$MQTT_HOST" ] && echo "mqtt_host = $(toml_string "$MQTT_HOST")"
-        echo "display = \"${DISPLAY_OUT:-fb}\""
+        echo "display = \"${DISPLAY_OUT:-$DEFAULT_DISPLAY}\""
         echo "snapshots = true"
         [ "$RECORD" = 1 ] && echo "record = true"
+        [ "$WEB_PORT" != 8080 ] && echo "mjpeg_port = $WEB_PORT"
+        [ "$CORAL" = 1 ] && echo 'accelerator = "auto"  # the Coral when it answers, else the CPU'
         [ -n "$WEB_PASSWORD_FILE" ] && echo "web_password_file = $(toml_string "$WEB_PASSWORD_FILE")"
         echo
         cat "$REPO/deploy/pidetect.toml"
     } > "$CONFIG"
     chmod 0644 "$CONFIG"
-    say "wrote $CONFIG (source ${SOURCE:-auto}, display ${DISPLAY_OUT:-fb})"
+    say "wrote $CONFIG (source ${SOURCE:-auto}, display ${DISPLAY_OUT:-$DEFAULT_DISPLAY})"
 else
     say "kept your $CONFIG"
     if [ -n "$SOURCE$DISPLAY_OUT$MQTT_HOST" ]; then
-        say "note: --source/--display/--mqtt only apply to a new config; edit $CONFIG and run: sudo systemctl reload pidetect"
+        say "note: --source/--display/--mqtt only apply to a new config; edit $CONFIG and run: sudo systemctl reload ${UNIT_NAME%.service}"
     fi
     if [ -n "$MODEL_PATH" ]; then
-        say "note: installed $MODEL_PATH; to use it set model = \"$MODEL_PATH\" in $CONFIG and run: sudo systemctl reload pidetect"
+        say "note: installed $MODEL_PATH; to use it set model = \"$MODEL_PATH\" in $CONFIG and run: sudo systemctl reload ${UNIT_NAME%.service}"
     fi
     if [ -e "$EXAMPLE" ] && ! cmp -s "$EXAMPLE" "$REPO/deploy/pidetect.toml"; then
         say "the example config changed in this version; compare: diff -u $EXAMPLE $REPO/deploy/pidetect.toml"
@@ -267,6 +375,19 @@ PY
 
 # --- 7. The unit -------------------------------------------------------------------------------
 install -m 0644 "$REPO/systemd/pidetect.service" "$UNIT"
+install -m 0644 "$REPO/systemd/pidetect@.service" "$TEMPLATE"
+if [ $CORAL = 1 ]; then
+    mkdir -p "$DROPIN_DIR"
+    {
+        echo "# Written by deploy/install.sh --coral: the service may open the Coral Edge TPU."
+        echo "[Service]"
+        echo "SupplementaryGroups=$CORAL_GROUPS"
+        echo "DeviceAllow=char-usb_device rw"
+        case " $CORAL_GROUPS " in *" apex "*) echo "DeviceAllow=char-apex rw" ;; esac
+        echo "# libusb (inside libedgetpu) watches for USB hotplug over a netlink socket"
+        echo "RestrictAddressFamilies=AF_NETLINK"
+    } > "$DROPIN_DIR/coral.conf"
+fi
 if [[ ",$CONFIGURED_DISPLAY," == *",fb,"* ]]; then
     mkdir -p "$DROPIN_DIR"
     cat > "$DROPIN_DIR/hdmi-console.conf" <<'EOF'
@@ -281,10 +402,10 @@ else
     rmdir "$DROPIN_DIR" 2>/dev/null || true
 fi
 systemctl daemon-reload
-systemctl enable pidetect.service >/dev/null 2>&1
+systemctl enable "$UNIT_NAME" >/dev/null 2>&1
 if [ $START = 1 ]; then
-    systemctl restart pidetect.service
-    say "started; follow it with: journalctl -u pidetect -f"
+    systemctl restart "$UNIT_NAME"
+    say "started; follow it with: journalctl -u ${UNIT_NAME%.service} -f"
 else
-    say "installed and enabled (not started): sudo systemctl start pidetect"
+    say "installed and enabled (not started): sudo systemctl start ${UNIT_NAME%.service}"
 fi

@@ -278,7 +278,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .daemon.service import Service
 
     config, path, overrides = _config_from_args(args)
-    records = open_record_log(config.log_format)
+    records = open_record_log(config.log_format, config.camera_name)
     route_python_logging(records, config.log_level)
     service = Service(config, records, config_path=path if path.exists() else None, overrides=overrides,
                       notifier=Notifier())

@@ -29,6 +29,9 @@ DISPLAYS = ("none", "fb", "mjpeg", "window")
 LOG_FORMATS = ("auto", "journal", "text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 ON_OFF_AUTO = ("motion",)  # string keys that also take true / false
+CAMERA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# Folders that move under /var/lib/pidetect/<camera_name> when a camera has a name and they are left unset
+PER_CAMERA_FOLDERS = {"state_dir": "", "snapshot_dir": "snapshots", "record_dir": "clips"}
 EDGETPU_DEVICE = re.compile(r"(usb|pci)?(:\d{1,3})?")  # libedgetpu's own names: "", usb, usb:N, pci, pci:N, :N
 EDGETPU_DEVICE_RULE = "must be empty (the first Edge TPU found), usb, usb:N, pci, pci:N or :N (N counts from 0)"
 
@@ -36,6 +39,7 @@ EDGETPU_DEVICE_RULE = "must be empty (the first Edge TPU found), usb, usb:N, pci
 @dataclass(frozen=True)
 class Config:
     # camera / input
+    camera_name: str = ""
     source: str = "auto"
     width: int = 0
     height: int = 0
@@ -129,6 +133,9 @@ class Config:
 
 
 HELP: Dict[str, str] = {
+    "camera_name": "this camera's name when one Pi runs several (pidetect@NAME.service passes its NAME): the "
+                   "journal's CAMERA field, its own MQTT/Home Assistant device and topics, and, unless set, "
+                   "state_dir, snapshot_dir and record_dir under /var/lib/pidetect/NAME ('' = the only camera)",
     "source": "camera or stream: auto, 0, /dev/video0, picamera2, file.mp4, rtsp://…, http://…, "
               "'pipe:rpicam-vid … -o -', a GStreamer pipeline ending in appsink",
     "width": "requested capture width (0: camera default; required for pipe:)",
@@ -213,8 +220,10 @@ HELP: Dict[str, str] = {
     "mqtt_password_file": "file holding the MQTT password (never the password itself in the config)",
     "mqtt_tls": "connect to the broker over TLS",
     "mqtt_ca_file": "CA certificate that signed the broker's certificate (implies mqtt_tls)",
-    "mqtt_client_id": "MQTT client id and Home Assistant device id (default pidetect-<hostname>)",
-    "mqtt_topic_prefix": "topics go under this prefix (default pidetect/<hostname>)",
+    "mqtt_client_id": "MQTT client id and Home Assistant device id (default pidetect-<hostname>, "
+                      "pidetect-<hostname>-<camera_name> for a named camera)",
+    "mqtt_topic_prefix": "topics go under this prefix (default pidetect/<hostname>, "
+                         "pidetect/<hostname>/<camera_name> for a named camera)",
     "mqtt_qos": "QoS of event messages, 0 or 1",
     "mqtt_discovery": "publish Home Assistant MQTT discovery configs",
     "mqtt_discovery_prefix": "Home Assistant's discovery prefix",
@@ -342,6 +351,8 @@ def check(config: Config) -> List[Tuple[str, str]]:
     need(c.log_level in LOG_LEVELS, "log_level", "must be one of " + ", ".join(LOG_LEVELS))
     need(c.backend in ("auto", "ai_edge_litert", "tflite_runtime", "tensorflow.lite"), "backend",
          "must be auto, ai_edge_litert, tflite_runtime or tensorflow.lite")
+    need(c.camera_name == "" or CAMERA_NAME.fullmatch(c.camera_name) is not None, "camera_name",
+         "must be 1 to 64 letters, digits, '-' or '_' (it names the journal field, MQTT topics and folders)")
     need(c.accelerator in ("auto", "cpu", "edgetpu"), "accelerator", "must be auto, cpu or edgetpu")
     need(EDGETPU_DEVICE.fullmatch(c.edgetpu_device) is not None, "edgetpu_device", EDGETPU_DEVICE_RULE)
     need(not (c.accelerator == "edgetpu" and c.interpreters > 1), "interpreters",
@@ -451,6 +462,8 @@ def build_config(path: Optional[Path], overrides: Dict[str, Any], path_required:
         except ValueError as exc:
             raise UsageError(f"--{key.replace('_', '-')} {_show(value)}: {exc}") from None
     config = Config(**values)
+    if config.camera_name and CAMERA_NAME.fullmatch(config.camera_name):
+        config = with_camera_folders(config, values)
     if config.required_zones:
         flag = overrides.get("required_zones") is not None
         where = "--required-zones" if flag else f"{origin}:{_line_of(text, 'required_zones') or '?'}"
@@ -466,6 +479,13 @@ def build_config(path: Optional[Path], overrides: Dict[str, Any], path_required:
         where = f"{origin}:{_line_of(text, key) or '?'}: {key}" if text else key
         raise ConfigError(f"{where} = {_show(getattr(config, key))}: {problem}")
     return config
+
+
+def with_camera_folders(config: Config, given: Dict[str, Any]) -> Config:
+    """A named camera's own folders for the ones not given: two cameras on one Pi never share a file."""
+    home = Path("/var/lib/pidetect") / config.camera_name
+    moved = {key: str(home / sub) if sub else str(home) for key, sub in PER_CAMERA_FOLDERS.items() if key not in given}
+    return dataclasses.replace(config, **moved)
 
 
 def _show(value: Any, limit: int = 80) -> str:

@@ -13,7 +13,10 @@ from conftest import REPO, SHARED
 from nspawn_container import boot, media_with_clip, passed_checks
 
 UNIT = REPO / "systemd" / "pidetect.service"
+TEMPLATE = REPO / "systemd" / "pidetect@.service"
 MAX_EXPOSURE = 2.5
+# what a camera of several changes in the template: its name, its config file and its own folders
+PER_CAMERA = ("Description=", "ExecStart=", "StateDirectory=", "RuntimeDirectory=", "WorkingDirectory=")
 
 needs_root_systemd = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("systemd-analyze") is None,
                                         reason="needs root and systemd-analyze")
@@ -29,6 +32,7 @@ def staged_root(tmp_path_factory):
     binary.chmod(0o755)
     (root / "etc/systemd/system").mkdir(parents=True)
     shutil.copy(UNIT, root / "etc/systemd/system/pidetect.service")
+    shutil.copy(TEMPLATE, root / "etc/systemd/system/pidetect@.service")
     (root / "usr/lib/systemd").mkdir(parents=True)
     shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
     (root / "bin").mkdir()
@@ -36,23 +40,45 @@ def staged_root(tmp_path_factory):
     return root
 
 
-def analyze(root, *args):
+def analyze(root, *args, unit="pidetect.service"):
     script = "mount -t tmpfs tmpfs /run/systemd && exec systemd-analyze \"$@\""
     return subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", *args, f"--root={root}",
-                           "/etc/systemd/system/pidetect.service"], capture_output=True, text=True, timeout=60)
+                           f"/etc/systemd/system/{unit}"], capture_output=True, text=True, timeout=60)
+
+
+def exposure(root, unit):
+    done = analyze(root, "security", "--offline=yes", f"--threshold={int(MAX_EXPOSURE * 10)}", unit=unit)
+    score = float(re.search(rf"Overall exposure level for {re.escape(unit)}: ([0-9.]+)", done.stdout).group(1))
+    assert done.returncode == 0, done.stdout[-3000:]
+    return score
 
 
 @needs_root_systemd
-def test_unit_verifies_cleanly(staged_root):
-    done = analyze(staged_root, "verify")
+@pytest.mark.parametrize("unit", ["pidetect.service", "pidetect@door.service"])
+def test_unit_verifies_cleanly(staged_root, unit):
+    done = analyze(staged_root, "verify", unit=unit)
     assert done.returncode == 0 and done.stderr == "" and done.stdout == "", done.stderr
 
 
 @needs_root_systemd
 def test_unit_exposure_is_low(staged_root):
-    done = analyze(staged_root, "security", "--offline=yes", f"--threshold={int(MAX_EXPOSURE * 10)}")
-    score = float(re.search(r"Overall exposure level for pidetect.service: ([0-9.]+)", done.stdout).group(1))
-    assert done.returncode == 0 and score <= MAX_EXPOSURE, done.stdout[-3000:]
+    single, camera = exposure(staged_root, "pidetect.service"), exposure(staged_root, "pidetect@door.service")
+    print(f"exposure: pidetect.service {single}, pidetect@door.service {camera}")
+    assert single <= MAX_EXPOSURE
+    assert camera <= single, "a camera of several is no less hardened than the one camera"
+
+
+def test_template_has_the_units_hardening():
+    """Every line of pidetect.service is in the template, but the few that name the camera's own files."""
+    def settings(path):
+        return [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
+
+    single, camera = settings(UNIT), settings(TEMPLATE)
+    assert [line for line in single if not line.startswith(PER_CAMERA)] == \
+        [line for line in camera if not line.startswith(PER_CAMERA)]
+    for line in ("ExecStart=/opt/pidetect/venv/bin/pidetect run --config /etc/pidetect/%i.toml --camera-name %i",
+                 "StateDirectory=pidetect/%i", "RuntimeDirectory=pidetect-%i", "WorkingDirectory=/var/lib/pidetect/%i"):
+        assert line in camera, line
 
 
 def test_unit_contract():
@@ -70,7 +96,10 @@ def test_installer_refuses_bad_arguments():
                          (["--bogus"], "unknown option '--bogus'"),
                          (["--purge"], "--purge only goes with --uninstall"),
                          (["--model", "/nonexistent/best.tflite"], "--model /nonexistent/best.tflite: no such file"),
-                         (["--mqtt", "bad host!"], "--mqtt must be a host name or address")):
+                         (["--mqtt", "bad host!"], "--mqtt must be a host name or address"),
+                         (["--instance", "door/2"], "--instance must be 1 to 64 letters, digits"),
+                         (["--instance", "pidetect"], "would share /etc/pidetect/pidetect.toml"),
+                         (["--instance"], "--instance needs a camera name")):
         done = subprocess.run(["bash", str(REPO / "deploy/install.sh"), *args], capture_output=True, text=True)
         assert done.returncode == 2 and needle in done.stderr, (args, done.stderr)
 

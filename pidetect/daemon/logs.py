@@ -81,7 +81,7 @@ def describe(record: Dict[str, Any]) -> str:
     if event == "source":
         return f"source {record['source']} {record['state']}" + (f": {record['detail']}" if record.get("detail") else "")
     if event == "lifecycle":
-        extra = " ".join(f"{k}={v}" for k, v in record.items() if k not in ("event", "state", "ts"))
+        extra = " ".join(f"{k}={v}" for k, v in record.items() if k not in ("event", "state", "ts", "camera"))
         return f"{record['state']}" + (f" {extra}" if extra else "")
     if event == "log":
         return record["message"]
@@ -104,14 +104,18 @@ def _num(value: Optional[float]) -> str:
 class RecordLog:
     """Thread-safe writer of records in one format. `emit` never raises because of the output."""
 
-    def __init__(self, fmt: str, stream: Optional[TextIO] = None, journal_send: Optional[Callable] = None):
+    def __init__(self, fmt: str, stream: Optional[TextIO] = None, journal_send: Optional[Callable] = None,
+                 camera: str = ""):
         self.format = fmt
         self.stream = stream or (sys.stdout if fmt == "json" else sys.stderr)
         self._send = journal_send
         self._lock = threading.Lock()
+        self.camera = camera  # camera_name: on every record (journalctl CAMERA=door), so two cameras stay apart
 
     def emit(self, record: Dict[str, Any], priority: int = INFO) -> None:
         record.setdefault("ts", round(time.time(), 3))
+        if self.camera:
+            record.setdefault("camera", self.camera)
         try:
             if self.format == "journal":
                 self._send(**journal_fields(record, priority))
@@ -122,7 +126,8 @@ class RecordLog:
                 else:
                     stamp = time.strftime("%H:%M:%S", time.localtime(record["ts"]))
                     level = {ERR: "error: ", WARNING: "warning: "}.get(priority, "")
-                    self.stream.write(f"{stamp} {level}{one_line(describe(record))}\n")
+                    who = f"{self.camera}: " if self.camera else ""
+                    self.stream.write(f"{stamp} {who}{level}{one_line(describe(record))}\n")
                 self.stream.flush()
         except (OSError, ValueError):
             pass  # a closed stdout/stderr or an unreachable journal must not stop detection
@@ -152,18 +157,18 @@ def journal_sender() -> Optional[Callable]:
     return journal.send
 
 
-def open_record_log(fmt: str) -> RecordLog:
+def open_record_log(fmt: str, camera: str = "") -> RecordLog:
     """Pick the format; 'auto' means journal under systemd (JOURNAL_STREAM set) when reachable, else text."""
     notice = None
     if fmt in ("auto", "journal"):
         sender = journal_sender()
         if sender is not None and (fmt == "journal" or os.environ.get("JOURNAL_STREAM")):
-            return RecordLog("journal", journal_send=sender)
+            return RecordLog("journal", journal_send=sender, camera=camera)
         if fmt == "journal":
             notice = ("journal logging unavailable (systemd-python not installed or no journald socket); "
                       "logging text to stderr")
         fmt = "text"
-    log = RecordLog(fmt)
+    log = RecordLog(fmt, camera=camera)
     if notice:
         log.emit(log_record("warning", "pidetect", notice), WARNING)
     return log

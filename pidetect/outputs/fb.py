@@ -15,6 +15,7 @@ import fcntl
 import logging
 import mmap
 import os
+import socket
 import struct
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
+from ..errors import ConfigError
 from ..frames import Result
 from .letterbox import BandedLetterbox
 from .overlay import Overlay
@@ -131,6 +133,31 @@ def pack_pixels(bgr: np.ndarray, fmt: str, out: Optional[np.ndarray] = None) -> 
     return cv2.cvtColor(bgr, PACK_CODES[fmt], dst=out)
 
 
+def claim_screen(device: str) -> socket.socket:
+    """Hold the right to draw on `device` for this process's life, or raise ConfigError: one screen, one camera.
+
+    An abstract Unix socket named after the device: it exists exactly while its process does (a crash or
+    kill -9 frees it, no stale lock file), needs no writable folder under ProtectSystem=strict, and is seen
+    by every pidetect on the machine, whatever its unit's private /tmp. Taken whether or not the device is
+    there yet (HDMI plugged in later), so the second camera is refused at start, not when a screen appears.
+    """
+    import hashlib
+
+    path = os.path.realpath(device)
+    name = f"pidetect-screen:{path}" if len(path) < 80 else f"pidetect-screen:{hashlib.sha1(path.encode()).hexdigest()}"
+    claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        claim.bind("\0" + name)
+    except OSError as exc:
+        claim.close()
+        if exc.errno != errno.EADDRINUSE:
+            raise ConfigError(f"cannot claim the screen {device}: {exc.strerror}") from None
+        raise ConfigError(f"another pidetect already draws on {device} (display fb): only one camera may own the "
+                          "HDMI screen; set display = \"mjpeg\" (or \"none\") for this camera, or stop the other "
+                          "(systemctl list-units 'pidetect*')") from None
+    return claim
+
+
 class FramebufferDisplay:
     name = "fb"
 
@@ -146,6 +173,7 @@ class FramebufferDisplay:
         self._screen: Optional[np.ndarray] = None
         self._last_error = ""
         self.overlay = Overlay()
+        self.claim: Optional[socket.socket] = None  # claim_screen's, released with the display
 
     def open(self) -> None:
         """Open the device now; raise DisplayUnavailable with the reason if it is not usable."""
@@ -230,3 +258,6 @@ class FramebufferDisplay:
     def close(self) -> None:
         self._close_device()
         self._console_graphics(False)
+        if self.claim is not None:
+            self.claim.close()
+            self.claim = None

@@ -7,7 +7,7 @@ flight. While the broker is away, events wait in a bounded queue (the oldest bey
 are dropped, counted in the metrics and said once per outage); retained state (counts, metrics,
 snapshots, availability) keeps only its newest value per topic and is sent again on reconnect.
 
-Topics, under `mqtt_topic_prefix` (default pidetect/<hostname>):
+Topics, under `mqtt_topic_prefix` (default pidetect/<hostname>, with /<camera_name> for one of several cameras):
   <prefix>/available          online | offline (retained; offline is also the last will)
   <prefix>/events             one JSON message per entered/left (the journal record's fields), QoS 1
   <prefix>/<label>            how many of that label are in view now (retained)
@@ -66,14 +66,22 @@ class MqttSettings:
     queue: int
     zones: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()  # (zone, labels with entities: its objects, else labels)
     required_zones: Tuple[str, ...] = ()
+    camera_name: str = ""  # one of several cameras on this Pi: its own client id, topics and device
 
     @property
     def node(self) -> str:
-        return slug(self.client_id or f"pidetect-{socket.gethostname()}")
+        camera = f"-{self.camera_name}" if self.camera_name else ""
+        return slug(self.client_id or f"pidetect-{socket.gethostname()}{camera}")
 
     @property
     def prefix(self) -> str:
-        return (self.topic_prefix or f"pidetect/{socket.gethostname()}").rstrip("/")
+        camera = f"/{self.camera_name}" if self.camera_name else ""
+        return (self.topic_prefix or f"pidetect/{socket.gethostname()}{camera}").rstrip("/")
+
+    @property
+    def device_name(self) -> str:
+        """Home Assistant's name of the device: the Pi, and the camera when it has several."""
+        return f"pidetect {socket.gethostname()}" + (f" {self.camera_name}" if self.camera_name else "")
 
     @property
     def broker(self) -> str:
@@ -136,7 +144,7 @@ def settings_from_config(config) -> MqttSettings:
                         discovery_prefix=config.mqtt_discovery_prefix, labels=tuple(config.mqtt_labels),
                         queue=config.mqtt_queue,
                         zones=tuple((zone.name, zone.objects or tuple(config.mqtt_labels)) for zone in config.zones),
-                        required_zones=tuple(config.required_zones))
+                        required_zones=tuple(config.required_zones), camera_name=config.camera_name)
 
 
 def make_client(settings: MqttSettings):
@@ -158,7 +166,7 @@ def make_client(settings: MqttSettings):
 def discovery_messages(settings: MqttSettings) -> List[Tuple[str, dict]]:
     """Home Assistant MQTT discovery configs: one device, occupancy + count per label, health sensors, images."""
     node, prefix = settings.node, settings.prefix
-    device = {"identifiers": [node], "name": f"pidetect {socket.gethostname()}", "model": "pidetect",
+    device = {"identifiers": [node], "name": settings.device_name, "model": "pidetect",
               "manufacturer": "pidetect", "sw_version": __version__}
     common = {"availability_topic": f"{prefix}/available", "payload_available": "online",
               "payload_not_available": "offline", "device": device}

@@ -170,19 +170,40 @@ def build_outputs(config: Config, emit: Callable, web: Optional[dict] = None) ->
     """The display sink and snapshots; `web`: what the web UI serves besides the live view (build_web)."""
     check_outputs(config)  # before any display exists: a display holds its port
     displays = []
-    for name in config.display:
-        if name == "none":
-            continue
-        try:
-            displays.append(make_display(name, config, web))
-        except DisplayUnavailable as exc:
-            message = f"display {name} unavailable, continuing without it: {exc}"
-            emit(log_record("error", "pidetect.display", message), ERR)
+    screen = None
+    if "fb" in config.display:
+        from .fb import claim_screen
+
+        screen = claim_screen(config.fb_device)  # a second camera on the same screen is refused now (78)
+    try:
+        for name in config.display:
+            if name == "none":
+                continue
+            try:
+                display = make_display(name, config, web)
+                if name == "fb":
+                    display.claim, screen = screen, None
+                displays.append(display)
+            except DisplayUnavailable as exc:
+                message = f"display {name} unavailable, continuing without it: {exc}"
+                emit(log_record("error", "pidetect.display", message), ERR)
+    except BaseException:  # e.g. the web port taken: nothing half-built may keep the screen or a port
+        for display in displays:
+            _close_quietly(display)
+        raise
+    finally:
+        if screen is not None:  # no fb display came of it
+            screen.close()
     outputs: List = [DisplaySink(displays, emit, config.display_nice)] if displays else []
     snapshots = Snapshots(Path(config.snapshot_dir), config.snapshot_max_files, config.snapshot_max_mb,
                           draw_on=outputs[0].draw_here if outputs else None) if config.snapshots else None
     if config.record:
-        outputs.append(build_recorder(config, emit))
+        try:
+            outputs.append(build_recorder(config, emit))
+        except BaseException:
+            for display in displays:
+                _close_quietly(display)
+            raise
     return outputs, snapshots
 
 

@@ -110,7 +110,8 @@ class MjpegDisplay:
             return WebServer((self.address, self.port), self.app)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                hint = "another program uses that port: set mjpeg_port to a free one"
+                hint = ("another program uses that port (another pidetect camera? each needs its own): set "
+                        "mjpeg_port to a free one")
             elif exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) or isinstance(exc, socket.gaierror):
                 hint = "no interface of this machine has that address: set mjpeg_address to 127.0.0.1 or 0.0.0.0"
             elif exc.errno == errno.EACCES:
