@@ -210,6 +210,7 @@ if [ $CORAL = 1 ]; then
         usermod -a -G apex "$USER_NAME"
         CORAL_GROUPS="plugdev apex"
     fi
+    mkdir -p "$(dirname "$UDEV_RULE")"
     cat > "$UDEV_RULE" <<'RULES'
 # Written by deploy/install.sh --coral: the Coral Edge TPU may be opened by group plugdev (USB) or apex (PCIe).
 SUBSYSTEM=="usb", ATTRS{idVendor}=="1a6e", ATTRS{idProduct}=="089a", MODE="0660", GROUP="plugdev"

@@ -11,6 +11,8 @@ import pytest
 
 from conftest import REPO, SHARED
 from nspawn_container import boot, media_with_clip, passed_checks
+from pidetect.outputs.mqtt import slug
+from pidetect.tools.demo import write_scene_video
 
 UNIT = REPO / "systemd" / "pidetect.service"
 TEMPLATE = REPO / "systemd" / "pidetect@.service"
@@ -83,7 +85,7 @@ def test_template_has_the_units_hardening():
 
 def test_unit_contract():
     text = UNIT.read_text()
-    for line in ("Type=notify", "NotifyAccess=main", "RestartPreventExitStatus=78", "Restart=on-failure",
+    for line in ("Type=notify", "NotifyAccess=main", "RestartPreventExitStatus=78 72", "Restart=on-failure",
                  "User=pidetect", "SupplementaryGroups=video render tty", "StateDirectory=pidetect",
                  "ConfigurationDirectory=pidetect", "ProtectSystem=strict", "DevicePolicy=closed",
                  "AmbientCapabilities=CAP_SYS_TTY_CONFIG", "SystemCallFilter=@system-service"):
@@ -108,6 +110,15 @@ def test_installer_refuses_bad_arguments():
                     reason="needs root and systemd-nspawn (apt-get install systemd-container)")
 def test_service_under_real_systemd(tmp_path, model_paths):
     out, media = media_with_clip(tmp_path, 640, 480, fps=10, frames_per_scene=10, blank_frames=8)
+    # the second camera of the two-camera checks (pidetect@garden): other objects than the first's cat and person
+    write_scene_video(media / "clip2.avi", 640, 480, fps=10, frames_per_scene=10, blank_frames=8,
+                      scenes=[("horse.png", "horse"), ("coffee.png", "cup")])
+    (media / "clip2.avi").chmod(0o644)
+    # the Edge TPU checks: the stand-in libedgetpu.so.1, a real LiteRT delegate without the accelerator
+    compiler = shutil.which("cc")
+    if compiler:
+        subprocess.run([compiler, "-shared", "-fPIC", "-O1", "-o", str(media / "libedgetpu.so.1"),
+                        str(REPO / "tests" / "edgetpu_standin.c")], check=True)
     # a broker on the host's loopback (the container shares it): the hardened unit must reach it
     from mqtt_broker import Broker, Subscriber
 
@@ -127,11 +138,34 @@ def test_service_under_real_systemd(tmp_path, model_paths):
                 "config-78", "config-no-loop", "stop-clean", "reinstall-keeps-config", "uninstall-unit",
                 "uninstall-venv", "uninstall-keeps-config", "mjpeg-view", "snapshots", "hdmi-dropin",
                 "fb-absent-running", "private-tmp", "no-home", "display-nice", "web-password",
-                "record-config", "ring-in-ram", "clips", "journal-clip"}
+                "record-config", "ring-in-ram", "clips", "journal-clip",
+                # several cameras: the template, two instances
+                "instance-configs", "instance-plain-untouched", "instances-active", "journal-door", "journal-garden",
+                "journals-apart", "journal-unit-camera", "instance-state", "no-shared-file", "instance-runtime",
+                "instance-web", "stop-one", "garden-goes-on", "fb-second-refused", "fb-second-says-why",
+                "uninstall-instance", "uninstall-instances"}
+    if compiler or os.environ.get("PIDETECT_REQUIRE_ALL") == "1":
+        expected |= {"coral-says-missing", "coral-found", "coral-udev", "coral-group", "coral-dropin",
+                     "coral-auto-config", "coral-edgetpu", "coral-edgetpu-model", "coral-running", "coral-fallback",
+                     "coral-fallback-once"}
     if extra or os.environ.get("PIDETECT_REQUIRE_ALL") == "1":
         expected |= {"model-installed", "model-refused", "model-runs"}
     assert expected <= passed, expected - passed
     events = [json.loads(p) for p in subscriber.on("pd/nspawn/events")]
     assert any(e["label"] == "cat" and e["state"] == "entered" for e in events), "events from the unit reached MQTT"
     assert b"online" in subscriber.on("pd/nspawn/available")
+    # the two cameras: two Home Assistant devices, events on each camera's own topics
+    host = (out / "hostname").read_text().strip()
+    devices = {}
+    for topic, payload, _retained in subscriber.messages:
+        if topic.startswith("homeassistant/") and topic.endswith("/config") and payload:
+            device = json.loads(payload)["device"]
+            devices[device["identifiers"][0]] = device["name"]
+    assert devices.get(slug(f"pidetect-{host}-door")) == f"pidetect {host} door", devices
+    assert devices.get(slug(f"pidetect-{host}-garden")) == f"pidetect {host} garden", devices
+    garden = [json.loads(p) for p in subscriber.on(f"pidetect/{host}/garden/events")]
+    door = [json.loads(p) for p in subscriber.on(f"pidetect/{host}/door/events")]
+    assert any(e["label"] == "horse" for e in garden) and not any(e["label"] == "cat" for e in garden)
+    assert any(e["label"] == "cat" for e in door) and not any(e["label"] == "horse" for e in door)
+    print((out / "written.txt").read_text())
     print((out / "ready_time").read_text(), (out / "status_text").read_text())

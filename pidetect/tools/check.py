@@ -104,7 +104,8 @@ def run_checks(config: Config, make_detector: Callable) -> List[Check]:
         try:
             detector = make_detector(config)
             check_model_labels(config, detector.labels.values())  # the daemon refuses labels the model lacks
-            checks.append(Check("accelerator", True, detector.accelerator + (
+            via = f" via {detector.delegate.library}" if detector.delegate is not None else ""
+            checks.append(Check("accelerator", True, detector.accelerator + via + (
                 f" ({detector.accelerator_note})" if detector.accelerator_note else ""), needed=False))
             checks.append(Check("model", True, f"{detector.model_path} ({detector.family.name}, "
                                                f"{detector.numeric_format}, {detector.input_width}x"

@@ -126,6 +126,33 @@ expect stop-fast "stopped within 5 s" test $(( $(date +%s) - stop_start )) -le 5
 expect stop-clean "Result=success, exit 0" sh -c "[ \"\$(systemctl show -p Result --value pidetect)\" = success ] && [ \"\$(systemctl show -p ExecMainStatus --value pidetect)\" = 0 ]"
 expect stop-logged "lifecycle stopped in the journal" journal_has EVENT=lifecycle STATE=stopped
 
+# 6b. a Coral: installer --coral, and the service with accelerator = auto on the stand-in libedgetpu.so.1 the test
+# built (tests/edgetpu_standin.c: a real LiteRT delegate that claims the Edge TPU op; no Coral here)
+if [ -e /media/libedgetpu.so.1 ]; then
+    /src/deploy/install.sh --no-start --coral > /out/coral-missing.log 2>&1
+    expect coral-says-missing "--coral without libedgetpu says it is missing" grep -q 'libedgetpu.so.1 is not installed' /out/coral-missing.log
+    install -m 0755 /media/libedgetpu.so.1 /usr/lib/x86_64-linux-gnu/libedgetpu.so.1 && ldconfig
+    /src/deploy/install.sh --no-start --coral > /out/coral.log 2>&1
+    expect coral-found "--coral finds the library" grep -Eq 'Coral: (/usr)?/lib/x86_64-linux-gnu/libedgetpu.so.1 found' /out/coral.log
+    expect coral-udev "udev rule for the USB Coral" grep -q 'ATTRS{idVendor}=="1a6e"' /etc/udev/rules.d/60-pidetect-coral.rules
+    expect coral-group "pidetect is in plugdev" sh -c 'id -nG pidetect | grep -qw plugdev'
+    expect coral-dropin "the unit may open the USB device" sh -c "systemctl cat pidetect | grep -q '^DeviceAllow=char-usb_device rw' && systemctl show -p SupplementaryGroups --value pidetect | grep -qw plugdev"
+    expect coral-auto-config "accelerator = auto is the configured one" sh -c "! grep -q '^accelerator' $CONFIG"
+    since=$(date '+%Y-%m-%d %H:%M:%S')
+    systemctl start pidetect.service
+    loaded_on() { journalctl -u pidetect --since "$since" --no-pager -o json EVENT=lifecycle STATE=model_loaded | grep -q "\"ACCELERATOR\":\"$1\""; }
+    expect coral-edgetpu "auto picked the Edge TPU in the hardened unit (journal ACCELERATOR=edgetpu)" wait_for 40 loaded_on 'edgetpu (first device)'
+    expect coral-edgetpu-model "and the Edge TPU build of the default model" sh -c "journalctl -u pidetect --since '$since' --no-pager -o cat EVENT=lifecycle STATE=model_loaded | grep -q _edgetpu.tflite"
+    expect coral-running "it runs (STATUS fps)" wait_for 20 sh -c "systemctl show -p StatusText --value pidetect | grep -q 'fps inference'"
+    systemctl stop pidetect.service
+    rm -f /usr/lib/x86_64-linux-gnu/libedgetpu.so.1 && ldconfig
+    since=$(date '+%Y-%m-%d %H:%M:%S')
+    systemctl start pidetect.service
+    expect coral-fallback "without the library auto runs on the CPU" wait_for 40 loaded_on cpu
+    expect coral-fallback-once "said once in the log" sh -c "[ \"\$(journalctl -u pidetect --since '$since' --no-pager -o cat | grep -c 'accelerator auto: the Edge TPU runtime')\" = 1 ]"
+    systemctl stop pidetect.service
+fi
+
 # 7. re-running the installer upgrades in place and keeps the edited config; display fb takes tty1
 sed -i 's/^display = "mjpeg"$/display = "fb"/' "$CONFIG"
 /src/deploy/install.sh --no-start > /out/reinstall.log 2>&1
@@ -152,6 +179,90 @@ if [ -e /yolo/yolov8n_full_integer_quant.tflite ]; then
     systemctl stop pidetect.service
 fi
 
+# 7c. two cameras on one machine: pidetect@door and pidetect@garden from the template, two clips as cameras
+/src/deploy/install.sh --no-start --instance door --source /media/clip.avi > /out/door.log 2>&1
+/src/deploy/install.sh --no-start --instance garden --source /media/clip2.avi > /out/garden.log 2>&1
+expect instance-configs "door.toml and garden.toml, each with its name and its own web port" sh -c \
+    'grep -q "^camera_name = \"door\"" /etc/pidetect/door.toml && grep -q "^mjpeg_port = 8081" /etc/pidetect/door.toml && grep -q "^camera_name = \"garden\"" /etc/pidetect/garden.toml && grep -q "^mjpeg_port = 8082" /etc/pidetect/garden.toml'
+expect instance-plain-untouched "pidetect.service keeps its own config" grep -q '^source = "/media/clip.avi"' "$CONFIG"
+for camera in door garden; do
+    printf 'loop = true\nrealtime = true\nmetrics_interval = 2\n' >> /etc/pidetect/$camera.toml
+    if [ -e /media/mqtt_port ]; then
+        printf 'mqtt_host = "127.0.0.1"\nmqtt_port = %s\n' "$(cat /media/mqtt_port)" >> /etc/pidetect/$camera.toml
+    fi
+done
+hostname > /out/hostname
+systemctl start pidetect@door.service pidetect@garden.service
+iprop() { systemctl show -p "$2" --value "pidetect@$1.service"; }
+expect instances-active "both cameras active" sh -c '[ "$(systemctl is-active pidetect@door pidetect@garden | sort -u)" = active ]'
+camera_saw() { journalctl --no-pager -o cat CAMERA="$1" EVENT=detection LABEL="$2" | grep -q .; }
+expect journal-door "journalctl CAMERA=door has door's cat" wait_for 60 camera_saw door cat
+expect journal-garden "journalctl CAMERA=garden has garden's horse" wait_for 60 camera_saw garden horse
+expect journals-apart "neither camera's journal has the other's objects" sh -c '\
+    ! journalctl --no-pager -o cat CAMERA=door EVENT=detection LABEL=horse | grep -q . && \
+    ! journalctl --no-pager -o cat CAMERA=garden EVENT=detection LABEL=cat | grep -q .'
+expect journal-unit-camera "every record of pidetect@door carries CAMERA=door" sh -c \
+    '[ "$(journalctl -u pidetect@door --no-pager -o json EVENT=detection | grep -vc "\"CAMERA\":\"door\"")" = 0 ]'
+DOOR=$(iprop door MainPID); GARDEN=$(iprop garden MainPID)
+expect instance-state "each camera's events and snapshots in its own folder" wait_for 30 sh -c \
+    'test -s /var/lib/pidetect/door/events.db && test -s /var/lib/pidetect/garden/events.db && ls /var/lib/pidetect/door/snapshots/*.jpg >/dev/null && ls /var/lib/pidetect/garden/snapshots/*.jpg >/dev/null'
+cat > /out/written.py <<'PY'
+import os, sys
+def written(pid):
+    files = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            flags = int(open(f"/proc/{pid}/fdinfo/{fd}").read().split("flags:")[1].split()[0], 8)
+        except (OSError, IndexError, ValueError):
+            continue
+        if target.startswith("/") and not target.startswith(("/dev/", "/proc/")) and flags & (os.O_WRONLY | os.O_RDWR):
+            files.add(target)
+    return files
+door, garden = written(sys.argv[1]), written(sys.argv[2])
+print("door writes", sorted(door)); print("garden writes", sorted(garden))
+sys.exit(0 if door and garden and not door & garden else 1)
+PY
+expect no-shared-file "no file open for writing by both cameras" python3 /out/written.py "$DOOR" "$GARDEN"
+python3 /out/written.py "$DOOR" "$GARDEN" > /out/written.txt 2>&1
+own_runtime() { [ "$(iprop door RuntimeDirectory)" = pidetect-door ] && [ "$(iprop garden RuntimeDirectory)" = pidetect-garden ] \
+    && [ -d /run/pidetect-door ] && [ -d /run/pidetect-garden ]; }
+expect instance-runtime "each camera's pre-roll folder in its own /run/pidetect-NAME" own_runtime
+cat > /out/web_port.py <<'PY'
+import sys, urllib.error, urllib.request
+try:
+    urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/", timeout=5)
+except urllib.error.HTTPError as error:
+    sys.exit(0 if error.code == 401 else 1)  # there, and asking for the password
+except OSError:
+    sys.exit(1)
+sys.exit(1)
+PY
+expect instance-web "door's web UI on 8081, garden's on 8082" wait_for 20 sh -c 'python3 /out/web_port.py 8081 && python3 /out/web_port.py 8082'
+# one camera stopped, the other goes on
+systemctl stop pidetect@door.service
+since=$(date '+%Y-%m-%d %H:%M:%S')
+expect stop-one "door stopped, garden still active" sh -c '[ "$(systemctl is-active pidetect@door)" = inactive ] && [ "$(systemctl is-active pidetect@garden)" = active ]'
+expect garden-goes-on "garden keeps detecting after door stopped" wait_for 30 sh -c \
+    "journalctl --since '$since' --no-pager -o cat CAMERA=garden EVENT=metrics | grep -q ."
+# only one camera may own the HDMI screen: the second is refused at start (78), with the reason
+systemctl stop pidetect@garden.service
+for camera in door garden; do printf 'display = "fb"\nfb_tty = ""\n' >> /etc/pidetect/$camera.toml; done
+sed -i '0,/^display = "mjpeg"$/s//# display = "mjpeg"/' /etc/pidetect/door.toml /etc/pidetect/garden.toml
+systemctl start pidetect@door.service
+systemctl start pidetect@garden.service || true
+sleep 7   # RestartSec=5: a restart would have happened by now
+second_refused() { [ "$(iprop garden ExecMainStatus)" = 78 ] && [ "$(iprop garden NRestarts)" = 0 ] \
+    && [ "$(systemctl is-active pidetect@door)" = active ]; }
+expect fb-second-refused "the second camera on the screen: exit 78, no restart loop" second_refused
+expect fb-second-says-why "and says why" sh -c "journalctl -u pidetect@garden --no-pager -o cat | grep -q 'another pidetect already draws on /dev/fb0'"
+systemctl stop pidetect@door.service
+systemctl reset-failed pidetect@garden.service 2>/dev/null || true
+# one camera removed: its unit goes, its config and events stay; the other camera is untouched
+/src/deploy/install.sh --uninstall --instance door > /out/uninstall-door.log 2>&1
+expect uninstall-instance "pidetect@door disabled, door.toml kept, garden still enabled" sh -c \
+    '[ "$(systemctl is-enabled pidetect@door 2>/dev/null)" != enabled ] && test -e /etc/pidetect/door.toml && [ "$(systemctl is-enabled pidetect@garden)" = enabled ]'
+
 # 8. uninstall removes the unit and the venv, keeps config and state
 /src/deploy/install.sh --uninstall > /out/uninstall.log 2>&1
 expect uninstall-unit "unit removed" test ! -e /etc/systemd/system/pidetect.service
@@ -159,5 +270,6 @@ expect uninstall-venv "venv removed" test ! -e /opt/pidetect
 expect uninstall-keeps-config "config kept" test -e "$CONFIG"
 expect uninstall-keeps-state "snapshots kept" test -d /var/lib/pidetect/snapshots
 expect uninstall-unknown "systemd no longer knows the unit" sh -c "! systemctl cat pidetect.service >/dev/null 2>&1"
+expect uninstall-instances "nor the template, nor camera garden" sh -c "test ! -e /etc/systemd/system/pidetect@.service && [ \"\$(systemctl is-enabled pidetect@garden 2>/dev/null)\" != enabled ] && ! systemctl is-active -q pidetect@garden"
 
 ! grep -q '^FAIL' "$RESULTS"
