@@ -291,3 +291,22 @@ def test_hung_edgetpu_invoke_reaches_the_watchdog(tpu, model_paths, tmp_path, mo
         notify.close()
     assert code == 0 and elapsed < 5.0  # SIGTERM still ends it although a worker is stuck in C
     assert [r for r in daemon.records if r.get("message") == "threads still running at exit: pidetect-inference-0"]
+
+
+def test_lost_edgetpu_with_only_an_edgetpu_model_waits_for_the_tpu(tpu, model_paths, tmp_path, monkeypatch):
+    """auto with a model that is an Edge TPU build and nothing else: the CPU cannot take over, so it is retried."""
+    clip = tmp_path / "clip.avi"
+    write_scene_video(clip, 320, 240, frames_per_scene=4, blank_frames=2)
+    monkeypatch.setenv("PIDETECT_STANDIN_FAIL_AFTER", "3")  # every delegate made fails after 3 invokes
+    daemon = Daemon("--source", clip, "--realtime", "--loop", "--model", model_paths[0].parent / EDGETPU_DEFAULT,
+                    "--labels", model_paths[1])
+    try:
+        daemon.wait_for(lambda r: "cannot go on on the CPU" in r.get("message", "")
+                        and "accelerator = cpu cannot run" in r["message"], what="the CPU refused")
+        daemon.wait_for(lambda r: r.get("event") == "accelerator" and r.get("state") == "recovered",
+                        what="the Edge TPU taken again")
+        code, _elapsed = daemon.stop()
+    finally:
+        daemon.kill()
+    assert code == 0
+    assert not of(daemon.records, "accelerator", state="fallback")

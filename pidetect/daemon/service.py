@@ -270,10 +270,15 @@ class Service:
         meanwhile: waiting for a device is not a hang. None when the service stops first."""
         self.emit({"event": "accelerator", "state": "lost", "accelerator": "edgetpu", "error": str(error)}, WARNING)
         if config.accelerator == "auto":
-            detector = make_detector(config, "cpu")
-            self.emit({"event": "accelerator", "state": "fallback", "accelerator": "cpu",
-                       "model": str(detector.model_path)}, WARNING)
-            return detector
+            try:
+                detector = make_detector(config, "cpu")
+            except PidetectError as exc:  # an Edge TPU build and nothing else: only the TPU can run it
+                self.emit(log_record("warning", "pidetect.service", f"cannot go on on the CPU ({exc}); "
+                                     "waiting for the Edge TPU"), WARNING)
+            else:
+                self.emit({"event": "accelerator", "state": "fallback", "accelerator": "cpu",
+                           "model": str(detector.model_path)}, WARNING)
+                return detector
         delay, attempt = 1.0, 0
         while not stop.is_set():
             attempt += 1
