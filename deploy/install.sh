@@ -37,6 +37,7 @@ MODEL_PATH=""
 FORCE=0
 INSTANCE=""
 CORAL=0
+CORAL_RUNTIME=""
 
 say()  { printf 'pidetect-install: %s\n' "$*"; }
 die()  { printf 'pidetect-install: error: %s\n' "$*" >&2; exit "${2:-1}"; }
@@ -55,6 +56,8 @@ Options:
   --coral              a Coral Edge TPU: the udev rule and groups its USB/PCIe device needs, and a unit
                        drop-in that lets the service open it; libedgetpu.so.1 itself must be installed
                        (README: Coral Edge TPU, which build works with ai-edge-litert)
+  --coral-runtime DEB  --coral, and install this libedgetpu package first (a libedgetpu1-std/-max .deb
+                       built for this LiteRT; Debian has none)
   --no-start           install and enable, but do not start now
   --models-from DIR    take the model files from DIR (verified against the manifest) instead of downloading
   --model FILE         your own .tflite (an Ultralytics YOLO export, or an SSD): checked, copied to
@@ -76,6 +79,7 @@ while [ $# -gt 0 ]; do
         --record) RECORD=1; shift ;;
         --instance) [ $# -ge 2 ] || die "--instance needs a camera name" 2; INSTANCE=$2; shift 2 ;;
         --coral) CORAL=1; shift ;;
+        --coral-runtime) [ $# -ge 2 ] || die "--coral-runtime needs a libedgetpu .deb file" 2; CORAL_RUNTIME=$2; CORAL=1; shift 2 ;;
         --uninstall) UNINSTALL=1; shift ;;
         --purge) PURGE=1; shift ;;
         --force) FORCE=1; shift ;;
@@ -86,6 +90,15 @@ done
 [ "$(id -u)" = 0 ] || die "run as root: sudo $0 $*" 2
 [ $PURGE = 0 ] || [ $UNINSTALL = 1 ] || die "--purge only goes with --uninstall" 2
 [ -z "$MODEL_FILE" ] || [ -f "$MODEL_FILE" ] || die "--model $MODEL_FILE: no such file" 2
+if [ -n "$CORAL_RUNTIME" ]; then
+    [ -f "$CORAL_RUNTIME" ] || die "--coral-runtime $CORAL_RUNTIME: no such file" 2
+    runtime_package=$(dpkg-deb -f "$CORAL_RUNTIME" Package 2>/dev/null) \
+        || die "--coral-runtime $CORAL_RUNTIME: not a .deb package (dpkg-deb cannot read it)" 2
+    case "$runtime_package" in
+        libedgetpu1-std|libedgetpu1-max|libedgetpu1-*) ;;
+        *) die "--coral-runtime $CORAL_RUNTIME: package '$runtime_package' is not a libedgetpu1-* runtime" 2 ;;
+    esac
+fi
 [ -z "$MQTT_HOST" ] || [[ "$MQTT_HOST" =~ ^[A-Za-z0-9._:-]+$ ]] || die "--mqtt must be a host name or address (got '$MQTT_HOST')" 2
 if [ -n "$INSTANCE" ]; then
     [[ "$INSTANCE" =~ ^[A-Za-z0-9_-]{1,64}$ ]] \
@@ -177,6 +190,11 @@ APT_PACKAGES=(python3-venv python3-systemd)
 # ffmpeg encodes the clips (record = true): asked for with --record, or already set in the config
 if [ "$RECORD" = 1 ] || grep -Eq '^[[:space:]]*record[[:space:]]*=[[:space:]]*true' "$CONFIG" 2>/dev/null; then
     APT_PACKAGES+=(ffmpeg)
+fi
+if [ -n "$CORAL_RUNTIME" ]; then
+    say "installing the Edge TPU runtime $runtime_package from $CORAL_RUNTIME"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$(readlink -f "$CORAL_RUNTIME")" >/dev/null \
+        || die "--coral-runtime $CORAL_RUNTIME: apt-get could not install it (see above)" 69
 fi
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -101,7 +101,9 @@ def test_installer_refuses_bad_arguments():
                          (["--mqtt", "bad host!"], "--mqtt must be a host name or address"),
                          (["--instance", "door/2"], "--instance must be 1 to 64 letters, digits"),
                          (["--instance", "pidetect"], "would share /etc/pidetect/pidetect.toml"),
-                         (["--instance"], "--instance needs a camera name")):
+                         (["--instance"], "--instance needs a camera name"),
+                         (["--coral-runtime", "/nonexistent/libedgetpu1-std.deb"], "no such file"),
+                         (["--coral-runtime", str(REPO / "README.md")], "not a .deb package")):
         done = subprocess.run(["bash", str(REPO / "deploy/install.sh"), *args], capture_output=True, text=True)
         assert done.returncode == 2 and needle in done.stderr, (args, done.stderr)
 
@@ -145,7 +147,7 @@ def test_service_under_real_systemd(tmp_path, model_paths):
                 "instance-web", "stop-one", "garden-goes-on", "fb-second-refused", "fb-second-says-why",
                 "uninstall-instance", "uninstall-instances"}
     if compiler or os.environ.get("PIDETECT_REQUIRE_ALL") == "1":
-        expected |= {"coral-says-missing", "coral-found", "coral-udev", "coral-group", "coral-dropin",
+        expected |= {"coral-says-missing", "coral-runtime-refused", "coral-runtime", "coral-found", "coral-udev", "coral-group", "coral-dropin",
                      "coral-auto-config", "coral-edgetpu", "coral-edgetpu-model", "coral-running", "coral-fallback",
                      "coral-fallback-once"}
     if extra or os.environ.get("PIDETECT_REQUIRE_ALL") == "1":

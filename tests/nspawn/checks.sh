@@ -131,9 +131,19 @@ expect stop-logged "lifecycle stopped in the journal" journal_has EVENT=lifecycl
 if [ -e /media/libedgetpu.so.1 ]; then
     /src/deploy/install.sh --no-start --coral > /out/coral-missing.log 2>&1
     expect coral-says-missing "--coral without libedgetpu says it is missing" grep -q 'libedgetpu.so.1 is not installed' /out/coral-missing.log
-    install -m 0755 /media/libedgetpu.so.1 /usr/lib/x86_64-linux-gnu/libedgetpu.so.1 && ldconfig
-    /src/deploy/install.sh --no-start --coral > /out/coral.log 2>&1
-    expect coral-found "--coral finds the library" grep -Eq 'Coral: (/usr)?/lib/x86_64-linux-gnu/libedgetpu.so.1 found' /out/coral.log
+    # the stand-in as a runtime package, the way a libedgetpu1-std .deb built for this LiteRT is installed
+    arch=$(dpkg --print-architecture); multiarch=$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
+    mkdir -p /root/deb/DEBIAN "/root/deb/usr/lib/$multiarch"
+    install -m 0644 /media/libedgetpu.so.1 "/root/deb/usr/lib/$multiarch/libedgetpu.so.1.0"
+    ln -s libedgetpu.so.1.0 "/root/deb/usr/lib/$multiarch/libedgetpu.so.1"
+    printf 'Package: libedgetpu1-std\nVersion: 16.0-standin\nArchitecture: %s\nMaintainer: pidetect tests <tests@localhost>\nDescription: stand-in Edge TPU delegate (tests/edgetpu_standin.c)\n' "$arch" > /root/deb/DEBIAN/control
+    dpkg-deb --build /root/deb /root/libedgetpu1-std_16.0-standin.deb
+    /src/deploy/install.sh --no-start --coral-runtime /src/README.md > /out/coral-bad.log 2>&1
+    coral_bad_rc=$?
+    expect coral-runtime-refused "a file that is no .deb: exit 2, said" sh -c "[ $coral_bad_rc = 2 ] && grep -q 'not a .deb package' /out/coral-bad.log"
+    /src/deploy/install.sh --no-start --coral-runtime /root/libedgetpu1-std_16.0-standin.deb > /out/coral.log 2>&1
+    expect coral-runtime "--coral-runtime installed the package" sh -c "dpkg -s libedgetpu1-std | grep -q '^Status: install ok installed'"
+    expect coral-found "--coral finds the library" grep -Eq 'Coral: (/usr)?/lib/.*/libedgetpu.so.1 found' /out/coral.log
     expect coral-udev "udev rule for the USB Coral" grep -q 'ATTRS{idVendor}=="1a6e"' /etc/udev/rules.d/60-pidetect-coral.rules
     expect coral-group "pidetect is in plugdev" sh -c 'id -nG pidetect | grep -qw plugdev'
     expect coral-dropin "the unit may open the USB device" sh -c "systemctl cat pidetect | grep -q '^DeviceAllow=char-usb_device rw' && systemctl show -p SupplementaryGroups --value pidetect | grep -qw plugdev"
@@ -145,7 +155,7 @@ if [ -e /media/libedgetpu.so.1 ]; then
     expect coral-edgetpu-model "and the Edge TPU build of the default model" sh -c "journalctl -u pidetect --since '$since' --no-pager -o cat EVENT=lifecycle STATE=model_loaded | grep -q _edgetpu.tflite"
     expect coral-running "it runs (STATUS fps)" wait_for 20 sh -c "systemctl show -p StatusText --value pidetect | grep -q 'fps inference'"
     systemctl stop pidetect.service
-    rm -f /usr/lib/x86_64-linux-gnu/libedgetpu.so.1 && ldconfig
+    dpkg -r libedgetpu1-std >/dev/null && ldconfig
     since=$(date '+%Y-%m-%d %H:%M:%S')
     systemctl start pidetect.service
     expect coral-fallback "without the library auto runs on the CPU" wait_for 40 loaded_on cpu
