@@ -195,6 +195,7 @@ if [ -n "$CORAL_RUNTIME" ]; then
     say "installing the Edge TPU runtime $runtime_package from $CORAL_RUNTIME"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$(readlink -f "$CORAL_RUNTIME")" >/dev/null \
         || die "--coral-runtime $CORAL_RUNTIME: apt-get could not install it (see above)" 69
+    ldconfig  # a package without the ldconfig trigger would leave the loader's cache without it
 fi
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

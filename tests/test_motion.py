@@ -256,7 +256,10 @@ def test_gated_run_on_a_clip_sees_the_cat_and_rests_otherwise(tmp_path):
     assert code == 0, stderr[-2000:]
     fast_entered = of(fast, "detection", state="entered")
     assert [r["label"] for r in fast_entered] == [r["label"] for r in entered]
-    assert abs(fast_entered[0]["frame_seq"] - entered[0]["frame_seq"]) <= 2, (fast_entered, entered)
+    # paced like a camera, a slow or busy machine drops stale frames, and the cat's frames are counted from those
+    # that reached the model: the realtime run may enter later by as many frames as it dropped
+    dropped = sum(r["frames_dropped"] for r in metrics)
+    assert abs(fast_entered[0]["frame_seq"] - entered[0]["frame_seq"]) <= 2 + dropped, (fast_entered, entered, dropped)
 
 
 def test_motion_off_by_default_for_files(tmp_path):
