@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from . import __version__
-from .config import DEFAULT_CONFIG_PATH, FLAG_FIELDS, HELP, build_config
+from .config import ACCELERATORS, DEFAULT_CONFIG_PATH, FLAG_FIELDS, HELP, build_config
 from .errors import EX_USAGE, PidetectError, UsageError
 from .records import log_record
 
@@ -45,7 +45,7 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _accelerator_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--accelerator", choices=["auto", "cpu", "edgetpu"], default="auto", help=HELP["accelerator"])
+    parser.add_argument("--accelerator", choices=ACCELERATORS, default="auto", help=HELP["accelerator"])
     parser.add_argument("--edgetpu-device", default="", metavar="DEVICE", help=HELP["edgetpu_device"])
 
 
@@ -330,9 +330,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import os
 
     from .tools.bench import check_targets, format_table, run_bench
-    from .inference.model_paths import resolve_model_paths
-
     from .inference.edgetpu import is_edgetpu_model
+    from .inference.model_paths import resolve_model_paths
 
     model, labels = resolve_model_paths(args.model, args.labels)
     if is_edgetpu_model(model):
@@ -401,6 +400,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.plot is not None:
         check_plot_path(args.plot)  # before the eval runs, not after
     coco_library()  # say now, not after the first model ran, that the extra is missing
+    accelerator = _accelerator_settings(args)
     dataset = load_dataset(args.dataset, skip_missing=args.skip_missing, split=args.split)
     if args.skip < 0:
         raise UsageError(f"--skip {args.skip}: must be 0 or more")
@@ -418,7 +418,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         labels = args.labels[number] if len(args.labels) == len(models) else (args.labels[0] if args.labels else None)
         model_path, labels_path = resolve_model_paths(model, labels)
         started = time.monotonic()
-        accelerator = _accelerator_settings(args)
 
         def progress(done: int, total: int, name=model_path.name) -> None:
             if interactive:

@@ -32,6 +32,7 @@ ON_OFF_AUTO = ("motion",)  # string keys that also take true / false
 CAMERA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Folders that move under /var/lib/pidetect/<camera_name> when a camera has a name and they are left unset
 PER_CAMERA_FOLDERS = {"state_dir": "", "snapshot_dir": "snapshots", "record_dir": "clips"}
+ACCELERATORS = ("auto", "cpu", "edgetpu")
 EDGETPU_DEVICE = re.compile(r"(usb|pci)?(:\d{1,3})?")  # libedgetpu's own names: "", usb, usb:N, pci, pci:N, :N
 EDGETPU_DEVICE_RULE = "must be empty (the first Edge TPU found), usb, usb:N, pci, pci:N or :N (N counts from 0)"
 
@@ -353,7 +354,8 @@ def check(config: Config) -> List[Tuple[str, str]]:
          "must be auto, ai_edge_litert, tflite_runtime or tensorflow.lite")
     need(c.camera_name == "" or CAMERA_NAME.fullmatch(c.camera_name) is not None, "camera_name",
          "must be 1 to 64 letters, digits, '-' or '_' (it names the journal field, MQTT topics and folders)")
-    need(c.accelerator in ("auto", "cpu", "edgetpu"), "accelerator", "must be auto, cpu or edgetpu")
+    need(c.accelerator in ACCELERATORS, "accelerator", "must be " + ", ".join(ACCELERATORS[:-1]) + " or "
+         + ACCELERATORS[-1])
     need(EDGETPU_DEVICE.fullmatch(c.edgetpu_device) is not None, "edgetpu_device", EDGETPU_DEVICE_RULE)
     need(not (c.accelerator == "edgetpu" and c.interpreters > 1), "interpreters",
          "must be 1 with accelerator = edgetpu (one Edge TPU runs one model at a time)")

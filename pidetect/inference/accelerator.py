@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from ..config import ACCELERATORS
 from ..errors import ConfigError, ModelError, UnavailableError
 from .backends import resolve_backend
 from .detector import Detector, DetectorOptions
@@ -25,21 +26,22 @@ from .model_paths import default_model_dir, load_manifest, resolve_model_paths
 
 log = logging.getLogger(__name__)
 
-ACCELERATORS = ("auto", "cpu", "edgetpu")
-
-
 @dataclass(frozen=True)
 class AcceleratorSettings:
     accelerator: str = "auto"
     device: str = ""  # edgetpu_device: "", usb, usb:N, pci, pci:N
 
 
+def default_edgetpu_model() -> Path:
+    """Where `models fetch` puts the default model's Edge TPU build."""
+    return default_model_dir() / load_manifest().default_edgetpu_model
+
+
 def edgetpu_build_of(model: Optional[Path], chosen: Path) -> Optional[Path]:
     """The Edge TPU build that goes with the model the user named (None: the default), if there is one."""
     if model is None:
-        name = load_manifest().default_edgetpu_model
-        path = default_model_dir() / name if name else None
-        return path if path is not None and path.is_file() else None
+        path = default_edgetpu_model()
+        return path if path.is_file() else None
     if is_edgetpu_model(chosen):
         return chosen
     beside = chosen.with_name(f"{chosen.stem}_edgetpu.tflite")
@@ -92,8 +94,8 @@ def open_detector(model: Optional[Path], labels: Optional[Path], options: Detect
 
 def _no_edgetpu_build(model: Optional[Path], chosen: Path) -> str:
     if model is None:
-        name = load_manifest().default_edgetpu_model
-        return f"the default model's Edge TPU build {name} is not in {default_model_dir()} (run 'pidetect models fetch')"
+        path = default_edgetpu_model()
+        return f"the default model's Edge TPU build {path.name} is not in {path.parent} (run 'pidetect models fetch')"
     return (f"{chosen} is not compiled for the Edge TPU (no edgetpu-custom-op in it, no "
             f"{chosen.stem}_edgetpu.tflite beside it)")
 

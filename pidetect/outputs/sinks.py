@@ -187,6 +187,11 @@ def build_outputs(config: Config, emit: Callable, web: Optional[dict] = None) ->
             except DisplayUnavailable as exc:
                 message = f"display {name} unavailable, continuing without it: {exc}"
                 emit(log_record("error", "pidetect.display", message), ERR)
+        outputs: List = [DisplaySink(displays, emit, config.display_nice)] if displays else []
+        snapshots = Snapshots(Path(config.snapshot_dir), config.snapshot_max_files, config.snapshot_max_mb,
+                              draw_on=outputs[0].draw_here if outputs else None) if config.snapshots else None
+        if config.record:
+            outputs.append(build_recorder(config, emit))
     except BaseException:  # e.g. the web port taken: nothing half-built may keep the screen or a port
         for display in displays:
             _close_quietly(display)
@@ -194,16 +199,6 @@ def build_outputs(config: Config, emit: Callable, web: Optional[dict] = None) ->
     finally:
         if screen is not None:  # no fb display came of it
             screen.close()
-    outputs: List = [DisplaySink(displays, emit, config.display_nice)] if displays else []
-    snapshots = Snapshots(Path(config.snapshot_dir), config.snapshot_max_files, config.snapshot_max_mb,
-                          draw_on=outputs[0].draw_here if outputs else None) if config.snapshots else None
-    if config.record:
-        try:
-            outputs.append(build_recorder(config, emit))
-        except BaseException:
-            for display in displays:
-                _close_quietly(display)
-            raise
     return outputs, snapshots
 
 

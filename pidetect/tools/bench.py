@@ -130,21 +130,12 @@ def accelerator_ceiling(model: Optional[Path], labels: Optional[Path], settings,
     row: Dict[str, object] = {"asked": settings.accelerator, "ran": detector.accelerator,
                               "model": str(detector.model_path), "note": detector.accelerator_note}
     if detector.delegate is not None:
-        detector.prepare(np.zeros((detector.input_height, detector.input_width, 3), np.uint8))
-        for _ in range(warmup):
-            detector.invoke()
-        started = time.perf_counter()
-        for _ in range(runs):
-            detector.invoke()
-        seconds = time.perf_counter() - started
-        row.update(inferences_per_s=round(runs / seconds, 2), ms=round(seconds / runs * 1000, 2))
+        row.update(invoke_rate(detector, runs, warmup, repeats=1))
     return row
 
 
-def ceiling(model: Path, labels: Path, threads: int, runs: int, warmup: int = 10, repeats: int = 3,
-            backend: str = "auto") -> Dict[str, float]:
-    """Best of `repeats` timed batches: the ceiling is what the interpreter can do, not a noisy average."""
-    detector = Detector(model, labels, DetectorOptions(num_threads=threads, backend=backend))
+def invoke_rate(detector: Detector, runs: int, warmup: int = 10, repeats: int = 3) -> Dict[str, float]:
+    """Best of `repeats` timed batches of `runs` invokes on a placed blank frame, after `warmup` ones."""
     detector.prepare(np.zeros((detector.input_height, detector.input_width, 3), np.uint8))
     for _ in range(warmup):
         detector.interpreter.invoke()
@@ -154,7 +145,14 @@ def ceiling(model: Path, labels: Path, threads: int, runs: int, warmup: int = 10
         for _ in range(runs):
             detector.interpreter.invoke()
         best = min(best, time.perf_counter() - started)
-    return {"threads": threads, "inferences_per_s": round(runs / best, 2), "ms": round(best / runs * 1000, 2)}
+    return {"inferences_per_s": round(runs / best, 2), "ms": round(best / runs * 1000, 2)}
+
+
+def ceiling(model: Path, labels: Path, threads: int, runs: int, warmup: int = 10, repeats: int = 3,
+            backend: str = "auto") -> Dict[str, float]:
+    """Best of `repeats` timed batches: the ceiling is what the interpreter can do, not a noisy average."""
+    detector = Detector(model, labels, DetectorOptions(num_threads=threads, backend=backend))
+    return {"threads": threads, **invoke_rate(detector, runs, warmup, repeats)}
 
 
 def parallel_ceiling(model: Path, labels: Path, interpreters: int, runs: int) -> Dict[str, float]:
