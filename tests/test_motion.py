@@ -1,5 +1,6 @@
 """The motion detector on synthetic frames, and the gate's decisions on a fake clock."""
 
+import math
 import sys
 
 import cv2
@@ -256,10 +257,13 @@ def test_gated_run_on_a_clip_sees_the_cat_and_rests_otherwise(tmp_path):
     assert code == 0, stderr[-2000:]
     fast_entered = of(fast, "detection", state="entered")
     assert [r["label"] for r in fast_entered] == [r["label"] for r in entered]
-    # paced like a camera, a slow or busy machine drops stale frames, and the cat's frames are counted from those
-    # that reached the model: the realtime run may enter later by as many frames as it dropped
+    # paced like a camera, the capture thread runs ahead of the results: the gate's view of what is in the picture
+    # (stationary re-checks) lags by the frames captured while one frame is inferred (frame_age_ms_p95), and a busy
+    # machine drops stale frames; the realtime run may see the same object that many frames earlier or later
+    lag = math.ceil(max(r["frame_age_ms_p95"] or 0 for r in metrics) * 15 / 1000)
     dropped = sum(r["frames_dropped"] for r in metrics)
-    assert abs(fast_entered[0]["frame_seq"] - entered[0]["frame_seq"]) <= 2 + dropped, (fast_entered, entered, dropped)
+    assert abs(fast_entered[0]["frame_seq"] - entered[0]["frame_seq"]) <= 2 + dropped + lag, \
+        (fast_entered, entered, dropped, lag)
 
 
 def test_motion_off_by_default_for_files(tmp_path):
