@@ -1,4 +1,4 @@
-"""Command line: `pidetect run | detect | eval | quantize | bench | models | check`.
+"""Command line: `pidetect run | detect | eval | track-eval | quantize | bench | models | check`.
 
 Every user mistake surfaces as a PidetectError whose message is printed on one line (no
 traceback) and whose exit code follows ARCHITECTURE.md: 2 usage, 78 config/model, 69 unavailable.
@@ -158,6 +158,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--plot", type=Path, metavar="PNG",
                           help="write accuracy-vs-latency and precision-recall curves (needs pidetect[plot])")
     evaluate.set_defaults(handler=_cmd_eval)
+
+    track = commands.add_parser("track-eval", help="score the daemon as a tracker on a video with MOTChallenge "
+                                "ground truth (MOTA, IDF1, events per object)",
+                                description="Run the daemon (model, motion gate, filters, tracker) over VIDEO and "
+                                "score its objects against MOTChallenge ground truth with py-motmetrics. Takes "
+                                "run's options too (--model, --threshold, --realtime --motion on, ...).")
+    track.add_argument("video", type=Path, metavar="VIDEO")
+    track.add_argument("--gt", type=Path, required=True, metavar="GT.txt",
+                       help="MOTChallenge ground truth: frame,id,left,top,width,height,conf,... (frames from 1)")
+    track.add_argument("--label", default="person", help="the model's label the ground truth marks (person)")
+    track.add_argument("--every", type=int, default=1, metavar="N",
+                       help="look at every Nth frame only, as a camera N times slower would (1: every frame)")
+    track.add_argument("--save-mot", type=Path, metavar="OUT.txt", help="write the results in MOTChallenge text "
+                       "(for TrackEval)")
+    track.add_argument("--json", action="store_true", help="one JSON object instead of the summary")
+    _config_args(track)
+    track.set_defaults(handler=_cmd_track_eval)
 
     quantize = commands.add_parser("quantize", help="make an int8 model (about 2x faster on XNNPACK), verified",
                                    description="Quantize a model to int8 with per-channel weights. uint8 and int8 "
@@ -438,6 +455,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.plot is not None:
         plot(reports, args.plot, dataset.summary())
         say(f"plot written to {args.plot}")
+    return 0
+
+
+def _cmd_track_eval(args: argparse.Namespace) -> int:
+    from .models.track_eval import track_eval
+
+    overrides = {name: getattr(args, name) for name in FLAG_FIELDS if name != "source"}
+    if args.config is not None:
+        build_config(args.config, {}, path_required=True)  # its errors now, not from the child
+    flags = {"config": str(args.config)} if args.config is not None else {}
+    report = track_eval(args.video, args.gt, args.label, args.every, {**flags, **overrides}, args.save_mot)
+    print(json.dumps(report.as_dict()) if args.json else report.text(), flush=True)
     return 0
 
 

@@ -72,10 +72,15 @@ class Config:
     stationary_interval: float = 1.0
     idle_motion_fps: float = 5.0
     show_motion: bool = False
-    # events
-    enter_frames: int = 2
-    leave_frames: int = 5
-    track_iou: float = 0.3
+    # tracking: lifetimes in seconds of the capture's clock (tracking/tracker.py)
+    enter_seconds: float = 0.5
+    max_disappeared: float = 3.0
+    stationary_after: float = 10.0
+    stationary_max_disappeared: float = 60.0
+    track_iou: float = 0.2
+    weak_threshold: float = 0.0
+    enter_frames: int = 0  # the old keys, in frames: read, translated to seconds, and warned about
+    leave_frames: int = 0
     per_frame: bool = False
     # output
     display: Tuple[str, ...] = ("none",)
@@ -176,9 +181,18 @@ HELP: Dict[str, str] = {
     "idle_motion_fps": "with motion on and nothing moving, look for motion in this many frames a second (the others "
                        "are not decoded where the camera allows; 0 = every frame)",
     "show_motion": "draw the motion gate's boxes on the overlay (thin grey)",
-    "enter_frames": "an object must be seen in this many consecutive frames to be 'entered'",
-    "leave_frames": "an object missing for this many frames has 'left'",
-    "track_iou": "overlap (IoU) needed to match a detection to a tracked object, 0..1",
+    "enter_seconds": "an object must be seen for this many seconds (and at least twice) before it is 'entered'; "
+                     "one-look flickers never reach the log",
+    "max_disappeared": "seconds an object may go unseen (the model missing it, the motion gate resting, or the "
+                       "object gone) before it has 'left'",
+    "stationary_after": "seconds an object's box must stay put before it is stationary (a parked car): it is then "
+                        "kept while unseen unless motion covers its place",
+    "stationary_max_disappeared": "seconds a stationary object may go unseen, motion or not, before it has 'left'",
+    "track_iou": "overlap (IoU) of a detection with an object's predicted box needed to continue it, 0..1",
+    "weak_threshold": "detections scored from this up to threshold only keep objects already followed alive "
+                      "(partly hidden people); they never start one (0: half of threshold; equal to threshold: off)",
+    "enter_frames": "old key (frames): use enter_seconds; read as (enter_frames - 1) / 5 seconds",
+    "leave_frames": "old key (frames): use max_disappeared; read as leave_frames / 5 seconds",
     "per_frame": "also log every frame's detections (event=frame); verbose",
     "display": "where to show the overlay: none, fb, mjpeg, window (comma-separated for several)",
     "display_nice": "CPU priority of the drawing thread only, as a nice value 0..19: 10 lets detection keep its "
@@ -317,6 +331,8 @@ def check(config: Config) -> List[Tuple[str, str]]:
     c = config
     need(0.0 <= c.threshold <= 1.0, "threshold", "must be between 0 and 1")
     need(0.0 <= c.track_iou <= 1.0, "track_iou", "must be between 0 and 1")
+    need(c.weak_threshold <= c.threshold, "weak_threshold",
+         f"must be at most threshold ({c.threshold:g}): weak detections are those under it")
     need(0.0 < c.nms_iou <= 1.0, "nms_iou", "must be more than 0 and at most 1")
     need(1 <= c.mqtt_port <= 65535, "mqtt_port", "must be a port number 1..65535")
     need(c.mqtt_qos in (0, 1), "mqtt_qos", "must be 0 or 1")
@@ -377,13 +393,15 @@ NUMERIC_RANGES = (
     ("open_timeout", 0, 3600), ("read_timeout", 0, 3600), ("reconnect_max_delay", 0, 3600),
     ("threads", 0, 256), ("interpreters", 1, 8), ("max_results", 1, 1000),
     ("detect_interval", 0, DAY), ("stationary_interval", 0, DAY), ("idle_motion_fps", 0, 1000),
-    ("enter_frames", 1, 100000), ("leave_frames", 1, 100000),
+    ("enter_frames", 0, 100000), ("leave_frames", 0, 100000), ("enter_seconds", 0, 3600),
+    ("max_disappeared", 0, DAY), ("stationary_after", 0, DAY), ("stationary_max_disappeared", 0, DAY),
+    ("weak_threshold", 0, 1),
     ("snapshot_max_files", 1, 10_000_000), ("snapshot_max_mb", 0, 100_000_000),
     ("record_max_gb", 0, 1_000_000), ("record_max_days", 0, 36500), ("pre_capture", 0, 60), ("post_capture", 0, 600),
     ("mqtt_queue", 1, 1_000_000), ("metrics_interval", 0, DAY), ("ready_timeout", 0, 3600),
     ("max_frames", 0, 2**53), ("duration", 0, 100 * 365 * DAY), ("event_max_days", 0, 36500),
 )
-OPEN_BELOW = {"open_timeout", "read_timeout", "reconnect_max_delay", "detect_interval", "stationary_interval",
+OPEN_BELOW = {"max_disappeared", "stationary_after", "stationary_max_disappeared", "open_timeout", "read_timeout", "reconnect_max_delay", "detect_interval", "stationary_interval",
               "snapshot_max_mb", "metrics_interval", "ready_timeout"}
 
 
@@ -393,6 +411,29 @@ def _range_text(key: str, low: float, high: float) -> str:
 
     return (f"more than {show(low)} and at most {show(high)}" if key in OPEN_BELOW
             else f"between {show(low)} and {show(high)}")
+
+
+OLD_FRAME_RATE = 5.0  # frames a second the old frame-counted keys are read at: a Pi 4's rate on the default model
+
+
+def tracking_lifetimes(config: Config) -> Tuple[float, float, List[str]]:
+    """(enter_seconds, max_disappeared, warnings): the old frame-counted keys, when set, translated at
+    OLD_FRAME_RATE, each with one warning saying what to write instead."""
+    enter, gone, warnings = config.enter_seconds, config.max_disappeared, []
+    if config.enter_frames:
+        enter = (config.enter_frames - 1) / OLD_FRAME_RATE
+        warnings.append(f"enter_frames = {config.enter_frames} counts frames, which run at different rates on "
+                        f"different machines: read as enter_seconds = {enter:g}; write enter_seconds instead")
+    if config.leave_frames:
+        gone = config.leave_frames / OLD_FRAME_RATE
+        warnings.append(f"leave_frames = {config.leave_frames} counts frames, which run at different rates on "
+                        f"different machines: read as max_disappeared = {gone:g}; write max_disappeared instead")
+    return enter, gone, warnings
+
+
+def weak_floor(config: Config) -> float:
+    """The score from which detections are weak ones (0 in the config: half of threshold)."""
+    return config.weak_threshold if config.weak_threshold > 0 else config.threshold / 2
 
 
 def valid_bind_address(address: str) -> bool:

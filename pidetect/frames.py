@@ -6,7 +6,7 @@ Kept free of behaviour so every module can import it without pulling in OpenCV o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -24,6 +24,9 @@ class Frame:
     source: str = ""
     motion: Tuple[Box, ...] = ()  # where the motion gate saw movement (kept only with show_motion)
     clock: float = 0.0  # seconds on the capture's clock: video time for a file, monotonic for a camera (loiter)
+    # where the motion detector saw movement in this frame, for the tracker (a stationary object leaves only
+    # where something moved); None when no motion detector looked at it
+    moving: Optional[Tuple[Box, ...]] = None
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class TrackEvent:
     zone: str = ""  # kind zone: which one
     zones: Tuple[str, ...] = ()  # kind detection: the zones the object counts in
     top_score: float = 0.0  # the best score of any look so far
+    stationary: bool = False  # kind detection: the object had stood still (a parked car) when this was said
 
 
 @dataclass(frozen=True)
@@ -71,10 +75,15 @@ class Detection:
     class_id: int
     score: float
     box: Box
+    track_id: int = 0  # set by the tracking stage: the object this detection was given to (0: none yet)
+    stationary: bool = False  # set by the tracking stage: that object stands still
 
     def as_dict(self) -> dict:
-        return {"label": self.label, "class_id": self.class_id, "score": round(self.score, 4),
-                "box": list(self.box)}
+        found = {"label": self.label, "class_id": self.class_id, "score": round(self.score, 4),
+                 "box": list(self.box)}
+        if self.track_id:
+            found.update(track_id=self.track_id, stationary=self.stationary)
+        return found
 
 
 @dataclass(frozen=True)
@@ -88,3 +97,6 @@ class Result:
     # set by the tracking stage: detections are then those that passed the filters and masks
     events: Tuple[TrackEvent, ...] = ()
     areas: Tuple[Area, ...] = ()  # zones (with their occupancy) and, with show_motion, the masks
+    # detections under `threshold` but above the tracker's weak floor: they only keep followed objects alive
+    # (ByteTrack's second association); after the tracking stage, only those that did, with their track_id
+    weak: Tuple[Detection, ...] = ()

@@ -27,6 +27,7 @@ def event_record(event: TrackEvent, ts: float) -> dict:
               "zones": list(event.zones), "frame_seq": event.frame_seq, "ts": round(ts, 3)}
     if event.state == "left":
         record["top_score"] = round(event.top_score, 4)  # the event store keeps the best look
+        record["stationary"] = event.stationary  # it had stood still (a parked car that drove off)
     return record
 
 
@@ -50,7 +51,8 @@ class EventLogSink:
         self.last_seq = frame.seq
         if self.per_frame:
             self.emit({"event": "frame", "frame_seq": frame.seq, "inference_ms": round(result.inference_ms, 2),
-                       "detections": [d.as_dict() for d in result.detections], "ts": round(frame.ts, 3)}, DEBUG)
+                       "detections": [d.as_dict() for d in result.detections],
+                       "continued": [d.as_dict() for d in result.weak], "ts": round(frame.ts, 3)}, DEBUG)
         for event in result.events:
             record = event_record(event, frame.ts)
             if event.kind == "detection" and event.state == "entered":

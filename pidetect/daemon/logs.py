@@ -43,6 +43,8 @@ def describe(record: Dict[str, Any]) -> str:
                 f"box {x1},{y1},{x2},{y2}, frame {record['frame_seq']})")
         if record.get("zones"):
             text += " in " + ", ".join(record["zones"])
+        if record.get("stationary"):
+            text += ", stationary"
         if record.get("snapshot"):
             text += f" snapshot {record['snapshot']}"
         return text

@@ -153,13 +153,14 @@ class CaptureThread(threading.Thread):
                                  video_fps or self.source.native_fps or self.NOMINAL_FILE_FPS)
             if not look:
                 continue  # the idle gate did not even look: the frame was not decoded (unless recorded)
-            motion = ()
+            motion, moving = (), None
             if self.gate is not None:
                 infer, motion = self.gate.decide(image, now)
+                moving = tuple(motion)
                 if not infer:
                     continue  # nothing moves and nothing is due: the model rests
             self.slot.put(Frame(image, self.seq, time.time(), self.source.name,
-                                motion if self.keep_motion_boxes else (), clock=now),
+                                motion if self.keep_motion_boxes else (), clock=now, moving=moving),
                           wait_for_taker=batch, stop=self.stop)
             self.first_frame.set()
         return delivered

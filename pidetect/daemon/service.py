@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ..config import FIELDS, Config, build_config
+from ..config import FIELDS, Config, build_config, tracking_lifetimes, weak_floor
 from ..config_tables import check_table_labels
 from ..inference.accelerator import AcceleratorSettings, open_detector
 from ..inference.detector import Detector, DetectorOptions, check_label_names
@@ -27,7 +27,7 @@ from ..errors import PidetectError
 from .events import EventLogSink
 from ..tracking.filters import ObjectFilters
 from ..tracking.stage import TrackingStage
-from ..tracking.tracker import Tracker
+from ..tracking.tracker import Tracker, TrackerSettings
 from ..tracking.zones import Zones
 from .logs import ERR, INFO, WARNING, Notifier, RecordLog, log_record, watchdog_interval
 from .memory import fix_mmap_threshold
@@ -55,7 +55,7 @@ def make_detector(config: Config, accelerator: Optional[str] = None) -> Detector
     options = DetectorOptions(threshold=config.threshold, max_results=config.max_results,
                               allow=frozenset(config.only), deny=frozenset(config.ignore),
                               num_threads=config.threads or max(1, cores // config.interpreters),
-                              backend=config.backend, nms_iou=config.nms_iou)
+                              backend=config.backend, nms_iou=config.nms_iou, weak_threshold=weak_floor(config))
     model, labels = config.model or None, config.labels or None
     settings = AcceleratorSettings(accelerator or config.accelerator, config.edgetpu_device)
     return open_detector(Path(model) if model else None, Path(labels) if labels else None, options, settings)
@@ -71,10 +71,19 @@ def make_gate(config: Config, source, in_view: InView) -> Optional[MotionGate]:
     return MotionGate(settings, in_view)
 
 
-def make_tracking(config: Config, in_view: Optional[InView] = None) -> TrackingStage:
+def tracker_settings(config: Config, warn: bool = False) -> TrackerSettings:
+    """The tracker's settings; `warn`: say once that old frame-counted keys were translated."""
+    enter, gone, warnings = tracking_lifetimes(config)
+    if warn:
+        for text in warnings:
+            log.warning("%s", text)
+    return TrackerSettings(config.track_iou, enter, gone, config.stationary_after, config.stationary_max_disappeared)
+
+
+def make_tracking(config: Config, in_view: Optional[InView] = None, warn: bool = False) -> TrackingStage:
     """Filters and the object mask, the tracker (with the filters' per-label thresholds), the zones."""
     filters = ObjectFilters(config.filters, config.object_mask)
-    tracker = Tracker(config.track_iou, config.enter_frames, config.leave_frames, threshold=filters.threshold)
+    tracker = Tracker(tracker_settings(config, warn), threshold=filters.threshold)
     drawn_masks = [("motion_mask", polygon) for polygon in config.motion_mask] + \
         [("object_mask", polygon) for polygon in config.object_mask] if config.show_motion else []
     return TrackingStage(tracker, filters, Zones(config.zones), in_view, drawn_masks)
@@ -133,7 +142,7 @@ def detector_settings(config: Config) -> tuple:
     """What a reload must rebuild the interpreters for."""
     return (model_paths(config), config.threads, config.backend, config.interpreters, config.threshold,
             config.only, config.ignore, config.max_results, config.nms_iou, config.accelerator,
-            config.edgetpu_device)
+            config.edgetpu_device, weak_floor(config))
 
 
 @dataclass
@@ -246,7 +255,7 @@ class Service:
             raise
         in_view = InView()
         gate = make_gate(config, source, in_view)
-        tracking = make_tracking(config, in_view)
+        tracking = make_tracking(config, in_view, warn=True)
         events = EventLogSink(self.emit, config.per_frame, snapshots, config.required_zones)
         recorder = next((output for output in outputs if output.name == "recorder"), None)
         if recorder is not None and isinstance(source, H264PipeSource):

@@ -65,6 +65,9 @@ class DetectorOptions:
     num_threads: Optional[int] = None  # None: all cores
     backend: str = "auto"
     nms_iou: float = 0.45  # families that run NMS themselves (YOLO); SSD's is inside the model
+    # detections from here up to `threshold` come back as weak ones (Result.weak): they only keep the tracker's
+    # objects alive through partial occlusion; equal to threshold (the default): none
+    weak_threshold: float = 1.0
 
 
 def release_cold_model_pages(model_path: Path) -> int:
@@ -312,14 +315,27 @@ class Detector:
             raise AcceleratorLost(f"the Edge TPU failed while running ({' '.join(str(exc).split())}): "
                                   "unplugged, reset or short of power?") from None
 
-    def candidates(self, placement: Placement) -> Candidates:
+    @property
+    def floor(self) -> float:
+        """The lowest score decoded: the weak floor when there is one."""
+        return min(self.options.threshold, self.options.weak_threshold)
+
+    def candidates(self, placement: Placement, floor: Optional[float] = None) -> Candidates:
         opts = self.options
-        return self.family.decode(self.interpreter.get_tensor, placement, opts.threshold, opts.nms_iou,
-                                  max(opts.max_results, 1) if not (opts.allow or opts.deny) else 10 ** 6)
+        cap = max(opts.max_results, 1) if not (opts.allow or opts.deny) else 10 ** 6
+        if floor is not None and floor < opts.threshold:
+            cap *= 2  # room for the weak ones beside max_results confident ones
+        return self.family.decode(self.interpreter.get_tensor, placement,
+                                  opts.threshold if floor is None else floor, opts.nms_iou, cap)
 
     def decode(self, placement: Placement) -> Tuple[Detection, ...]:
         """Candidates -> labelled Detections with integer pixel boxes, filtered, best first, capped."""
-        found = self.candidates(placement)
+        return self.decode_with_weak(placement, weak=False)[0]
+
+    def decode_with_weak(self, placement: Placement, weak: bool = True
+                         ) -> Tuple[Tuple[Detection, ...], Tuple[Detection, ...]]:
+        """(confident detections, weak ones): each best first and capped at max_results."""
+        found = self.candidates(placement, self.floor if weak else None)
         opts = self.options
         width, height = placement.frame_width, placement.frame_height
         detections: List[Detection] = []
@@ -340,7 +356,9 @@ class Detector:
                 continue
             detections.append(Detection(label, class_id, score, (x1, y1, x2, y2)))
         detections.sort(key=lambda d: d.score, reverse=True)
-        return tuple(detections[:opts.max_results])
+        confident = [d for d in detections if d.score >= opts.threshold]
+        below = [d for d in detections if d.score < opts.threshold] if weak else []
+        return tuple(confident[:opts.max_results]), tuple(below[:opts.max_results])
 
     def detect(self, frame: Frame) -> Result:
         started = time.perf_counter()
@@ -348,8 +366,8 @@ class Detector:
         invoke_start = time.perf_counter()
         self.invoke()
         invoke_ms = (time.perf_counter() - invoke_start) * 1000
-        detections = self.decode(placement)
-        return Result(frame, detections, (time.perf_counter() - started) * 1000, invoke_ms)
+        detections, weak = self.decode_with_weak(placement, weak=self.floor < self.options.threshold)
+        return Result(frame, detections, (time.perf_counter() - started) * 1000, invoke_ms, weak=weak)
 
     def detect_image(self, image: np.ndarray) -> Result:
         return self.detect(Frame(image, 0, time.time()))

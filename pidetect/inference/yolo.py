@@ -106,10 +106,12 @@ class YoloFamily:
         corner = xywh.copy()  # NMS takes x, y (top-left), w, h
         corner[:, 0] -= xywh[:, 2] / 2
         corner[:, 1] -= xywh[:, 3] / 2
+        # top_k 0: OpenCV applies top_k to the candidates *before* suppression, so a cap there keeps the many
+        # overlapping boxes of the first few objects and drops the next objects whole; cap after it instead
         kept = cv2.dnn.NMSBoxesBatched(corner.astype(np.float64).tolist(), scores.astype(np.float64).tolist(),
                                        class_ids.astype(np.int32).tolist(), float(threshold), float(nms_iou),
-                                       1.0, int(max_results))
-        kept = np.asarray(kept, np.int64).reshape(-1)
+                                       1.0, 0)
+        kept = np.asarray(kept, np.int64).reshape(-1)[:int(max_results)]
         boxes = np.column_stack([corner[kept, 0], corner[kept, 1], corner[kept, 0] + corner[kept, 2],
                                  corner[kept, 1] + corner[kept, 3]])
         return Candidates(to_frame(boxes, placement), scores[kept].astype(np.float32), class_ids[kept].astype(np.int64))

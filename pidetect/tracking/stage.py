@@ -1,9 +1,10 @@
 """The tracking stage: filters and masks -> tracker -> zones, once per inferred frame, in capture order.
 
-    Result (the model's detections) --ObjectFilters--> kept detections --Tracker--> tracks
+    Result (the model's detections, confident and weak) --ObjectFilters--> kept detections --Tracker--> tracks
         --Zones--> TrackEvents (detection entered/left, zone entered/left) + every zone's occupancy
 
-It returns the Result with the kept detections, the frame's events and the zones' states, so every
+It returns the Result with the kept detections (each with the object it was given to), the weak detections
+that continued an object, the frame's events and the zones' states, so every
 sink downstream (the event log, snapshots, MQTT, the overlay) sees the same answer and none of them
 reaches back into the tracker. Pure: no threads, no I/O, no clock of its own (loiter uses the frame's).
 
@@ -15,9 +16,9 @@ zone entries and exits of objects in view, then for each object that left: its z
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..frames import Area, Result, TrackEvent
+from ..frames import Area, Detection, Result, TrackEvent
 from ..geometry import Polygon
 from ..slots import InView
 from .filters import ObjectFilters
@@ -27,7 +28,13 @@ from .zones import ZoneChange, Zones
 
 def object_event(state: str, track: Track, frame_seq: int, zones: Tuple[str, ...]) -> TrackEvent:
     return TrackEvent("detection", state, track.track_id, track.label, track.class_id, track.score, track.box,
-                      frame_seq, zones=zones, top_score=track.top_score)
+                      frame_seq, zones=zones, top_score=track.top_score, stationary=track.stationary)
+
+
+def with_ids(detections: Sequence[Detection], ids: Sequence[int], tracks: Dict[int, Track]) -> Tuple[Detection, ...]:
+    """The detections with the object each was given to (and whether it stands still)."""
+    return tuple(dataclasses.replace(d, track_id=i, stationary=tracks[i].stationary) if i in tracks else d
+                 for d, i in zip(detections, ids))
 
 
 def zone_event(change: ZoneChange, frame_seq: int) -> TrackEvent:
@@ -51,7 +58,13 @@ class TrackingStage:
         frame = result.frame
         height, width = frame.image.shape[:2]
         detections = self.filters.keep(result.detections, width, height) if self.filters else result.detections
-        tracked = self.tracker.update(detections, frame.seq)
+        weak = self.filters.keep(result.weak, width, height) if self.filters and result.weak else result.weak
+        step = self.tracker.update(detections, frame.clock, frame.seq, weak=weak, motion=frame.moving)
+        tracked = step.events
+        known = {t.track_id: t for t in self.tracker.tracks}
+        known.update({event.track.track_id: event.track for event in tracked})  # those that left in this look
+        detections = with_ids(detections, step.detection_ids, known)
+        weak = tuple(d for d in with_ids(weak, step.weak_ids, known) if d.track_id)
         events: List[TrackEvent] = []
         if self.zones:
             leaving = [left for event in tracked if event.state == "left" for left in self._leave(event.track,
@@ -70,7 +83,7 @@ class TrackingStage:
         areas = self.zones.areas(width, height) if self.zones else ()
         if self.drawn_masks:
             areas = self._mask_areas(width, height) + areas
-        return dataclasses.replace(result, detections=detections, events=tuple(events), areas=areas)
+        return dataclasses.replace(result, detections=detections, events=tuple(events), areas=areas, weak=weak)
 
     def _mask_areas(self, width: int, height: int) -> Tuple[Area, ...]:
         if self._size != (width, height) or not self._masks:
