@@ -20,7 +20,7 @@ from pidetect.frames import Detection, Frame, Result
 from pidetect.geometry import Polygon, bottom_centre, contains, polygon_problem
 from pidetect.tracking.filters import ObjectFilters
 from pidetect.tracking.stage import TrackingStage
-from pidetect.tracking.tracker import Tracker
+from pidetect.tracking.tracker import Tracker, TrackerSettings
 from pidetect.tracking.zones import Zones
 
 W, H = 640, 480
@@ -171,36 +171,48 @@ def test_object_mask_drops_what_stands_inside_it():
 
 
 # --- the tracker's median score --------------------------------------------------------------------------
+LOOK = 0.1  # seconds between looks in these tests: 10 looks a second
+
+
+def looks_tracker(enter=2, leave=5, threshold=lambda label: 0.0, iou=0.3):
+    """A tracker whose lifetimes are `enter` and `leave` looks at 10 looks a second."""
+    return Tracker(TrackerSettings(iou, (enter - 1) * LOOK, leave * LOOK), threshold=threshold)
+
+
+def looked(tracker, detections, seq):
+    return list(tracker.update(detections, seq * LOOK, seq).events)
+
+
 def test_threshold_keeps_a_flickering_low_score_object_from_becoming_an_event():
-    tracker = Tracker(0.3, 2, 5, threshold=lambda label: 0.6 if label == "person" else 0.0)
+    tracker = looks_tracker(2, 5, threshold=lambda label: 0.6 if label == "person" else 0.0)
     events = []
     for seq in range(1, 40):
         seen = seq % 3 != 0  # two looks on, one off, at 0.58
-        events += tracker.update([person((10, 10, 60, 90), 0.58)] if seen else [], seq)
+        events += looked(tracker, [person((10, 10, 60, 90), 0.58)] if seen else [], seq)
     assert not events
     # the same object at 0.7 becomes an event, as soon as two looks are in and the median is above 0.6
-    tracker = Tracker(0.3, 2, 5, threshold=lambda label: 0.6)
-    entered = [seq for seq in range(1, 10) for e in tracker.update([person((10, 10, 60, 90), 0.7)], seq)
+    tracker = looks_tracker(2, 5, threshold=lambda label: 0.6)
+    entered = [seq for seq in range(1, 10) for e in looked(tracker, [person((10, 10, 60, 90), 0.7)], seq)
                if e.state == "entered"]
     assert entered == [2]
 
 
 def test_threshold_counts_misses_as_zero():
-    tracker = Tracker(0.3, 2, 20, threshold=lambda label: 0.6)
+    tracker = looks_tracker(2, 20, threshold=lambda label: 0.6)
     # seen at 0.9 one look in three: at its second hit the median of [0.9, 0, 0, 0.9] is 0.45, later 0
-    events = [e for seq in range(1, 31) for e in tracker.update([person((10, 10, 60, 90), 0.9)]
-                                                                 if seq % 3 == 1 else [], seq)]
+    events = [e for seq in range(1, 31) for e in looked(tracker, [person((10, 10, 60, 90), 0.9)]
+                                                        if seq % 3 == 1 else [], seq)]
     assert not events, [e.state for e in events]
     # seen in 9 looks of 10 at 0.7: the median stays 0.7
-    tracker = Tracker(0.3, 2, 20, threshold=lambda label: 0.6)
-    events = [e for seq in range(1, 11) for e in tracker.update([person((10, 10, 60, 90), 0.7)]
-                                                                 if seq != 3 else [], seq)]
+    tracker = looks_tracker(2, 20, threshold=lambda label: 0.6)
+    events = [e for seq in range(1, 11) for e in looked(tracker, [person((10, 10, 60, 90), 0.7)]
+                                                        if seq != 3 else [], seq)]
     assert [e.state for e in events] == ["entered"]
 
 
 def test_without_a_threshold_a_candidate_still_needs_consecutive_looks():
-    tracker = Tracker(0.3, 2, 5)
-    events = [e for seq in range(1, 30) for e in tracker.update([person((10, 10, 60, 90))] if seq % 2 else [], seq)]
+    tracker = looks_tracker(2, 5)
+    events = [e for seq in range(1, 30) for e in looked(tracker, [person((10, 10, 60, 90))] if seq % 2 else [], seq)]
     assert not events
 
 
@@ -220,7 +232,7 @@ def walk(stage, xs, y=400, label="person", start=1, clock_step=0.1, w=40):
 
 
 def make_stage(*zones, enter=2, leave=3, filters=None):
-    return TrackingStage(Tracker(0.3, enter, leave), filters, Zones(zones))
+    return TrackingStage(looks_tracker(enter, leave), filters, Zones(zones))
 
 
 def first(results, kind, state, zone=""):

@@ -8,9 +8,10 @@ How it works, in the order of one update (ByteTrack's association with OC-SORT's
 3. Objects still unmatched that were seen at the previous look take a *weak* detection (between the weak
    floor and `threshold`): a person half hidden behind another keeps being followed. A weak detection never
    starts an object.
-4. New candidates get the confident detections left; then objects lost for a while try the detections left
-   against the box where they were last *seen* (an object that stopped behind an occlusion), then by
-   distance, within a radius that grows with the time unseen (an object that walked on behind it).
+4. New candidates get the confident detections left; then objects still unmatched try the detections left
+   against the box where they were last *seen* (an object that stopped behind an occlusion, or a box that
+   jumped and came back: OC-SORT's observation-centric recovery), then lost ones by distance, within a radius
+   that grows with the time unseen (an object that walked on behind what hid it).
 5. A detection left over that lies on an object matched in this frame is a duplicate (a second box on one
    person), never a new object. The rest start candidates.
 
@@ -57,6 +58,7 @@ STILL_IOU = 0.5  # a stationary object that moves: its box overlaps where it sto
 REFIND_RADIUS = 0.5  # heights: how far a lost object may be found again at once ...
 REFIND_SPEED = 1.0  # ... plus this many heights per second unseen (a walking person: ~1 height a second)
 REFIND_MAX = 3.0  # heights: never further than this
+CLOCK_SLACK = 1e-6  # seconds: frame clocks are sums of float steps (0.1 * 3 = 0.30000000000000004)
 REFIND_SIZE = 1.5  # a lost object is found again only in a box no more than this much larger or smaller
 
 
@@ -180,8 +182,8 @@ class Tracker:
         # 4. candidates; then lost objects by where they were last seen, then by distance
         match(candidates, strong_left, strong_boxes, detections, predicted, iou_limit, strong_to)
         last_seen_boxes = np.array([t.box for t in self.tracks], dtype=np.float64).reshape(-1, 4)
+        match(confirmed, strong_left, strong_boxes, detections, last_seen_boxes, iou_limit, strong_to)
         lost = [row for row in confirmed if not self.tracks[row].seen]
-        match(lost, strong_left, strong_boxes, detections, last_seen_boxes, iou_limit, strong_to)
         self._refind(lost, strong_left, strong_boxes, detections, predicted, now, strong_to)
 
         events: List[Event] = []
@@ -268,7 +270,7 @@ class Tracker:
         track.evidence_gone = 0.0
         if iou(det.box, track.still_box) < STILL_IOU:
             track.still_box, track.still_since, track.stationary = det.box, now, False
-        elif now - track.still_since >= self.settings.stationary_after:
+        elif now - track.still_since >= self.settings.stationary_after - CLOCK_SLACK:
             track.stationary = True
         if not track.entered and self._ready(track):
             track.entered = True
@@ -285,19 +287,20 @@ class Tracker:
             # a candidate must be seen again within enter_seconds; one held to a median score survives misses
             # up to max_disappeared, so that a flicker's misses pull its median down
             patience = settings.max_disappeared if self.threshold(track.label) > 0 else settings.enter_seconds
-            return unseen > patience or (patience <= 0)
+            return unseen >= patience - CLOCK_SLACK
         if track.stationary:
             if motion is not None and any(_overlaps(track.box, box) for box in motion):
                 track.evidence_gone += dt
-            gone = track.evidence_gone >= settings.max_disappeared or unseen >= settings.stationary_max_disappeared
+            gone = (track.evidence_gone >= settings.max_disappeared - CLOCK_SLACK
+                    or unseen >= settings.stationary_max_disappeared - CLOCK_SLACK)
         else:
-            gone = unseen >= settings.max_disappeared
+            gone = unseen >= settings.max_disappeared - CLOCK_SLACK
         if gone:
             events.append(Event("left", track, frame_seq))
         return gone
 
     def _ready(self, track: Track) -> bool:
-        if track.last_seen - track.first_seen < self.settings.enter_seconds:
+        if track.last_seen - track.first_seen < self.settings.enter_seconds - CLOCK_SLACK:
             return False
         if self.settings.enter_seconds > 0 and track.hits < 2:
             return False
