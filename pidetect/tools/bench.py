@@ -49,6 +49,7 @@ from ..inference.detector import Detector, DetectorOptions
 from ..errors import ModelError, UnavailableError
 from ..outputs.fb import FramebufferDisplay
 from ..tracking.tracker import Tracker
+from .tracker_bench import tracker_costs
 from .zone_bench import zone_cost
 from ..frames import Frame, Result
 from ..outputs.overlay import Overlay
@@ -271,7 +272,7 @@ def stages(model: Path, labels: Path, clip: Path, frames: int, threads: int,
         # decode (+ NMS for YOLO) as eval runs it: threshold 0.001, IoU 0.7, up to 100 boxes
         timed("postprocess_eval", lambda: detector.family.decode(detector.interpreter.get_tensor, placement,
                                                                  0.001, 0.7, 100))
-        timed("tracking", lambda: tracker.update(detections, seq))
+        timed("tracking", lambda: tracker.update(detections, seq / 30, seq))
         result = Result(Frame(image, seq, time.time()), detections, 0.0)
         drawn = timed("overlay", lambda: overlay.draw(result, 10.0))
         timed("encode_jpeg", lambda: cv2.imencode(".jpg", drawn, [cv2.IMWRITE_JPEG_QUALITY, 80]))
@@ -647,6 +648,8 @@ def run_bench(model: Path, labels: Path, source: Optional[Path], frames: int, th
         report["stages"] = stages(model, labels, clip, frames, cores, workdir)
         say("zones and filters: 10 zones, 20 objects")
         report["zones"] = zone_cost()
+        say("tracker: 5, 20 and 50 objects in view")
+        report["tracker"] = tracker_costs()
         say(f"end to end: {rounds} interleaved round(s) of ceiling, serial loop and pipelines")
         configs = [(interpreters, display) for interpreters in sorted({1, min(2, cores)})
                    for display in ("none", "fb", "mjpeg")]
@@ -759,6 +762,8 @@ def format_table(report: Dict[str, object]) -> str:
         z = report["zones"]
         lines.append(f"  zones + filters ({z['zones']} zones, {z['objects']} objects) {z['median_ms']:.3f} ms "
                      f"(tracking stage {z['stage_median_ms']:.3f} ms, tracker alone {z['tracker_median_ms']:.3f} ms)")
+    for row in report.get("tracker", []):
+        lines.append(f"  tracker, {row['objects']:>2} objects in view  {row['median_ms']:8.3f} ms{row['p95_ms']:8.3f} ms")
     r = report["ratios"]
     lines += ["", f"end to end, median of {len(report['rounds'])} interleaved round(s)   frames/s   vs ceiling",
               f"  ceiling, 1 interpreter, {m['cores']} thread(s)  {r['ceiling_all_cores_per_s']:9.1f}        1.00",
@@ -829,6 +834,8 @@ TARGETS = (  # (name, description, function of the report -> (value, ok))
      lambda r: (r["stages"]["motion"]["median_ms"], r["stages"]["motion"]["median_ms"] <= 1.0)),
     ("zones_filters_10x20", "zones + filters with 10 zones and 20 objects add < 0.2 ms per frame (median)",
      lambda r: (r["zones"]["median_ms"], r["zones"]["median_ms"] < 0.2)),
+    ("tracker_50", "the tracker with 50 objects in view < 1 ms per frame (median)",
+     lambda r: (r["tracker"][-1]["median_ms"], r["tracker"][-1]["median_ms"] < 1.0)),
     ("decode_stage", "decode (+ NMS) <= 1 ms at the daemon's threshold and <= 5 ms at eval's 0.001",
      lambda r: ((r["stages"]["postprocess"]["median_ms"], r["stages"]["postprocess_eval"]["median_ms"]),
                 r["stages"]["postprocess"]["median_ms"] <= 1.0 and r["stages"]["postprocess_eval"]["median_ms"] <= 5.0)),

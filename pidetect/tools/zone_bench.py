@@ -64,8 +64,8 @@ def zone_cost(frames: int = 2000) -> Dict[str, float]:
     their difference: what zones and filters add (interleaved frame by frame, so drift cancels out)."""
     specs, filter_specs, masks = zone_scene()
     filters = ObjectFilters(filter_specs, masks)
-    full = TrackingStage(Tracker(0.3, 2, 5, threshold=filters.threshold), filters, Zones(specs))
-    plain = TrackingStage(Tracker(0.3, 2, 5))
+    full = TrackingStage(Tracker(threshold=filters.threshold), filters, Zones(specs))
+    plain = TrackingStage(Tracker())
     image = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
     results = [Result(Frame(image, seq, float(seq), clock=seq / 30), tuple(detections_at(seq)), 0.0)
                for seq in range(1, frames + 1)]

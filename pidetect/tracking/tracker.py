@@ -19,8 +19,9 @@ A candidate becomes an object ('entered') once it has been seen over `enter_seco
 and is dropped if unseen for that long before. An object 'leaves' when unseen for `max_disappeared` seconds
 — the detector missing it, the motion gate not looking, or the object gone are the same to it, so a Pi at
 5 fps and a PC at 30 fps give the same events. An object whose box has stayed put for `stationary_after`
-seconds is `stationary` (a parked car, a sleeping cat): it leaves only on evidence — unseen while motion
-covered its place for `max_disappeared`, or unseen for `stationary_max_disappeared` whatever the motion.
+seconds is `stationary` (a parked car, a sleeping cat): it leaves only on evidence — unseen for
+`max_disappeared` once motion has covered its place (it drove off), else only after `stationary_max_disappeared`
+(a detector missing a parked car for a minute is not the car leaving).
 
 A label with a `threshold` (`[filters.LABEL]`) asks more: the median of the object's last SCORE_HISTORY
 looks, a miss counting as 0, must reach it before it is 'entered'.
@@ -88,7 +89,7 @@ class Track:
     stationary: bool = False
     still_since: float = 0.0  # when the object last moved clear of `still_box`
     still_box: Box = (0, 0, 0, 0)
-    evidence_gone: float = 0.0  # seconds unseen while motion covered its place (stationary objects)
+    disturbed: bool = False  # motion covered its place since it was last seen (a stationary object)
     scores: Deque[float] = field(default_factory=lambda: collections.deque(maxlen=SCORE_HISTORY))
     best: float = 0.0  # the best score of any look
 
@@ -198,7 +199,7 @@ class Tracker:
 
         kept_rows: List[int] = []
         for row, track in enumerate(self.tracks):
-            if row not in matched_rows and self._gone(track, now, dt, motion, frame_seq, events):
+            if row not in matched_rows and self._gone(track, now, motion, frame_seq, events):
                 continue
             kept_rows.append(row)
 
@@ -267,7 +268,7 @@ class Tracker:
         track.class_id = det.class_id
         track.scores.append(det.score)
         track.best = max(track.best, det.score)
-        track.evidence_gone = 0.0
+        track.disturbed = False
         if iou(det.box, track.still_box) < STILL_IOU:
             track.still_box, track.still_since, track.stationary = det.box, now, False
         elif now - track.still_since >= self.settings.stationary_after - CLOCK_SLACK:
@@ -276,7 +277,7 @@ class Tracker:
             track.entered = True
             events.append(Event("entered", track, frame_seq))
 
-    def _gone(self, track: Track, now: float, dt: float, motion: Optional[Sequence[Box]], frame_seq: int,
+    def _gone(self, track: Track, now: float, motion: Optional[Sequence[Box]], frame_seq: int,
               events: List[Event]) -> bool:
         """An object not matched at this look: is it gone? ('left' is added to events for an entered one.)"""
         settings = self.settings
@@ -290,9 +291,9 @@ class Tracker:
             return unseen >= patience - CLOCK_SLACK
         if track.stationary:
             if motion is not None and any(_overlaps(track.box, box) for box in motion):
-                track.evidence_gone += dt
-            gone = (track.evidence_gone >= settings.max_disappeared - CLOCK_SLACK
-                    or unseen >= settings.stationary_max_disappeared - CLOCK_SLACK)
+                track.disturbed = True  # something moved where it stood since it was last seen
+            limit = settings.max_disappeared if track.disturbed else settings.stationary_max_disappeared
+            gone = unseen >= limit - CLOCK_SLACK
         else:
             gone = unseen >= settings.max_disappeared - CLOCK_SLACK
         if gone:
