@@ -121,3 +121,20 @@ def test_cli_errors_are_one_line_without_a_traceback(tmp_path):
     assert done.returncode == 2 and "not found" in done.stderr
     done = run_cli(video, "--gt", beyond, "--every", "0")
     assert done.returncode == 2 and "--every 0: must be 1 or more" in done.stderr
+
+
+@pytest.mark.parametrize("width, height, fps", [(1280, 720, 15), (640, 360, 6)])
+def test_a_clip_of_real_photos_gives_one_event_per_object_at_other_sizes_and_rates(tmp_path, width, height, fps):
+    """Two people crossing, one in front of the other, and a parked car: each one 'entered', whatever the size
+    and the frame rate (the defaults are in seconds, not tuned to PETS)."""
+    import crossing_scene
+
+    coco = shared_path("datasets", "coco-train128", "images")
+    video, gt = crossing_scene.build(tmp_path, coco, width, height, fps)
+    done = run_cli(video, "--gt", gt, "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["identities"] == 2 and report["entered"] == 2, report
+    assert report["false_events"] == 0 and report["id_switches"] == 0, report
+    assert report["other_entered"].get("car") == 1, report
+    assert report["idf1"] > 0.7, report
