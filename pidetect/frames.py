@@ -35,7 +35,7 @@ class TrackEvent:
     or started or stopped counting in a zone (kind 'zone'). A copy of the track's values at that frame."""
 
     kind: str  # "detection" | "zone"
-    state: str  # "entered" | "left"
+    state: str  # "entered" | "left"; kind detection also "stationary" (the object stopped moving)
     track_id: int
     label: str
     class_id: int

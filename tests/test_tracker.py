@@ -132,7 +132,7 @@ def parked_car(missing: Tuple[float, float], gone_at: float = 1e9):
 
 def test_a_parked_car_missed_for_20_seconds_stays_one_object():
     events, _ = play(parked_car((20.0, 40.0)), 5, 60)
-    assert [(s, l) for _t, s, l, _i in events] == [("entered", "car"), ("left", "car")]
+    assert [(s, l) for _t, s, l, _i in events] == [("entered", "car"), ("stationary", "car"), ("left", "car")]
     assert events[-1][0] == 60.0
 
 
@@ -259,3 +259,51 @@ def test_the_daemon_logs_the_old_key_warning_once(tmp_path, caplog):
     assert [r.getMessage() for r in caplog.records if "leave_frames" in r.getMessage()] == [
         "leave_frames = 10 counts frames, which run at different rates on different machines: read as "
         "max_disappeared = 2; write max_disappeared instead"]
+
+
+def test_a_stationary_object_is_said_once_and_kept_in_the_store(tmp_path):
+    """'stationary' reaches the records, the event store (the review page's field) and keeps the event open."""
+    from pidetect.daemon.events import event_record
+    from pidetect.frames import Frame, Result
+    from pidetect.store.events import EventStore
+    from pidetect.store.sink import StoreSink
+    from pidetect.tracking.stage import TrackingStage
+
+    stage = TrackingStage(Tracker())
+    image = np.zeros((480, 640, 3), np.uint8)
+    records = []
+    for n in range(150):
+        det = Detection("car", 2, 0.9, person_at(300, 200, h=60, label="car")[1])
+        done = stage.update(Result(Frame(image, n + 1, 1000.0 + n, clock=n / 10), (det,), 1.0))
+        records += [event_record(e, 1000.0 + n / 10) for e in done.events]
+        if n == 149:
+            assert done.detections[0].stationary and done.detections[0].track_id == 1
+    assert [r["state"] for r in records] == ["entered", "stationary"]
+    # entered after enter_seconds (0.5 s), stationary stationary_after (10 s) after it was first seen
+    assert abs(records[1]["ts"] - records[0]["ts"] - 9.5) <= 0.11
+    store = EventStore(tmp_path / "events.db")
+    sink = StoreSink(store, lambda *args: None, None, 0.0)
+    for record in records:
+        sink._apply(record)
+    sink.close()
+    [stored] = store.list()
+    assert stored.stationary and stored.end is None  # stationary: still open, not closed as if it had left
+    assert stored.as_dict()["stationary"] is True
+
+
+def test_a_version_1_event_store_gets_the_stationary_column_and_keeps_its_events(tmp_path):
+    import sqlite3
+
+    from pidetect.store.events import APPLICATION_ID, EventStore
+
+    path = tmp_path / "events.db"
+    db = sqlite3.connect(path)
+    db.executescript(f"""PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = 1;
+        CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, label TEXT NOT NULL, class_id INTEGER NOT NULL,
+        track_id INTEGER NOT NULL, start REAL NOT NULL, end REAL, score REAL NOT NULL,
+        zones TEXT NOT NULL DEFAULT '[]', snapshot TEXT, clip TEXT);
+        INSERT INTO events (label, class_id, track_id, start, end, score) VALUES ('car', 2, 7, 1.0, 2.0, 0.8);""")
+    db.commit()
+    db.close()
+    [old] = EventStore(path).list()
+    assert (old.label, old.track_id, old.stationary) == ("car", 7, False)

@@ -64,7 +64,7 @@ class EventLogSink:
 
     def _wants_snapshot(self, event: TrackEvent) -> bool:
         if event.state != "entered":
-            if event.kind == "detection":
+            if event.kind == "detection" and event.state == "left":
                 self._snapshotted.discard(event.track_id)
             return False
         if not self.required_zones:

@@ -262,6 +262,9 @@ class MqttSink:
             self._set_state(f"{prefix}/{label}", str(count).encode())
             if record["state"] == "entered" and record.get("snapshot"):
                 self._set_state(f"{prefix}/{label}/snapshot", record["snapshot"].encode(), is_file=True)
+        elif event == "detection" and record.get("state") == "stationary":
+            if not self.settings.required_zones:  # the object stays counted: only its state changes
+                self._queue_event(f"{prefix}/events", json.dumps(record, default=str).encode())
         elif event == "clip" and record.get("state") == "saved":
             self._queue_event(f"{prefix}/events", json.dumps(record, default=str).encode())
         elif event == "metrics":

@@ -24,7 +24,7 @@ from typing import List, Optional, Sequence
 from ..errors import ConfigError
 
 APPLICATION_ID = 0x70644576  # 'pdEv': marks the file as pidetect's event store
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the stationary column (added in place to a version 1 store)
 FILE_NAME = "events.db"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS events (
     score REAL NOT NULL,
     zones TEXT NOT NULL DEFAULT '[]',
     snapshot TEXT,
-    clip TEXT
+    clip TEXT,
+    stationary INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS events_start ON events (start);
 CREATE INDEX IF NOT EXISTS events_label_start ON events (label, start);
@@ -56,6 +57,7 @@ class StoredEvent:
     zones: tuple
     snapshot: Optional[str]  # file name in snapshot_dir
     clip: Optional[str]
+    stationary: bool = False  # the object stood still at some point (a parked car)
 
     def as_dict(self) -> dict:
         return {"id": self.id, "label": self.label, "class_id": self.class_id, "track_id": self.track_id,
@@ -65,15 +67,15 @@ class StoredEvent:
                 "snapshot": f"/api/events/{self.id}/snapshot.jpg" if self.snapshot else None,
                 "clip": f"/api/events/{self.id}/clip.mp4" if self.clip else None,
                 # events sharing a clip are one review item: the same `review` value
-                "review": self.clip[:-len(".mp4")] if self.clip else None}
+                "review": self.clip[:-len(".mp4")] if self.clip else None, "stationary": self.stationary}
 
 
 def _row(row) -> StoredEvent:
     return StoredEvent(row[0], row[1], row[2], row[3], row[4], row[5], row[6], tuple(json.loads(row[7])),
-                       row[8], row[9])
+                       row[8], row[9], bool(row[10]))
 
 
-COLUMNS = "id, label, class_id, track_id, start, end, score, zones, snapshot, clip"
+COLUMNS = "id, label, class_id, track_id, start, end, score, zones, snapshot, clip, stationary"
 
 
 class EventStore:
@@ -115,6 +117,9 @@ class EventStore:
             db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.executescript(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
+            if "stationary" not in columns:  # a version 1 store: its events are kept, the column added
+                db.execute("ALTER TABLE events ADD COLUMN stationary INTEGER NOT NULL DEFAULT 0")
         except sqlite3.DatabaseError as exc:
             db.close()
             raise ConfigError(f"event store {self.path} cannot be used ({exc}); it was left as it is: move it "
@@ -160,6 +165,10 @@ class EventStore:
     def clip_in_use(self, name: str) -> bool:
         with self._lock:
             return self._db.execute("SELECT 1 FROM events WHERE clip = ? LIMIT 1", (name,)).fetchone() is not None
+
+    def set_stationary(self, event_id: int) -> None:
+        with self._lock:
+            self._db.execute("UPDATE events SET stationary = 1 WHERE id = ?", (event_id,))
 
     def close_event(self, event_id: int, end: float, score: float) -> None:
         with self._lock:

@@ -122,6 +122,9 @@ class StoreSink:
             self._rows[track] = self._open[track]
             if len(self._rows) > MAX_TRACKS_KEPT:
                 del self._rows[next(iter(self._rows))]  # the oldest: its clip was saved long ago
+        elif record["event"] == "detection" and record["state"] == "stationary":
+            if track in self._open:
+                self.store.set_stationary(self._open[track])
         elif record["event"] == "detection":
             row = self._open.pop(track, None)
             if row is not None:

@@ -71,8 +71,8 @@ class TrackingStage:
                                                                                                   frame.seq)]
             changes = self.zones.update(self.tracker.tracks, width, height, frame.clock)
             for event in tracked:
-                if event.state == "entered":
-                    events.append(object_event("entered", event.track, frame.seq,
+                if event.state in ("entered", "stationary"):
+                    events.append(object_event(event.state, event.track, frame.seq,
                                                self.zones.counting_in(event.track)))
             events.extend(zone_event(change, frame.seq) for change in changes)
             events.extend(leaving)  # computed first: update() forgets the presences of tracks no longer followed

@@ -110,7 +110,7 @@ class Track:
 
 @dataclass(frozen=True)
 class Event:
-    state: str  # "entered" | "left"
+    state: str  # "entered" | "stationary" (it stopped moving) | "left"
     track: Track
     frame_seq: int
 
@@ -271,8 +271,10 @@ class Tracker:
         track.disturbed = False
         if iou(det.box, track.still_box) < STILL_IOU:
             track.still_box, track.still_since, track.stationary = det.box, now, False
-        elif now - track.still_since >= self.settings.stationary_after - CLOCK_SLACK:
+        elif not track.stationary and now - track.still_since >= self.settings.stationary_after - CLOCK_SLACK:
             track.stationary = True
+            if track.entered:
+                events.append(Event("stationary", track, frame_seq))
         if not track.entered and self._ready(track):
             track.entered = True
             events.append(Event("entered", track, frame_seq))
