@@ -285,10 +285,10 @@ def test_a_stationary_object_is_said_once_and_kept_in_the_store(tmp_path):
     sink = StoreSink(store, lambda *args: None, None, 0.0)
     for record in records:
         sink._apply(record)
-    sink.close()
     [stored] = store.list()
     assert stored.stationary and stored.end is None  # stationary: still open, not closed as if it had left
     assert stored.as_dict()["stationary"] is True
+    sink.close()
 
 
 def test_a_version_1_event_store_gets_the_stationary_column_and_keeps_its_events(tmp_path):
