@@ -29,10 +29,18 @@ def assert_no_thread_left(records):
     assert not left, left
 
 
+# The test scenes show each photo for under a second with a fraction of a second of empty frames between (short
+# clips keep the suite fast), so the daemon runs them with lifetimes that fit: entered after 0.1 s, left after
+# 0.5 s unseen (the old defaults' 2 and 5 frames at 10 fps). The default lifetimes are measured on real clips
+# in test_track_eval.py and test_tracker.py. A test that passes its own keeps them (flags given later win).
+SCENE_LIFETIMES = ("--enter-seconds", "0.1", "--max-disappeared", "0.5")
+
+
 def run_daemon(*args, timeout=120, env=None):
     """Run to completion; returns (returncode, records, stderr)."""
     full_env = dict(os.environ, **(env or {}))
-    done = subprocess.run([sys.executable, "-m", "pidetect", "run", "--log-format", "json", *map(str, args)],
+    done = subprocess.run([sys.executable, "-m", "pidetect", "run", "--log-format", "json", *SCENE_LIFETIMES,
+                           *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, env=full_env, cwd=REPO)
     records = parse_records(done.stdout)
     assert_no_thread_left(records)
@@ -45,7 +53,7 @@ class Daemon:
     def __init__(self, *args, env=None, log_format="json"):
         full_env = dict(os.environ, **(env or {}))
         self.proc = subprocess.Popen([sys.executable, "-m", "pidetect", "run", "--log-format", log_format,
-                                      *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      *SCENE_LIFETIMES, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=full_env, cwd=REPO, start_new_session=True)
         self.records = []
         import threading

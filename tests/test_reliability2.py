@@ -270,7 +270,7 @@ def test_a_failing_snapshot_is_said_and_events_go_on():
     from pidetect.daemon.events import EventLogSink
     from pidetect.frames import Detection, Frame, Result
     from pidetect.tracking.stage import TrackingStage
-    from pidetect.tracking.tracker import Tracker
+    from pidetect.tracking.tracker import Tracker, TrackerSettings
 
     class Broken:
         def save(self, result, track):
@@ -278,11 +278,11 @@ def test_a_failing_snapshot_is_said_and_events_go_on():
 
     emitted = []
     sink = EventLogSink(lambda record, priority=6: emitted.append(record), snapshots=Broken())
-    stage = TrackingStage(Tracker(0.3, 1, 2))
+    stage = TrackingStage(Tracker(TrackerSettings(enter_seconds=0.0, max_disappeared=0.2)))
     frame = Frame(np.zeros((10, 10, 3), np.uint8), 1, time.time())
     for seq in range(1, 4):
         label = "cat" if seq != 2 else "dog"
-        sink.handle(stage.update(Result(Frame(frame.image, seq, frame.ts),
+        sink.handle(stage.update(Result(Frame(frame.image, seq, frame.ts, clock=seq / 10),
                                         (Detection(label, 1, 0.9, (1, 1, 5, 5 + seq)),), 1.0)))
     entered = [r for r in emitted if r.get("event") == "detection" and r["state"] == "entered"]
     assert [r["label"] for r in entered] == ["cat", "dog"] and all(r["snapshot"] is None for r in entered)
@@ -533,7 +533,7 @@ def test_snapshot_names_of_long_empty_and_odd_labels(tmp_path):
     snapshots = Snapshots(tmp_path, 10, 10)
     result = Result(Frame(load_photo("chelsea.png"), 1, time.time()), (), 1.0)
     for number, label in enumerate(["x" * 5000, "", "人"], 1):
-        path = snapshots.save(result, Track(number, label, 0, (1, 1, 50, 50), 0.9))
+        path = snapshots.save(result, Track(number, label, 0, (1, 1, 50, 50), 0.9, 0.0, 0.0))
         assert path and Path(path).is_file() and OWN_NAME.fullmatch(Path(path).name), path
         assert len(Path(path).name) < 120
 
@@ -548,7 +548,7 @@ def test_two_daemons_on_one_snapshot_folder_keep_its_cap(tmp_path):
     for number in range(10):
         for snapshots in (first, second):
             result = Result(Frame(image, number, time.time() + number), (), 1.0)
-            assert snapshots.save(result, Track(number, "cat", 0, (1, 1, 50, 50), 0.9))
+            assert snapshots.save(result, Track(number, "cat", 0, (1, 1, 50, 50), 0.9, 0.0, 0.0))
         assert len(list(tmp_path.glob("*.jpg"))) <= 3
     assert first.failure is None and second.failure is None
 

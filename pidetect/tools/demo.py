@@ -113,7 +113,9 @@ def main(argv: Sequence[str] = None) -> int:
     write_samples(args.folder)
     clip = args.folder / "demo.avi"
     if not clip.exists():
-        write_scene_video(clip, width, height, fps=10, frames_per_scene=20, blank_frames=10)
+        # 2 s of each photo, 3.5 s of empty scene after it: longer than max_disappeared (3 s), so each object has
+        # left before the next one enters, as people passing a real camera would
+        write_scene_video(clip, width, height, fps=10, frames_per_scene=20, blank_frames=35)
     print(clip)
     return 0
 
