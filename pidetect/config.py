@@ -28,7 +28,7 @@ DEFAULT_CONFIG_PATH = Path("/etc/pidetect/pidetect.toml")
 DISPLAYS = ("none", "fb", "mjpeg", "window")
 LOG_FORMATS = ("auto", "journal", "text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-ON_OFF_AUTO = ("motion",)  # string keys that also take true / false
+ON_OFF_AUTO = ("motion", "regions")  # string keys that also take true / false
 CAMERA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Folders that move under /var/lib/pidetect/<camera_name> when a camera has a name and they are left unset
 PER_CAMERA_FOLDERS = {"state_dir": "", "snapshot_dir": "snapshots", "record_dir": "clips"}
@@ -64,6 +64,8 @@ class Config:
     nms_iou: float = 0.45
     only: Tuple[str, ...] = ()
     ignore: Tuple[str, ...] = ()
+    regions: str = "auto"
+    max_regions: int = 3
     # motion gate
     motion: str = "auto"
     motion_threshold: int = 25
@@ -170,6 +172,10 @@ HELP: Dict[str, str] = {
     "max_results": "at most this many detections per frame",
     "nms_iou": "overlap (IoU) above which NMS keeps only the best box of a class, 0..1 (YOLO models; SSD "
                "does NMS inside the model)",
+    "regions": "run the model on square regions at its own scale around motion and followed objects (and the "
+               "whole frame every 2 s), so small, distant objects are seen: auto (on when the frame's short side is "
+               "at least twice the model's input), on or off (the whole frame squeezed into the model's input)",
+    "max_regions": "at most this many model runs a frame with regions on (each costs one inference)",
     "only": "report only these labels (comma-separated on the command line)",
     "ignore": "never report these labels",
     "motion": "run the model only when something moves: auto (on for cameras and streams, off for files), "
@@ -341,6 +347,7 @@ def check(config: Config) -> List[Tuple[str, str]]:
     need(c.mqtt_topic_prefix == "" or not any(ch in c.mqtt_topic_prefix for ch in "#+"), "mqtt_topic_prefix",
          "must not contain the MQTT wildcards # or +")
     need(c.motion in ("auto", "on", "off"), "motion", "must be auto, on or off (true and false work too)")
+    need(c.regions in ("auto", "on", "off"), "regions", "must be auto, on or off (true and false work too)")
     need(1 <= c.motion_threshold <= 255, "motion_threshold", "must be between 1 and 255")
     need(0.0 < c.motion_min_area < 1.0, "motion_min_area", "must be a share of the frame between 0 and 1")
     need(c.mqtt_discovery_prefix != "" and not any(ch in c.mqtt_discovery_prefix for ch in "#+"),
@@ -391,7 +398,7 @@ DAY = 86400.0
 NUMERIC_RANGES = (
     ("width", 0, 16384), ("height", 0, 16384), ("fps", 0, 1000),
     ("open_timeout", 0, 3600), ("read_timeout", 0, 3600), ("reconnect_max_delay", 0, 3600),
-    ("threads", 0, 256), ("interpreters", 1, 8), ("max_results", 1, 1000),
+    ("threads", 0, 256), ("interpreters", 1, 8), ("max_results", 1, 1000), ("max_regions", 1, 16),
     ("detect_interval", 0, DAY), ("stationary_interval", 0, DAY), ("idle_motion_fps", 0, 1000),
     ("enter_frames", 0, 100000), ("leave_frames", 0, 100000), ("enter_seconds", 0, 3600),
     ("max_disappeared", 0, DAY), ("stationary_after", 0, DAY), ("stationary_max_disappeared", 0, DAY),

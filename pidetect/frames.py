@@ -100,3 +100,5 @@ class Result:
     # detections under `threshold` but above the tracker's weak floor: they only keep followed objects alive
     # (ByteTrack's second association); after the tracking stage, only those that did, with their track_id
     weak: Tuple[Detection, ...] = ()
+    model_calls: int = 1  # interpreter runs for this frame: one per region (inference/regions.py)
+    regions: Tuple[Box, ...] = ()  # where the model looked, when it looked at regions (the overlay can show them)

@@ -97,3 +97,20 @@ class InView:
     def occupied(self) -> bool:
         with self._lock:
             return self._count > 0
+
+
+class FollowedBoxes:
+    """Where the tracker expects its objects: written by the tracking stage, read by the inference workers so
+    that regions keep looking at a slow or stationary object (inference/regions.py). A tuple behind a lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._boxes: tuple = ()
+
+    def set(self, boxes) -> None:
+        with self._lock:
+            self._boxes = tuple(boxes)
+
+    def get(self) -> tuple:
+        with self._lock:
+            return self._boxes

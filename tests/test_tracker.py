@@ -11,7 +11,8 @@ import pytest
 from pidetect.config import build_config, tracking_lifetimes, weak_floor
 from pidetect.errors import ConfigError
 from pidetect.frames import Detection
-from pidetect.tracking.association import assign, cover_matrix, iou_matrix
+from pidetect.boxes import cover_matrix, iou_matrix
+from pidetect.tracking.association import assign
 from pidetect.tracking.kalman import BoxFilters
 from pidetect.tracking.tracker import Tracker, TrackerSettings
 

@@ -51,6 +51,7 @@ class EventLogSink:
         self.last_seq = frame.seq
         if self.per_frame:
             self.emit({"event": "frame", "frame_seq": frame.seq, "inference_ms": round(result.inference_ms, 2),
+                       "model_calls": result.model_calls,
                        "detections": [d.as_dict() for d in result.detections],
                        "continued": [d.as_dict() for d in result.weak], "ts": round(frame.ts, 3)}, DEBUG)
         for event in result.events:

@@ -74,6 +74,7 @@ class Metrics:
         self._latencies: List[float] = []
         self._ages: List[float] = []
         self._inferred = 0
+        self._calls = 0
         self._started = self._last = time.monotonic()
         self._last_captured = self._last_dropped = 0
         self.total_inferred = 0
@@ -81,9 +82,11 @@ class Metrics:
         self.last_inference_at: Optional[float] = None
         self.peak_rss_mb = 0.0
 
-    def add_inference(self, inference_ms: float, frame_age_ms: float) -> None:
-        """`frame_age_ms`: capture to result; stays near one inference + one frame interval without a backlog."""
+    def add_inference(self, inference_ms: float, frame_age_ms: float, model_calls: int = 1) -> None:
+        """`frame_age_ms`: capture to result; stays near one inference + one frame interval without a backlog.
+        `model_calls`: interpreter runs for the frame (one per region)."""
         with self._lock:
+            self._calls += model_calls
             self._latencies.append(inference_ms)
             self._ages.append(frame_age_ms)
             self._inferred += 1
@@ -104,8 +107,8 @@ class Metrics:
         """The metrics record for the interval since the previous call."""
         now = time.monotonic()
         with self._lock:
-            latencies, ages, inferred = self._latencies, self._ages, self._inferred
-            self._latencies, self._ages, self._inferred = [], [], 0
+            latencies, ages, inferred, calls = self._latencies, self._ages, self._inferred, self._calls
+            self._latencies, self._ages, self._inferred, self._calls = [], [], 0, 0
         elapsed = max(now - self._last, 1e-6)
         captured = captured_total - self._last_captured
         dropped = dropped_total - self._last_dropped
@@ -124,6 +127,7 @@ class Metrics:
             "inference_ms_p50": p50,
             "inference_ms_p95": p95,
             "frame_age_ms_p95": age_p95,
+            "model_calls_per_frame": round(calls / inferred, 2) if inferred else None,
             "cpu_percent": round(self.process.cpu_percent(None), 1),
             "rss_mb": round(rss_mb, 1),
             "temp_c": self.health.temperature_c(),

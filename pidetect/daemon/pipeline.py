@@ -21,12 +21,14 @@ import time
 from typing import Callable, Deque, Dict, List, Optional, Protocol, Sequence
 
 from ..capture.gate import MotionGate
+from ..capture.motion import MotionDetector
 from ..capture.sources import Source, SourceError
 from ..frames import Frame, Result, SourceGap
 from ..inference.edgetpu import AcceleratorLost
+from ..inference.regions import RegionPlanner, RegionSettings
 from ..pixels import as_bgr8
 from ..records import INFO, WARNING
-from ..slots import LatestFrameSlot, RecordFn, call_each
+from ..slots import FollowedBoxes, LatestFrameSlot, RecordFn, call_each
 from ..tracking.stage import TrackingStage
 
 log = logging.getLogger(__name__)
@@ -49,11 +51,15 @@ class CaptureThread(threading.Thread):
     def __init__(self, source: Source, slot: LatestFrameSlot, record: RecordFn, stop: threading.Event,
                  realtime: bool = False, loop: bool = False, max_delay: float = 30.0,
                  gate: Optional[MotionGate] = None, keep_motion_boxes: bool = False,
-                 every_frame: Optional[Callable[[Frame, float], None]] = None):
+                 every_frame: Optional[Callable[[Frame, float], None]] = None,
+                 motion: Optional[MotionDetector] = None):
         super().__init__(name="pidetect-capture", daemon=True)
         self.source, self.slot, self.record, self.stop = source, slot, record, stop
         self.realtime, self.loop, self.max_delay = realtime, loop, max_delay
         self.gate, self.keep_motion_boxes = gate, keep_motion_boxes
+        # without a gate, a motion detector of its own when regions want motion boxes (a file run)
+        self.motion = motion
+        self._motion_at: Optional[float] = None
         # the recorder's feed: gets every frame, decoded even while the gate rests, with the source's rate
         self.every_frame = every_frame
         self.seq = 0  # frames the source delivered, read or skipped: numbers frames, gives the capture rate
@@ -159,6 +165,10 @@ class CaptureThread(threading.Thread):
                 moving = tuple(motion)
                 if not infer:
                     continue  # nothing moves and nothing is due: the model rests
+            elif self.motion is not None:
+                elapsed = now - self._motion_at if self._motion_at is not None and now > self._motion_at else 0.0
+                self._motion_at = now
+                motion = moving = tuple(self.motion.update(image, elapsed).boxes)
             self.slot.put(Frame(image, self.seq, time.time(), self.source.name,
                                 motion if self.keep_motion_boxes else (), clock=now, moving=moving),
                           wait_for_taker=batch, stop=self.stop)
@@ -192,13 +202,15 @@ class InferencePool:
     """
 
     def __init__(self, detectors: Sequence, slot: LatestFrameSlot, tracking: TrackingStage, sinks: List[Sink],
-                 record: RecordFn, stop: threading.Event, on_inference: Callable[[float, float], None],
-                 max_frames: int = 0, stall_after_frames: int = 0, recover: Optional[RecoverFn] = None):
+                 record: RecordFn, stop: threading.Event, on_inference: Callable[[float, float, int], None],
+                 max_frames: int = 0, stall_after_frames: int = 0, recover: Optional[RecoverFn] = None,
+                 regions: Optional[RegionSettings] = None, followed: Optional[FollowedBoxes] = None):
         self.slot, self.tracking, self.sinks, self.record, self.stop = slot, tracking, sinks, record, stop
         self.detectors = detectors  # a list the service keeps: a replaced detector is replaced there too
         self.recover = recover  # a lost accelerator -> the detector to go on with (None: stop)
         self.on_inference, self.max_frames = on_inference, max_frames
         self.stall_after_frames = stall_after_frames  # test hook: simulate a hung interpreter
+        self.regions, self.followed = regions, followed  # where the model looks in a large frame
         self._take_lock = threading.Lock()  # one taker at a time, so take order is capture order
         self._lock = threading.Lock()  # guards the order book and the sinks
         self._order: Deque[int] = collections.deque()  # seqs taken, oldest first
@@ -281,6 +293,20 @@ class InferenceWorker(threading.Thread):
         super().__init__(name=f"pidetect-inference-{number}", daemon=True)
         self.detector, self.pool, self.number = detector, pool, number
         self.heartbeat = time.monotonic()
+        self.planner = None
+        if pool.regions is not None and pool.regions.mode != "off":
+            self.planner = RegionPlanner(pool.regions, min(detector.input_width, detector.input_height))
+
+    def _look(self, frame: Frame) -> Result:
+        """The whole frame, or the regions the planner picks (motion and the followed objects)."""
+        if self.planner is not None:
+            height, width = frame.image.shape[:2]
+            followed = self.pool.followed.get() if self.pool.followed is not None else ()
+            planned = self.planner.regions(width, height, tuple(frame.moving or ()) + followed, frame.clock)
+            if planned is not None:
+                result = self.detector.detect_regions(frame, planned)
+                return result if self.planner.settings.show else dataclasses.replace(result, regions=())
+        return self.detector.detect(frame)
 
     def run(self) -> None:
         pool, failed = self.pool, False
@@ -302,7 +328,7 @@ class InferenceWorker(threading.Thread):
                 result = self.detect(frame)
                 if result is None:
                     break
-                pool.on_inference(result.inference_ms, (time.time() - frame.ts) * 1000)
+                pool.on_inference(result.inference_ms, (time.time() - frame.ts) * 1000, result.model_calls)
                 pool.deliver(result)
                 del frame, result  # do not hold a frame (2.7 MB at 720p) while waiting for the next one
         except Exception:
@@ -316,7 +342,7 @@ class InferenceWorker(threading.Thread):
         instead (the same frame again: every frame taken must be delivered). None: stopped meanwhile."""
         while True:
             try:
-                return self.detector.detect(frame)
+                return self._look(frame)
             except AcceleratorLost as exc:
                 if self.pool.recover is None:
                     raise

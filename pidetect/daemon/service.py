@@ -33,10 +33,11 @@ from .logs import ERR, INFO, WARNING, Notifier, RecordLog, log_record, watchdog_
 from .memory import fix_mmap_threshold
 from .metrics import Metrics, throttled_now
 from ..inference.model_paths import resolve_model_paths
-from ..slots import InView, LatestFrameSlot
+from ..inference.regions import RegionSettings
+from ..slots import FollowedBoxes, InView, LatestFrameSlot
 from .pipeline import CaptureThread, InferencePool
 from ..capture.gate import GateSettings, MotionGate
-from ..capture.motion import MotionSettings
+from ..capture.motion import MotionDetector, MotionSettings
 from ..capture.sources import H264PipeSource, make_source
 
 log = logging.getLogger(__name__)
@@ -80,13 +81,20 @@ def tracker_settings(config: Config, warn: bool = False) -> TrackerSettings:
     return TrackerSettings(config.track_iou, enter, gone, config.stationary_after, config.stationary_max_disappeared)
 
 
-def make_tracking(config: Config, in_view: Optional[InView] = None, warn: bool = False) -> TrackingStage:
+def make_motion(config: Config) -> MotionDetector:
+    """A motion detector for regions when no gate runs (a file): the same settings as the gate's."""
+    return MotionDetector(MotionSettings(threshold=config.motion_threshold, min_area=config.motion_min_area,
+                                         mask=config.motion_mask))
+
+
+def make_tracking(config: Config, in_view: Optional[InView] = None, warn: bool = False,
+                  followed: Optional[FollowedBoxes] = None) -> TrackingStage:
     """Filters and the object mask, the tracker (with the filters' per-label thresholds), the zones."""
     filters = ObjectFilters(config.filters, config.object_mask)
     tracker = Tracker(tracker_settings(config, warn), threshold=filters.threshold)
     drawn_masks = [("motion_mask", polygon) for polygon in config.motion_mask] + \
         [("object_mask", polygon) for polygon in config.object_mask] if config.show_motion else []
-    return TrackingStage(tracker, filters, Zones(config.zones), in_view, drawn_masks)
+    return TrackingStage(tracker, filters, Zones(config.zones), in_view, drawn_masks, followed)
 
 
 def preflight(config: Config) -> None:
@@ -255,7 +263,10 @@ class Service:
             raise
         in_view = InView()
         gate = make_gate(config, source, in_view)
-        tracking = make_tracking(config, in_view, warn=True)
+        regions = RegionSettings(config.regions, config.max_regions, show=config.show_motion) \
+            if config.regions != "off" else None
+        followed = FollowedBoxes() if regions is not None else None
+        tracking = make_tracking(config, in_view, warn=True, followed=followed)
         events = EventLogSink(self.emit, config.per_frame, snapshots, config.required_zones)
         recorder = next((output for output in outputs if output.name == "recorder"), None)
         if recorder is not None and isinstance(source, H264PipeSource):
@@ -263,11 +274,13 @@ class Service:
         capture = CaptureThread(source, slot, self.emit, stop, realtime=config.realtime, loop=config.loop,
                                 max_delay=config.reconnect_max_delay, gate=gate,
                                 keep_motion_boxes=config.show_motion,
-                                every_frame=recorder.feed if recorder is not None else None)
+                                every_frame=recorder.feed if recorder is not None else None,
+                                motion=make_motion(config) if regions is not None and gate is None else None)
         inference = InferencePool(detectors, slot, tracking, [events, *outputs], self.emit, stop,
                                   self._on_inference, max_frames=config.max_frames,
                                   stall_after_frames=self.stall_after,
-                                  recover=lambda error, beat: self._recover_accelerator(config, stop, error, beat))
+                                  recover=lambda error, beat: self._recover_accelerator(config, stop, error, beat),
+                                  regions=regions, followed=followed)
         capture.start()
         inference.start()
         return Running(config, stop, slot, capture, inference, tracking, events, outputs, gate)
@@ -326,8 +339,8 @@ class Service:
             except Exception as exc:
                 log.warning("closing %s failed: %s", output.name, exc)
 
-    def _on_inference(self, inference_ms: float, age_ms: float) -> None:
-        self.metrics.add_inference(inference_ms, age_ms)
+    def _on_inference(self, inference_ms: float, age_ms: float, model_calls: int = 1) -> None:
+        self.metrics.add_inference(inference_ms, age_ms, model_calls)
         if self.prometheus is not None:
             self.prometheus.observe_inference(inference_ms)
 

@@ -17,7 +17,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, FrozenSet, List, Optional, Tuple
+from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -31,6 +31,7 @@ from .edgetpu import AcceleratorLost, EdgeTpuDelegate, explain_load_failure
 from .family import Candidates, ModelFacts, ModelFamily, Placement
 from .labels import load_labels, unknown_label
 from .model_metadata import EmbeddedMetadata, MetadataError, read_embedded_metadata
+from .regions import Region, merge, to_frame
 from .tflite_file import looks_like_tflite, numeric_format, postprocess_num_classes
 
 log = logging.getLogger(__name__)
@@ -368,6 +369,35 @@ class Detector:
         invoke_ms = (time.perf_counter() - invoke_start) * 1000
         detections, weak = self.decode_with_weak(placement, weak=self.floor < self.options.threshold)
         return Result(frame, detections, (time.perf_counter() - started) * 1000, invoke_ms, weak=weak)
+
+    def detect_regions(self, frame: Frame, regions: Sequence[Region]) -> Result:
+        """The model run on each region of the frame (a crop at about its own scale), the detections mapped
+        back to frame pixels and merged (inference/regions.py)."""
+        started = time.perf_counter()
+        invoke_ms = 0.0
+        height, width = frame.image.shape[:2]
+        strong_found, weak_found = [], []
+        want_weak = self.floor < self.options.threshold
+        for region in regions:
+            crop = frame.image[region.y:region.y + region.height, region.x:region.x + region.width]
+            placement = self.prepare(crop)
+            invoke_start = time.perf_counter()
+            self.invoke()
+            invoke_ms += (time.perf_counter() - invoke_start) * 1000
+            strong, weak = self.decode_with_weak(placement, weak=want_weak)
+            strong_found.append((region, to_frame(strong, region)))
+            weak_found.append((region, to_frame(weak, region)))
+        max_results = self.options.max_results
+        detections = merge(strong_found, width, height, max_results)
+        weak = merge(weak_found, width, height, max_results)
+        if weak:  # a weak box on an object the confident ones already have is the same object
+            from ..boxes import iou_matrix
+
+            strong_boxes = np.array([d.box for d in detections], dtype=np.float64).reshape(-1, 4)
+            overlap = iou_matrix(np.array([d.box for d in weak], dtype=np.float64), strong_boxes)
+            weak = tuple(d for d, row in zip(weak, overlap) if not (row >= 0.5).any())
+        return Result(frame, detections, (time.perf_counter() - started) * 1000, invoke_ms, weak=weak,
+                      model_calls=len(regions), regions=tuple(r.box for r in regions))
 
     def detect_image(self, image: np.ndarray) -> Result:
         return self.detect(Frame(image, 0, time.time()))

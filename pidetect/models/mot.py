@@ -94,7 +94,7 @@ def _xywh_iou(a: Sequence[Row], b: Sequence[Row]) -> np.ndarray:
         return np.zeros((len(a), len(b)))
     a_xyxy = np.array([[r[1], r[2], r[1] + r[3], r[2] + r[4]] for r in a])
     b_xyxy = np.array([[r[1], r[2], r[1] + r[3], r[2] + r[4]] for r in b])
-    from ..tracking.association import iou_matrix
+    from ..boxes import iou_matrix
 
     return iou_matrix(a_xyxy, b_xyxy)
 

@@ -79,6 +79,7 @@ class Poly:
 
 Shape = Union[Box, Text, Poly]
 ZONE_COLOUR: Colour = (0, 200, 255)  # amber: zones
+REGION_COLOUR = (200, 160, 0)  # BGR: the regions the model looked at (show_motion)
 AREA_COLOURS = {"zone": ZONE_COLOUR, "motion_mask": (150, 150, 150), "object_mask": (60, 60, 200)}
 OCCUPIED_TINT = 0.28
 MASK_TINT = 0.35
@@ -135,6 +136,9 @@ class Overlay:
         for mx1, my1, mx2, my2 in result.frame.motion:  # the motion gate's blobs, thin grey, under the boxes
             shapes.append(Box((round(x0 + mx1 * sx), round(y0 + my1 * sy)), (round(x0 + mx2 * sx), round(y0 + my2 * sy)),
                               MOTION_COLOUR, 1))
+        for rx1, ry1, rx2, ry2 in result.regions:  # where the model looked (regions), thin, under the boxes
+            shapes.append(Box((round(x0 + rx1 * sx), round(y0 + ry1 * sy)), (round(x0 + rx2 * sx), round(y0 + ry2 * sy)),
+                              REGION_COLOUR, 1))
         for d in result.detections:
             colour = class_colour(d.class_id)
             x1, y1 = round(x0 + d.box[0] * sx), round(y0 + d.box[1] * sy)

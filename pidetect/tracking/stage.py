@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..frames import Area, Detection, Result, TrackEvent
 from ..geometry import Polygon
-from ..slots import InView
+from ..slots import FollowedBoxes, InView
 from .filters import ObjectFilters
 from .tracker import Track, Tracker
 from .zones import ZoneChange, Zones
@@ -45,11 +45,13 @@ def zone_event(change: ZoneChange, frame_seq: int) -> TrackEvent:
 
 class TrackingStage:
     def __init__(self, tracker: Tracker, filters: Optional[ObjectFilters] = None, zones: Optional[Zones] = None,
-                 in_view: Optional[InView] = None, drawn_masks: Sequence[Tuple[str, Polygon]] = ()):
+                 in_view: Optional[InView] = None, drawn_masks: Sequence[Tuple[str, Polygon]] = (),
+                 followed: Optional[FollowedBoxes] = None):
         self.tracker = tracker
         self.filters = filters or ObjectFilters()
         self.zones = zones or Zones()
         self.in_view = in_view  # tells the motion gate whether anything is being followed
+        self.followed = followed  # tells the inference workers where the followed objects are (regions)
         self.drawn_masks = tuple(drawn_masks)  # (kind, polygon) the overlay shows (show_motion)
         self._size = (0, 0)
         self._masks: Tuple[Area, ...] = ()
@@ -80,6 +82,8 @@ class TrackingStage:
             events = [object_event(event.state, event.track, frame.seq, ()) for event in tracked]
         if self.in_view is not None:
             self.in_view.set(len(self.tracker.tracks))
+        if self.followed is not None:
+            self.followed.set(self.tracker.expected_boxes())
         areas = self.zones.areas(width, height) if self.zones else ()
         if self.drawn_masks:
             areas = self._mask_areas(width, height) + areas
@@ -105,4 +109,6 @@ class TrackingStage:
         self.zones.reset()
         if self.in_view is not None:
             self.in_view.set(0)
+        if self.followed is not None:
+            self.followed.set(())
         return tuple(events)

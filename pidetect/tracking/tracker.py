@@ -39,7 +39,8 @@ from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..frames import Box, Detection
-from .association import assign, cover_matrix, iou_matrix, same_label
+from ..boxes import cover_matrix, iou_matrix
+from .association import assign, same_label
 from .kalman import BoxFilters
 
 
@@ -328,6 +329,10 @@ class Tracker:
         self.filters = BoxFilters()
         self._now = None
         return events
+
+    def expected_boxes(self) -> List[Box]:
+        """Every followed object's box as its filter has it now (where to look next)."""
+        return [tuple(int(round(v)) for v in row) for row in self.filters.boxes().tolist()]
 
     def active(self) -> Dict[int, Track]:
         return {t.track_id: t for t in self.tracks if t.entered}
