@@ -308,3 +308,13 @@ def test_a_version_1_event_store_gets_the_stationary_column_and_keeps_its_events
     db.close()
     [old] = EventStore(path).list()
     assert (old.label, old.track_id, old.stationary) == ("car", 7, False)
+
+
+def test_a_person_walking_past_in_front_of_a_parked_car_does_not_make_it_leave():
+    box = person_at(600, 120, h=60, label="car")[1]
+    x1, y1, x2, y2 = box
+    passer_by = (x1 - 10, y1 + 10, x1 + (x2 - x1) // 4, y2 + 40)  # motion over a quarter of the car's box
+
+    events, _ = play(parked_car((20.0, 40.0)), 5, 60, motion=lambda t: [passer_by] if 20.0 <= t < 40.0 else [])
+    assert [(s, l) for _t, s, l, _i in events] == [("entered", "car"), ("stationary", "car"), ("left", "car")]
+    assert events[-1][0] == 60.0

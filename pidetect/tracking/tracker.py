@@ -20,7 +20,8 @@ and is dropped if unseen for that long before. An object 'leaves' when unseen fo
 — the detector missing it, the motion gate not looking, or the object gone are the same to it, so a Pi at
 5 fps and a PC at 30 fps give the same events. An object whose box has stayed put for `stationary_after`
 seconds is `stationary` (a parked car, a sleeping cat): it leaves only on evidence — unseen for
-`max_disappeared` once motion has covered its place (it drove off), else only after `stationary_max_disappeared`
+`max_disappeared` once motion has covered most of its place (it drove off; a person walking past in front covers
+less), else only after `stationary_max_disappeared`
 (a detector missing a parked car for a minute is not the car leaving).
 
 A label with a `threshold` (`[filters.LABEL]`) asks more: the median of the object's last SCORE_HISTORY
@@ -56,6 +57,8 @@ SCORE_HISTORY = 10  # looks a track's median score is taken over (Frigate's choi
 WEAK_IOU = 0.5  # a weak detection continues an object only where it clearly lies on its predicted box
 DUPLICATE_IOU = 0.5  # a leftover detection overlapping a matched object this much is the same object
 DUPLICATE_COVER = 0.8  # ... or lying this much inside it (a torso box inside the person's box)
+DISTURBED_COVER = 0.5  # motion over this share of a stationary object's box: it may have left (a person walking
+# past in front of a parked car covers less; a car driving off makes motion over all of its place)
 STILL_IOU = 0.5  # a stationary object that moves: its box overlaps where it stood by less than this
 REFIND_RADIUS = 0.5  # heights: how far a lost object may be found again at once ...
 REFIND_SPEED = 1.0  # ... plus this many heights per second unseen (a walking person: ~1 height a second)
@@ -293,8 +296,9 @@ class Tracker:
             patience = settings.max_disappeared if self.threshold(track.label) > 0 else settings.enter_seconds
             return unseen >= patience - CLOCK_SLACK
         if track.stationary:
-            if motion is not None and any(_overlaps(track.box, box) for box in motion):
-                track.disturbed = True  # something moved where it stood since it was last seen
+            if motion and (cover_matrix(np.array([track.box], dtype=np.float64),
+                                        np.array(motion, dtype=np.float64).reshape(-1, 4)) >= DISTURBED_COVER).any():
+                track.disturbed = True  # motion over most of where it stood since it was last seen: it moved off
             limit = settings.max_disappeared if track.disturbed else settings.stationary_max_disappeared
             gone = unseen >= limit - CLOCK_SLACK
         else:
@@ -337,7 +341,4 @@ class Tracker:
     def active(self) -> Dict[int, Track]:
         return {t.track_id: t for t in self.tracks if t.entered}
 
-
-def _overlaps(a: Box, b: Box) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
