@@ -174,7 +174,7 @@ HELP: Dict[str, str] = {
                "does NMS inside the model)",
     "regions": "run the model on square regions at its own scale around motion and followed objects (and the "
                "whole frame every 2 s), so small, distant objects are seen: auto (on when the frame's short side is "
-               "at least twice the model's input), on or off (the whole frame squeezed into the model's input)",
+               "at least 1.5 times the model's input), on or off (the whole frame squeezed into the model's input)",
     "max_regions": "at most this many model runs a frame with regions on (each costs one inference)",
     "only": "report only these labels (comma-separated on the command line)",
     "ignore": "never report these labels",
