@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     _model_args(detect)
     detect.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    detect.add_argument("--tiles", action="store_true", help="also run the model on overlapping tiles at its own "
+                        "scale and merge (small objects in large photos; one inference per tile)")
     detect.set_defaults(handler=_cmd_detect)
 
     run = commands.add_parser("run", help="the daemon: camera -> detector -> events, metrics, displays",
@@ -151,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=int, help="only the first N images (after --skip)")
     evaluate.add_argument("--split", help="the split of a YOLO data.yaml to evaluate: train, val or test (default "
                           "val when data.yaml names one)")
+    evaluate.add_argument("--tiles", action="store_true", help="run each model on overlapping tiles of each image "
+                          "at its own scale plus the whole image, merged (as detect --tiles)")
     evaluate.add_argument("--skip-missing", action="store_true",
                           help="go on when images listed in the labels are missing on disk (they are counted)")
     _accelerator_args(evaluate)
@@ -264,14 +268,16 @@ def _cmd_detect(args: argparse.Namespace) -> int:
             print(f"pidetect: cannot read image {exc}", file=sys.stderr)
             unreadable.append(path)
             continue
-        result = detector.detect_image(image)
+        result = detector.detect_image(image, tiled=args.tiles)
         if args.json:
             print(json.dumps({"image": str(path), "detections": [d.as_dict() for d in result.detections],
-                              "inference_ms": round(result.inference_ms, 2)}), flush=True)
+                              "inference_ms": round(result.inference_ms, 2), "model_calls": result.model_calls}),
+                  flush=True)
         else:
             height, width = image.shape[:2]
+            calls = f" in {result.model_calls} tiles" if result.model_calls > 1 else ""
             print(f"{path} ({width}x{height}): {len(result.detections)} object(s), "
-                  f"{result.inference_ms:.1f} ms")
+                  f"{result.inference_ms:.1f} ms{calls}")
             for d in result.detections:
                 x1, y1, x2, y2 = d.box
                 print(f"  {d.label:<16} {d.score:5.2f}  box x1={x1} y1={y1} x2={x2} y2={y2}")
@@ -442,7 +448,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                 print(f"\reval {name}: [{bar:<30}] {done}/{total} images", end="", file=sys.stderr, flush=True)
 
         report = evaluate_model(dataset, model, labels_path, args.threshold, args.threads, by_hand, progress,
-                                accelerator)
+                                accelerator, tiled=args.tiles)
         model_path = Path(report.model)  # the Edge TPU build, where the accelerator picked it
         if interactive:
             print(file=sys.stderr)

@@ -16,18 +16,20 @@ from scene_parts import crop, paste
 SECONDS = 8.0
 
 
-def build(folder: Path, coco_images: Path, width: int, height: int, fps: float) -> Tuple[Path, Path]:
-    """(video, ground truth) in folder."""
+def build(folder: Path, coco_images: Path, width: int, height: int, fps: float, object_scale: float = 1.0
+          ) -> Tuple[Path, Path]:
+    """(video, ground truth) in folder. `object_scale` < 1: the same scene seen from further away (small
+    objects in a large frame)."""
     from skimage import data
 
     folder.mkdir(parents=True, exist_ok=True)
-    scale = height / 540
+    scale = height / 540 * object_scale
     grass = data.grass()
     background = cv2.resize(cv2.cvtColor(grass, cv2.COLOR_GRAY2BGR) if grass.ndim == 2 else grass, (width, height))
     car = crop(coco_images, "000000000247.jpg", (56, 186, 86, 36), int(90 * scale))
     walker = crop(coco_images, "000000000431.jpg", (154, 67, 157, 252), int(220 * scale))
     other = crop(coco_images, "000000000474.jpg", (3, 43, 329, 429), int(230 * scale))
-    video = folder / f"crossing-{width}x{height}-{fps:g}fps.mkv"
+    video = folder / f"crossing-{width}x{height}-{fps:g}fps-x{object_scale:g}.mkv"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"FFV1"), fps, (width, height))
     rows = []
     frames = int(SECONDS * fps)

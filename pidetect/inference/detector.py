@@ -31,7 +31,7 @@ from .edgetpu import AcceleratorLost, EdgeTpuDelegate, explain_load_failure
 from .family import Candidates, ModelFacts, ModelFamily, Placement
 from .labels import load_labels, unknown_label
 from .model_metadata import EmbeddedMetadata, MetadataError, read_embedded_metadata
-from .regions import Region, merge, to_frame
+from .regions import Region, merge, tiles, to_frame
 from .tflite_file import looks_like_tflite, numeric_format, postprocess_num_classes
 
 log = logging.getLogger(__name__)
@@ -399,5 +399,30 @@ class Detector:
         return Result(frame, detections, (time.perf_counter() - started) * 1000, invoke_ms, weak=weak,
                       model_calls=len(regions), regions=tuple(r.box for r in regions))
 
-    def detect_image(self, image: np.ndarray) -> Result:
-        return self.detect(Frame(image, 0, time.time()))
+    def detect_image(self, image: np.ndarray, tiled: bool = False) -> Result:
+        """One still image; `tiled`: also on overlapping tiles at the model's own scale (regions.tiles)."""
+        frame = Frame(image, 0, time.time())
+        if not tiled:
+            return self.detect(frame)
+        height, width = image.shape[:2]
+        return self.detect_regions(frame, tiles(width, height, min(self.input_width, self.input_height)))
+
+    def candidates_tiled(self, image: np.ndarray) -> Tuple[Candidates, float]:
+        """eval's candidates (float boxes, eval's floor) of every tile, merged; and the invoke time (ms)."""
+        height, width = image.shape[:2]
+        found, invoke_ms = [], 0.0
+        for region in tiles(width, height, min(self.input_width, self.input_height)):
+            crop = image[region.y:region.y + region.height, region.x:region.x + region.width]
+            placement = self.prepare(crop)
+            started = time.perf_counter()
+            self.invoke()
+            invoke_ms += (time.perf_counter() - started) * 1000
+            part = self.candidates(placement)
+            boxes = part.boxes.astype(np.float64) + np.array([region.x, region.y, region.x, region.y])
+            found.append((region, [Detection(str(c), c, s, tuple(b)) for b, s, c in
+                                   zip(boxes.tolist(), part.scores.tolist(), part.class_ids.tolist())]))
+        merged = merge(found, width, height, self.options.max_results, self.options.nms_iou)
+        if not merged:
+            return Candidates.empty(), invoke_ms
+        return (Candidates(np.array([d.box for d in merged], np.float32), np.array([d.score for d in merged], np.float32),
+                           np.array([d.class_id for d in merged], np.int64)), invoke_ms)

@@ -156,32 +156,54 @@ def merge(found: Sequence[Tuple[Region, Sequence[Detection]]], frame_width: int,
           max_results: int, nms_iou: float = MERGE_IOU) -> Tuple[Detection, ...]:
     """The detections of every region (already in frame pixels) as one set: cut boxes dropped where a whole
     one exists, then the best box of each object kept (class-wise NMS across regions), best first."""
-    items: List[Tuple[Detection, int, bool]] = []
-    for number, (region, detections) in enumerate(found):
-        for d in detections:
-            items.append((d, number, _cut(d.box, region, frame_width, frame_height)))
+    items = [(d, number, _cut(d.box, region, frame_width, frame_height))
+             for number, (region, detections) in enumerate(found) for d in detections]
     if not items:
         return ()
     boxes = np.array([d.box for d, _n, _c in items], dtype=np.float64)
-    labels = [d.label for d, _n, _c in items]
-    overlap = iou_matrix(boxes, boxes)
-    inside = cover_matrix(boxes, boxes)
-    keep = [True] * len(items)
-    for i, (d, number, cut) in enumerate(items):
-        if not cut:
-            continue
-        for j, (other, other_number, other_cut) in enumerate(items):
-            if j != i and other_number != number and labels[j] == labels[i] and not other_cut \
-                    and (overlap[i, j] >= nms_iou or inside[i, j] >= CUT_COVER):
-                keep[i] = False  # a whole box of the same object exists in another region
-                break
-    order = sorted((i for i in range(len(items)) if keep[i]), key=lambda i: -items[i][0].score)
+    labels = np.array([d.label for d, _n, _c in items])
+    numbers = np.array([n for _d, n, _c in items])
+    cut = np.array([c for _d, _n, c in items], dtype=bool)
+    scores = np.array([d.score for d, _n, _c in items], dtype=np.float64)
+    keep = np.ones(len(items), dtype=bool)
+    if cut.any():
+        rows = np.flatnonzero(cut)
+        same = (labels[rows, None] == labels[None, :]) & (numbers[rows, None] != numbers[None, :]) & ~cut[None, :]
+        near = (iou_matrix(boxes[rows], boxes) >= nms_iou) | (cover_matrix(boxes[rows], boxes) >= CUT_COVER)
+        keep[rows[(same & near).any(axis=1)]] = False  # a whole box of the same object exists in another region
+    kept = np.flatnonzero(keep)
+    order = kept[np.argsort(-scores[kept], kind="stable")]
     chosen: List[int] = []
-    for i in order:
-        if any(labels[j] == labels[i] and overlap[i, j] >= nms_iou for j in chosen):
+    overlap = iou_matrix(boxes[order], boxes[order])
+    same_class = labels[order][:, None] == labels[order][None, :]
+    suppressed = np.zeros(len(order), dtype=bool)
+    for rank in range(len(order)):
+        if suppressed[rank]:
             continue
-        chosen.append(i)
-    return tuple(items[i][0] for i in chosen[:max_results])
+        chosen.append(int(order[rank]))
+        suppressed |= same_class[rank] & (overlap[rank] >= nms_iou)
+        if len(chosen) >= max_results:
+            break
+    return tuple(items[i][0] for i in chosen)
+
+
+def tiles(width: int, height: int, model_side: int, max_tiles: int = 12, overlap: float = 0.2) -> List[Region]:
+    """A still photo's tiles for `detect --tiles` and `eval --tiles`: squares at the model's own scale (larger
+    when more than `max_tiles` would be needed), overlapping by `overlap` of a side so an object cut by one is
+    whole in its neighbour, and the whole photo for objects larger than a tile."""
+    side = float(model_side)
+    while True:
+        step = side * (1 - overlap)
+        across = max(1, int(np.ceil((width - side) / step)) + 1) if width > side else 1
+        down = max(1, int(np.ceil((height - side) / step)) + 1) if height > side else 1
+        if across * down <= max_tiles or side >= min(width, height):
+            break
+        side *= 1.25
+    side_px = int(round(min(side, width, height)))
+    xs = np.linspace(0, width - side_px, across).round().astype(int) if across > 1 else [max((width - side_px) // 2, 0)]
+    ys = np.linspace(0, height - side_px, down).round().astype(int) if down > 1 else [max((height - side_px) // 2, 0)]
+    found = [Region(int(x), int(y), side_px, side_px) for y in ys for x in xs]
+    return _distinct(found + [whole(width, height)])
 
 
 # regions = auto: on when the frame's short side is at least this many model sides. Measured (tools/regions_check):

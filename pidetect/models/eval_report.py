@@ -22,18 +22,21 @@ def _num(value: float, digits: int = 3) -> str:
 def format_table(reports: Sequence[ModelReport]) -> str:
     threshold = reports[0].threshold if reports else 0.5
     header = (f"{'model':<40} {'format':<28} {'family':<7} {'input':>8} {'MB':>6} {'mAP50-95':>8} {'mAP50':>6} "
+              f"{'APs':>6} "
               f"{'P@' + format(threshold, '.2f'):>6} {'R@' + format(threshold, '.2f'):>6} "
               f"{'detect ms p50/p95':>17} {'invoke ms p50/p95':>17}")
     lines = [header, "-" * len(header)]
     for r in reports:
         lines.append(f"{Path(r.model).name[:40]:<40} {r.format[:28]:<28} {r.family:<7} "
                      f"{r.input_size[0]}x{r.input_size[1]:<4} {r.size_bytes / 2**20:6.2f} {_num(r.map):>8} "
-                     f"{_num(r.map50):>6} {_num(r.precision, 2):>6} {_num(r.recall, 2):>6} "
+                     f"{_num(r.map50):>6} {_num(r.map_small):>6} {_num(r.precision, 2):>6} {_num(r.recall, 2):>6} "
                      f"{r.latency_ms_p50:8.1f}/{r.latency_ms_p95:<8.1f} {r.invoke_ms_p50:8.1f}/{r.invoke_ms_p95:<8.1f}")
     left_out = sorted({name for r in reports for name in r.classes_left_out})
     if left_out:
         lines.append(f"dataset classes no model can predict (left out of the mean): {', '.join(left_out)}")
     if reports:
+        if any(r.tiled for r in reports):
+            lines.append("tiled: each image also on overlapping tiles at the model's own scale, merged (--tiles)")
         lines.append(f"backend {reports[0].backend}; mAP by pycocotools (score floor 0.001, up to 300 boxes an "
                      f"image); P/R at IoU 0.5 and score >= {threshold:g}")
     return "\n".join(lines)

@@ -60,12 +60,15 @@ class ModelReport:
     accelerator: str = "cpu"  # what ran it: cpu, or edgetpu (device)
     pr_recall: List[float] = field(default_factory=list)  # IoU 0.5 precision-recall curve, classes pooled
     pr_precision: List[float] = field(default_factory=list)
+    map_small: float = float("nan")  # COCO APs: objects under 32x32 pixels (-1 from pycocotools: none there)
+    tiled: bool = False  # run on tiles at the model's scale (eval --tiles)
 
     def as_json(self) -> dict:
         return {"model": self.model, "family": self.family, "format": self.format, "backend": self.backend,
                 "accelerator": self.accelerator,
                 "size_bytes": self.size_bytes, "input_size": list(self.input_size), "images": self.images,
-                "map": _round(self.map), "map50": _round(self.map50), "precision": _round(self.precision),
+                "map": _round(self.map), "map50": _round(self.map50), "map_small": _round(self.map_small),
+                "tiled": self.tiled, "precision": _round(self.precision),
                 "recall": _round(self.recall), "threshold": self.threshold,
                 "latency_ms_p50": round(self.latency_ms_p50, 2), "latency_ms_p95": round(self.latency_ms_p95, 2),
                 "invoke_ms_p50": round(self.invoke_ms_p50, 2), "invoke_ms_p95": round(self.invoke_ms_p95, 2),
@@ -104,7 +107,8 @@ def ground_truth(dataset: Dataset) -> dict:
 
 
 def detect_dataset(dataset: Dataset, detector: Detector, match: ClassMatch,
-                   progress: Optional[Progress] = None) -> Tuple[List[dict], List[float], List[float]]:
+                   progress: Optional[Progress] = None, tiled: bool = False
+                   ) -> Tuple[List[dict], List[float], List[float]]:
     """COCO result records for every image, and the per-image detect and invoke times (ms).
 
     Boxes stay in float pixels: the daemon's integer boxes would cost small objects IoU at the
@@ -118,11 +122,15 @@ def detect_dataset(dataset: Dataset, detector: Detector, match: ClassMatch,
     for image_id, item in enumerate(dataset.images, 1):
         image = read_image(item.path)
         started = time.perf_counter()
-        placement = detector.prepare(image)
-        invoke_start = time.perf_counter()
-        detector.invoke()
-        invoke_ms.append((time.perf_counter() - invoke_start) * 1000)
-        found = detector.candidates(placement)
+        if tiled:
+            found, invoked = detector.candidates_tiled(image)
+            invoke_ms.append(invoked)
+        else:
+            placement = detector.prepare(image)
+            invoke_start = time.perf_counter()
+            detector.invoke()
+            invoke_ms.append((time.perf_counter() - invoke_start) * 1000)
+            found = detector.candidates(placement)
         detect_ms.append((time.perf_counter() - started) * 1000)
         for box, score, class_id in zip(found.boxes.tolist(), found.scores.tolist(), found.class_ids.tolist()):
             name = match.model_to_dataset.get(detector.labels.get(class_id, ""))
@@ -166,7 +174,8 @@ def score(dataset: Dataset, records: List[dict], match: ClassMatch, threshold: f
     above = scores >= threshold
     true_positives, detections = int(matched[above].sum()), int(above.sum())
     curve_recall, curve_precision = _pooled_curve(scores, matched, positives)
-    return {"map": float(evaluation.stats[0]), "map50": float(evaluation.stats[1]), "per_class": per_class,
+    return {"map": float(evaluation.stats[0]), "map50": float(evaluation.stats[1]),
+            "map_small": float(evaluation.stats[3]), "per_class": per_class,
             "precision": true_positives / detections if detections else float("nan"),
             "recall": true_positives / positives if positives else float("nan"),
             "pr_recall": curve_recall, "pr_precision": curve_precision}
@@ -214,7 +223,7 @@ def _pooled_curve(scores: np.ndarray, matched: np.ndarray, positives: int, point
 def evaluate_model(dataset: Dataset, model: Optional[Path], labels: Optional[Path], threshold: float,
                    threads: Optional[int] = None, by_hand: Mapping[str, str] = {},
                    progress: Optional[Progress] = None,
-                   accelerator: AcceleratorSettings = AcceleratorSettings("cpu")) -> ModelReport:
+                   accelerator: AcceleratorSettings = AcceleratorSettings("cpu"), tiled: bool = False) -> ModelReport:
     """`model` None: the default model (its Edge TPU build where `accelerator` picks the Edge TPU)."""
     options = DetectorOptions(threshold=EVAL_SCORE_FLOOR, max_results=EVAL_MAX_DETECTIONS, nms_iou=EVAL_NMS_IOU,
                               num_threads=threads)
@@ -228,7 +237,7 @@ def evaluate_model(dataset: Dataset, model: Optional[Path], labels: Optional[Pat
                            f"{len(match.dataset_classes)} class(es) the model and the dataset share "
                            f"({', '.join(match.dataset_classes[:6])}{'…' if len(match.dataset_classes) > 6 else ''}); "
                            "give images with labelled objects")
-    records, detect_ms, invoke_ms = detect_dataset(dataset, detector, match, progress)
+    records, detect_ms, invoke_ms = detect_dataset(dataset, detector, match, progress, tiled)
     scores = score(dataset, records, match, threshold)
     return ModelReport(
         model=str(model), family=detector.family.name, format=detector.numeric_format, accelerator=detector.accelerator,
@@ -238,7 +247,8 @@ def evaluate_model(dataset: Dataset, model: Optional[Path], labels: Optional[Pat
         threshold=threshold, latency_ms_p50=float(np.percentile(detect_ms, 50)),
         latency_ms_p95=float(np.percentile(detect_ms, 95)), invoke_ms_p50=float(np.percentile(invoke_ms, 50)),
         invoke_ms_p95=float(np.percentile(invoke_ms, 95)), per_class=scores["per_class"],
-        classes_left_out=match.left_out, classes_merged=dict(match.merged), pr_recall=scores["pr_recall"], pr_precision=scores["pr_precision"])
+        classes_left_out=match.left_out, classes_merged=dict(match.merged), pr_recall=scores["pr_recall"], pr_precision=scores["pr_precision"],
+        map_small=scores["map_small"], tiled=tiled)
 
 
 def merged_classes(dataset: Dataset, merged: Mapping[str, str]) -> Dataset:
