@@ -270,9 +270,11 @@ def _cmd_detect(args: argparse.Namespace) -> int:
             continue
         result = detector.detect_image(image, tiled=args.tiles)
         if args.json:
-            print(json.dumps({"image": str(path), "detections": [d.as_dict() for d in result.detections],
-                              "inference_ms": round(result.inference_ms, 2), "model_calls": result.model_calls}),
-                  flush=True)
+            found = {"image": str(path), "detections": [d.as_dict() for d in result.detections],
+                     "inference_ms": round(result.inference_ms, 2)}
+            if args.tiles:
+                found["model_calls"] = result.model_calls
+            print(json.dumps(found), flush=True)
         else:
             height, width = image.shape[:2]
             calls = f" in {result.model_calls} tiles" if result.model_calls > 1 else ""

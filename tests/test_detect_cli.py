@@ -137,3 +137,26 @@ def test_check_reports_each_part_and_fails_without_camera(tmp_path, model_paths)
     assert missing.returncode == 69 and "FAIL camera" in missing.stdout
     bad_model = run_pidetect("check", "--source", clip, "--model", tmp_path / "none.tflite")
     assert bad_model.returncode == 78 and "FAIL model" in bad_model.stdout and "model file not found" in bad_model.stdout
+
+
+def test_tiles_find_small_objects_the_squeezed_photo_misses(tmp_path, model_paths):
+    """A cat photo shrunk to a corner of a large grey photo: squeezed whole into 300x300 it is a few pixels;
+    tiles at the model's scale see it as it is."""
+    import cv2
+    import numpy as np
+
+    cat = cv2.imread(str(PHOTOS / "chelsea.png"))
+    small = cv2.resize(cat, (cat.shape[1] // 2, cat.shape[0] // 2))
+    canvas = np.full((1500, 2000, 3), 120, np.uint8)
+    canvas[1100:1100 + small.shape[0], 1500:1500 + small.shape[1]] = small
+    photo = tmp_path / "far.png"
+    cv2.imwrite(str(photo), canvas)
+    plain = json.loads(run_pidetect("detect", "--json", photo).stdout)
+    done = run_pidetect("detect", "--json", "--tiles", photo)
+    assert done.returncode == 0, done.stderr
+    tiled = json.loads(done.stdout)
+    assert "cat" not in [d["label"] for d in plain["detections"]]
+    cats = [d for d in tiled["detections"] if d["label"] == "cat"]
+    assert len(cats) == 1 and tiled["model_calls"] > 1
+    x1, y1, x2, y2 = cats[0]["box"]  # in the big photo's pixels, around where the cat was pasted
+    assert 1450 <= x1 <= 1560 and 1050 <= y1 <= 1160 and x2 <= 1500 + small.shape[1] + 40

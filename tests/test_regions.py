@@ -91,3 +91,17 @@ def test_a_box_at_the_frame_edge_is_not_cut():
     region = Region(0, 0, 300, 300)  # the frame's own left and top edges
     at_edge = person((0, 0, 40, 100))
     assert merge([(region, [at_edge]), (whole(1000, 1000), [])], 1000, 1000, 10) == (at_edge,)
+
+
+def test_tiles_cover_the_photo_at_the_model_scale_and_overlap():
+    from pidetect.inference.regions import tiles
+
+    found = tiles(640, 480, 300)
+    assert found[-1] == whole(640, 480)  # large objects: the whole photo too
+    squares = found[:-1]
+    assert all(r.width == r.height == 300 for r in squares)
+    for x in range(0, 640, 20):  # every point of the photo lies in some tile
+        for y in range(0, 480, 20):
+            assert any(r.x <= x < r.x + r.width and r.y <= y < r.y + r.height for r in squares)
+    big = tiles(4000, 3000, 300, max_tiles=12)
+    assert len(big) - 1 <= 12 and big[0].width > 300  # a huge photo: fewer, larger tiles, never hundreds
