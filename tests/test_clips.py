@@ -415,7 +415,10 @@ def test_an_h264_pipe_is_stored_as_the_camera_sent_it(tmp_path, scene):
     daemon = Daemon("--source", f"pipe:ffmpeg -v error -re -i {camera} -c copy -f h264 -", "--pipe-codec", "h264",
                     "--width", clip_scene.WIDTH, "--height", clip_scene.HEIGHT, "--fps", clip_scene.FPS,
                     "--record", "--record-dir", tmp_path / "clips", "--pre-capture", "1", "--post-capture", "1",
-                    "--state-dir", tmp_path / "state", "--metrics-interval", "1")
+                    "--state-dir", tmp_path / "state", "--metrics-interval", "1",
+                    # the scene's 2.5 s gap holds a 1 s post-roll, a pre-roll of up to 2 s (the camera's keyframes
+                    # are 1 s apart) and the person's leaving: 5 frames at 15 fps, as the scene was built for
+                    "--max-disappeared", "0.33")
     try:
         daemon.wait_for(lambda r: len(of(daemon.records, "clip", state="saved")) >= 2, timeout=60, what="two clips")
     finally:
