@@ -43,13 +43,15 @@ def test_bench_json_has_every_section(model_paths):
         assert 10 < p["peak_anon_mb"] < p["peak_rss_mb"] and 10 < p["peak_file_mb"] < p["peak_rss_mb"]
         # the 1920x1080 RGB565 stand-in is written whole every frame: all 4 MB of it are resident
         assert (3.5 < p["fb_standin_rss_mb"] < 4.5) if p["display"] in ("fb", "all+fb") else p["fb_standin_rss_mb"] == 0
-    assert len(report["targets"]) == 10 and all(isinstance(t["pass"], bool) for t in report["targets"])
+    assert len(report["targets"]) == 12 and all(isinstance(t["pass"], bool) for t in report["targets"])
     zones = report["zones"]  # the tracking stage really ran with its zones: objects kept crossing their edges
     assert zones["zones"] == 10 and zones["objects"] == 20 and zones["zone_events"] > 100
     assert zones["stage_median_ms"] > 0 and zones["tracker_median_ms"] > 0
     # the tracker's cost was measured with 5, 20 and 50 objects, each followed as one object to the end
     assert [(row["objects"], row["followed"]) for row in report["tracker"]] == [(5, 5), (20, 20), (50, 50)]
     assert all(row["median_ms"] > 0 for row in report["tracker"])
+    regions = report["regions"]  # every frame looked at both ways, the regions counted
+    assert regions["frames"] > 0 and 1 <= regions["model_calls_per_frame"] <= 3 and regions["ratio"] > 0
 
 
 def test_rounds_are_summarized_as_medians_of_per_round_ratios():

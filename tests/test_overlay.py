@@ -179,3 +179,14 @@ def test_snapshots_are_drawn_on_the_display_thread_when_there_is_one(tmp_path):
     sink.close()
     assert snapshots.save(result_for(image, []), types.SimpleNamespace(label="dog", track_id=4))
     assert drawn_by == ["pidetect-display", threading.current_thread().name]
+
+
+def test_the_regions_the_model_looked_at_are_drawn_when_present():
+    from pidetect.outputs.overlay import REGION_COLOUR
+
+    image = np.full((480, 640, 3), 114, np.uint8)
+    looked = Result(Frame(image, 1, 0.0), (), 1.0, regions=((100, 50, 400, 350),))
+    out = Overlay().draw(looked, fps=None)
+    assert tuple(out[200, 100]) == REGION_COLOUR and tuple(out[50, 250]) == REGION_COLOUR  # its left and top edges
+    plain = Overlay().draw(Result(Frame(image, 1, 0.0), (), 1.0), fps=None)
+    assert not (plain == np.array(REGION_COLOUR, np.uint8)).all(axis=2).any()

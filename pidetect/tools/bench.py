@@ -49,6 +49,7 @@ from ..inference.detector import Detector, DetectorOptions
 from ..errors import ModelError, UnavailableError
 from ..outputs.fb import FramebufferDisplay
 from ..tracking.tracker import Tracker
+from .regions_bench import regions_cost
 from .tracker_bench import tracker_costs
 from .zone_bench import zone_cost
 from ..frames import Frame, Result
@@ -650,6 +651,8 @@ def run_bench(model: Path, labels: Path, source: Optional[Path], frames: int, th
         report["zones"] = zone_cost()
         say("tracker: 5, 20 and 50 objects in view")
         report["tracker"] = tracker_costs()
+        say("regions: the clip placed in a 1920x1080 frame, looked at whole and through regions")
+        report["regions"] = regions_cost(model, labels, read_frames(clip, frames), cores)
         say(f"end to end: {rounds} interleaved round(s) of ceiling, serial loop and pipelines")
         configs = [(interpreters, display) for interpreters in sorted({1, min(2, cores)})
                    for display in ("none", "fb", "mjpeg")]
@@ -762,6 +765,10 @@ def format_table(report: Dict[str, object]) -> str:
         z = report["zones"]
         lines.append(f"  zones + filters ({z['zones']} zones, {z['objects']} objects) {z['median_ms']:.3f} ms "
                      f"(tracking stage {z['stage_median_ms']:.3f} ms, tracker alone {z['tracker_median_ms']:.3f} ms)")
+    if "regions" in report:
+        g = report["regions"]
+        lines.append(f"  regions (1920x1080)      {g['regions_ms_mean']:8.2f} ms  {g['model_calls_per_frame']} calls a frame, "
+                     f"{g['ratio']:.2f}x the whole frame ({g['whole_ms_mean']:.2f} ms)")
     for row in report.get("tracker", []):
         lines.append(f"  tracker, {row['objects']:>2} objects in view  {row['median_ms']:8.3f} ms{row['p95_ms']:8.3f} ms")
     r = report["ratios"]
@@ -836,6 +843,10 @@ TARGETS = (  # (name, description, function of the report -> (value, ok))
      lambda r: (r["zones"]["median_ms"], r["zones"]["median_ms"] < 0.2)),
     ("tracker_50", "the tracker with 50 objects in view < 1 ms per frame (median)",
      lambda r: (r["tracker"][-1]["median_ms"], r["tracker"][-1]["median_ms"] < 1.0)),
+    ("regions_calls", "regions on a 1080p frame: <= 3 model calls a frame (mean)",
+     lambda r: (r["regions"]["model_calls_per_frame"], r["regions"]["model_calls_per_frame"] <= 3.0)),
+    ("regions_cost", "regions on a 1080p frame cost <= 3.5 x the whole-frame look (mean time a frame)",
+     lambda r: (r["regions"]["ratio"], r["regions"]["ratio"] <= 3.5)),
     ("decode_stage", "decode (+ NMS) <= 1 ms at the daemon's threshold and <= 5 ms at eval's 0.001",
      lambda r: ((r["stages"]["postprocess"]["median_ms"], r["stages"]["postprocess_eval"]["median_ms"]),
                 r["stages"]["postprocess"]["median_ms"] <= 1.0 and r["stages"]["postprocess_eval"]["median_ms"] <= 5.0)),
