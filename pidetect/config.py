@@ -19,8 +19,8 @@ try:
 except ImportError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
-from .config_tables import (TABLE_KEYS, FilterSpec, ZoneSpec, check_required_zones, parse_filters, parse_masks,
-                            parse_zones)
+from .config_tables import (TABLE_KEYS, FilterSpec, NotifySpec, ZoneSpec, check_notify_zones, check_required_zones,
+                            parse_filters, parse_masks, parse_notify, parse_zones)
 from .errors import ConfigError, UsageError
 from .geometry import Polygon
 
@@ -126,6 +126,8 @@ class Config:
     mqtt_discovery_prefix: str = "homeassistant"
     mqtt_labels: Tuple[str, ...] = ("person", "car", "cat", "dog")
     mqtt_queue: int = 1000
+    # notifications ([notify.NAME] tables; outputs/notify.py)
+    web_base_url: str = ""
     log_format: str = "auto"
     log_level: str = "info"
     metrics_interval: float = 30.0
@@ -138,6 +140,7 @@ class Config:
     filters: Tuple[FilterSpec, ...] = ()
     object_mask: Tuple[Polygon, ...] = ()
     motion_mask: Tuple[Polygon, ...] = ()
+    notify: Tuple[NotifySpec, ...] = ()
 
 
 HELP: Dict[str, str] = {
@@ -250,6 +253,8 @@ HELP: Dict[str, str] = {
     "mqtt_discovery_prefix": "Home Assistant's discovery prefix",
     "mqtt_labels": "labels that get Home Assistant entities (occupancy, count, last snapshot)",
     "mqtt_queue": "events kept while the broker is away (the oldest beyond this are dropped and counted)",
+    "web_base_url": "the web UI's address as a phone reaches it, for links in notifications, e.g. "
+                    "http://pi.local:8080 ('' = no links)",
     "log_format": "auto (journal under systemd, else text), journal, text or json",
     "log_level": "debug, info, warning or error",
     "metrics_interval": "seconds between metrics records",
@@ -383,6 +388,8 @@ def check(config: Config) -> List[Tuple[str, str]]:
     need(not (c.accelerator == "edgetpu" and c.interpreters > 1), "interpreters",
          "must be 1 with accelerator = edgetpu (one Edge TPU runs one model at a time)")
     need(bool(c.source.strip()), "source", "must not be empty (use auto to find a camera)")
+    need(c.web_base_url == "" or re.fullmatch(r"https?://[^\s/]+(/\S*)?", c.web_base_url) is not None, "web_base_url",
+         "must be the web UI's address as a phone reaches it, e.g. http://pi.local:8080 ('' = no links)")
     need(valid_bind_address(c.mjpeg_address), "mjpeg_address",
          "must be an IP address to listen on: 127.0.0.1 (this Pi only), 0.0.0.0 or :: (the whole network)")
     if c.source.startswith("pipe:"):
@@ -482,6 +489,9 @@ def load_file(path: Path) -> Tuple[Dict[str, Any], str]:
         if key == "filters":
             values[key] = parse_filters(value, text, str(path), TOP_LEVEL_KEYS)
             continue
+        if key == "notify":
+            values[key] = parse_notify(value, text, str(path), TOP_LEVEL_KEYS)
+            continue
         if key in ("object_mask", "motion_mask"):
             values[key] = parse_masks(value, key, where)
             continue
@@ -521,6 +531,10 @@ def build_config(path: Optional[Path], overrides: Dict[str, Any], path_required:
             check_required_zones(config.required_zones, config.zones, where)
         except ConfigError as exc:
             raise (UsageError(str(exc)) if flag else exc) from None
+    if config.notify:
+        check_notify_zones(config.notify, config.zones)
+        if any(spec.attach == "snapshot" for spec in config.notify) and not config.snapshots:
+            config = dataclasses.replace(config, snapshots=True)  # the picture a notification carries
     problems = check(config)
     if problems:
         key, problem = problems[0]

@@ -30,7 +30,7 @@ from typing import Any, Dict, Optional, Tuple
 from .errors import ConfigError
 from .geometry import Polygon, polygon_problem
 
-TABLE_KEYS = ("zones", "filters", "object_mask", "motion_mask")
+TABLE_KEYS = ("zones", "filters", "object_mask", "motion_mask", "notify")
 ZONE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -64,6 +64,22 @@ class FilterSpec:
     where: str = field(default="", compare=False)
 
 
+@dataclass(frozen=True)
+class NotifySpec:
+    """A notification target: Apprise URLs (or a file of them: they hold secrets) and what to tell them about."""
+
+    name: str
+    urls: Tuple[str, ...] = ()
+    urls_file: str = ""
+    labels: Tuple[str, ...] = ()  # empty: every label
+    zones: Tuple[str, ...] = ()  # empty: anywhere (on entering the picture); else on entering one of these zones
+    min_score: float = 0.0
+    cooldown: float = 60.0  # seconds between messages of the same label and zone
+    attach: str = "snapshot"  # snapshot | none
+    where: str = field(default="", compare=False)
+
+
+NOTIFY_KEYS = {"urls", "urls_file", "labels", "zones", "min_score", "cooldown", "attach"}
 ZONE_KEYS = {"points", "objects", "inertia", "loiter_seconds"}
 FILTER_RANGES = {"min_area": (0, 1e9), "max_area": (0, 1e9), "min_ratio": (0, 1e6), "max_ratio": (0, 1e6),
                  "min_score": (0, 1), "threshold": (0, 1)}  # areas: a share below 1, pixels from 1 up
@@ -215,6 +231,50 @@ def parse_filters(raw: Any, text: str, origin: str, top_level=frozenset()) -> Tu
     return tuple(specs)
 
 
+def parse_notify(raw: Any, text: str, origin: str, top_level=frozenset()) -> Tuple[NotifySpec, ...]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: notify must be tables, one per target: [notify.phone] with urls = [\"ntfy://…\"]")
+    specs = []
+    for name, table in raw.items():
+        place = TablePlace(text, origin, "notify", name)
+        where, at = place.where, place.at
+        if not ZONE_NAME.fullmatch(name):
+            raise ConfigError(f"{where}: notify name '{name}': use letters, digits, '_' and '-' only (at most 64)")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: notify.{name} must be a table: [notify.{name}] with urls = [\"ntfy://…\"]")
+        place.check_keys(table, NOTIFY_KEYS, "notify target", top_level)
+        urls = table.get("urls", [])
+        if not isinstance(urls, list) or not all(isinstance(u, str) and "://" in u for u in urls):
+            raise ConfigError(f"{at('urls')}: urls must be a list of Apprise URLs, e.g. [\"ntfy://ntfy.sh/my-topic\"]")
+        urls_file = table.get("urls_file", "")
+        if not isinstance(urls_file, str):
+            raise ConfigError(f"{at('urls_file')}: urls_file must be a file name, e.g. \"/etc/pidetect/notify.urls\"")
+        if bool(urls) == bool(urls_file.strip()):
+            raise ConfigError(f"{where}: notify.{name} needs urls = [...] or urls_file = \"...\" (one of them; a file "
+                              "keeps the URLs' secrets out of the config)")
+        attach = table.get("attach", "snapshot")
+        if attach not in ("snapshot", "none"):
+            raise ConfigError(f"{at('attach')}: attach = {attach!r}: must be snapshot or none")
+        specs.append(NotifySpec(
+            name=name, urls=tuple(u.strip() for u in urls), urls_file=urls_file.strip(),
+            labels=_labels(table.get("labels", []), at("labels"), "labels"),
+            zones=_labels(table.get("zones", []), at("zones"), "zones"),
+            min_score=float(_number(table.get("min_score", 0.0), at("min_score"), "min_score", 0, 1)),
+            cooldown=float(_number(table.get("cooldown", 60), at("cooldown"), "cooldown", 0, 86400)),
+            attach=attach, where=where))
+    return tuple(specs)
+
+
+def check_notify_zones(specs: Tuple[NotifySpec, ...], zones: Tuple[ZoneSpec, ...]) -> None:
+    names = {zone.name for zone in zones}
+    for spec in specs:
+        missing = [zone for zone in spec.zones if zone not in names]
+        if missing:
+            have = ", ".join(sorted(names)) or "none"
+            raise ConfigError(f"{spec.where}: notify.{spec.name} zones names a zone that is not configured: "
+                              f"{', '.join(missing)} (zones: {have})")
+
+
 def check_required_zones(required: Tuple[str, ...], zones: Tuple[ZoneSpec, ...], where: str) -> None:
     names = {zone.name for zone in zones}
     missing = [name for name in required if name not in names]
@@ -224,7 +284,8 @@ def check_required_zones(required: Tuple[str, ...], zones: Tuple[ZoneSpec, ...],
                           f"(zones: {have}); add a [zones.{missing[0]}] table or fix the name")
 
 
-def check_table_labels(zones: Tuple[ZoneSpec, ...], filters: Tuple[FilterSpec, ...], known) -> None:
+def check_table_labels(zones: Tuple[ZoneSpec, ...], filters: Tuple[FilterSpec, ...], known,
+                       notify: Tuple[NotifySpec, ...] = ()) -> None:
     """Labels in zones' `objects` and `[filters.LABEL]` must be the model's: a typo would be a zone that never
     fills or a filter that never applies."""
     from .inference.labels import unknown_label
@@ -242,3 +303,7 @@ def check_table_labels(zones: Tuple[ZoneSpec, ...], filters: Tuple[FilterSpec, .
     for spec in filters:
         if spec.label not in known:
             refuse(spec.where, f"[filters.{spec.label}]", spec.label)
+    for target in notify:
+        for label in target.labels:
+            if label not in known:
+                refuse(target.where, f"notify.{target.name} labels", label)

@@ -94,6 +94,8 @@ def describe(record: Dict[str, Any]) -> str:
                   "recovered": f"{record.get('accelerator')} after {record.get('attempts')} attempt(s)"}.get(
             record["state"])
         return f"accelerator {record['state']}" + (f": {detail}" if detail else "")
+    if event == "notify":
+        return f"notify {record['target']} {record['state']}" + (f": {record['detail']}" if record.get("detail") else "")
     if event == "mqtt":
         return f"mqtt {record['state']} {record.get('broker', '')}" + (f": {record['detail']}" if record.get("detail") else "")
     return json.dumps(record)

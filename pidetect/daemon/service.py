@@ -113,7 +113,7 @@ def preflight(config: Config) -> None:
 
 def check_model_labels(config: Config, model_labels) -> Config:
     """Every label the config names must be the model's: zones' objects, [filters.LABEL], mqtt_labels."""
-    check_table_labels(config.zones, config.filters, model_labels)
+    check_table_labels(config.zones, config.filters, model_labels, config.notify)
     return check_mqtt_labels(config, model_labels)
 
 

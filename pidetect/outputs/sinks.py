@@ -328,17 +328,30 @@ def build_web(config: Config, emit: Callable, metrics) -> Tuple[List, Optional[d
 
 
 def check_record_sinks(config: Config) -> None:
-    """The ConfigErrors building the record sinks would raise (the MQTT password and CA files, topic keys)."""
+    """The ConfigErrors building the record sinks would raise (the MQTT password and CA files, topic keys, the
+    notification URLs and their files)."""
     if config.mqtt_host:
         from .mqtt import settings_from_config
 
         settings_from_config(config)
+    if config.notify:
+        from .notify import check_urls, read_targets
+
+        check_urls(read_targets(config.notify))
 
 
 def build_record_sinks(config: Config, emit: Callable) -> List:
-    """Sinks of the record stream (what the journal gets): MQTT when mqtt_host is set."""
-    if not config.mqtt_host:
-        return []
-    from .mqtt import MqttSink, settings_from_config
+    """Sinks of the record stream (what the journal gets): MQTT when mqtt_host is set, notifications when
+    [notify.…] tables are."""
+    sinks: List = []
+    if config.mqtt_host:
+        from .mqtt import MqttSink, settings_from_config
 
-    return [MqttSink(settings_from_config(config), emit)]
+        sinks.append(MqttSink(settings_from_config(config), emit))
+    if config.notify:
+        from .notify import NotifySink, check_urls, read_targets
+
+        targets = read_targets(config.notify)
+        check_urls(targets)  # an unknown service is a config error at start, not a silent target
+        sinks.append(NotifySink(targets, emit, config.web_base_url, config.camera_name))
+    return sinks
