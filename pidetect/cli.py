@@ -180,6 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(track)
     track.set_defaults(handler=_cmd_track_eval)
 
+    notify = commands.add_parser("notify-test", help="send one test message with a picture to the [notify.…] "
+                                 "targets of the config and say per URL what happened",
+                                 description="Send a test notification (a photo attached) to every [notify.NAME] "
+                                 "target of the config, or only NAME; one line per URL (its scheme only: URLs hold "
+                                 "secrets). Exit 0 when every URL took the message, 1 when one did not.")
+    notify.add_argument("name", nargs="?", help="only this [notify.NAME] target")
+    notify.add_argument("--config", type=Path, help=f"TOML config file (default {DEFAULT_CONFIG_PATH})")
+    notify.set_defaults(handler=_cmd_notify_test)
+
     quantize = commands.add_parser("quantize", help="make an int8 model (about 2x faster on XNNPACK), verified",
                                    description="Quantize a model to int8 with per-channel weights. uint8 and int8 "
                                    "per-tensor models (TF1/Coral) need no data: they carry their activation "
@@ -476,6 +485,41 @@ def _cmd_track_eval(args: argparse.Namespace) -> int:
     report = track_eval(args.video, args.gt, args.label, args.every, {**flags, **overrides}, args.save_mot)
     print(json.dumps(report.as_dict()) if args.json else report.text(), flush=True)
     return 0
+
+
+def _cmd_notify_test(args: argparse.Namespace) -> int:
+    import tempfile
+
+    import cv2
+
+    from .outputs.notify import Helper, check_urls, read_targets, redacted
+    from .tools.demo import load_photo
+
+    config = build_config(args.config or DEFAULT_CONFIG_PATH, {}, path_required=args.config is not None)
+    specs = [spec for spec in config.notify if args.name in (None, spec.name)]
+    if not specs:
+        names = ", ".join(spec.name for spec in config.notify) or "none"
+        raise UsageError(f"no [notify.{args.name or '…'}] target in the config (targets: {names}); add one, e.g. "
+                         "[notify.phone] with urls = [\"ntfy://ntfy.sh/my-topic\"]")
+    targets = read_targets(specs)
+    check_urls(targets)
+    helper = Helper()
+    failed = 0
+    with tempfile.TemporaryDirectory(prefix="pidetect-notify-") as folder:
+        picture = Path(folder) / "pidetect-test.jpg"
+        cv2.imwrite(str(picture), load_photo("chelsea.png"))
+        try:
+            for target in targets:
+                results = helper.ask({"send": list(target.urls), "title": "pidetect test",
+                                      "body": "A test message from pidetect notify-test, with a picture.",
+                                      "attach": str(picture)}, timeout=60.0)
+                for url, result in zip(target.urls, results):
+                    failed += not result["ok"]
+                    state = "sent" if result["ok"] else "FAILED: " + result["error"].replace(url, redacted(url))
+                    print(f"{target.name}: {redacted(url)} {state}", flush=True)
+        finally:
+            helper.close()
+    return 1 if failed else 0
 
 
 def check_plot_path(path: Path) -> None:
