@@ -357,3 +357,13 @@ urls = ["{server.url(secret=SECRET)}", "json://127.0.0.1:{down}/x?token={SECRET}
     assert PushServer.attachment(server.received[0])[:2] == b"\xff\xd8"  # a JPEG
     done = run_pidetect("notify-test", "garden", "--config", config)
     assert done.returncode == 2 and "no [notify.garden] target" in done.stderr
+
+
+def test_check_names_the_targets_without_their_secrets(tmp_path):
+    config = write(tmp_path / "pidetect.toml", f'source = "{tmp_path / "none.mp4"}"\n[notify.phone]\n'
+                                               f'urls = ["ntfy://ntfy.sh/{SECRET}", "tgram://123456789:AAH{SECRET}/12345"]\n')
+    (tmp_path / "none.mp4").write_bytes(b"")
+    done = run_pidetect("check", "--config", config)
+    line = [l for l in done.stdout.splitlines() if "notify" in l]
+    assert line and "phone: ntfy://…, tgram://…" in line[0], done.stdout
+    assert SECRET not in done.stdout + done.stderr

@@ -25,6 +25,21 @@ class Check:
     exit_code: int = 0  # a failure's own exit code where it has one (the Edge TPU's); 0: by the check's name
 
 
+def _check_notify(config: Config) -> Check:
+    """The notification targets: their URL files read and every URL one Apprise knows (nothing is sent; URLs
+    are named by their scheme only: they hold secrets). `pidetect notify-test` sends a message."""
+    from ..errors import PidetectError
+    from ..outputs.notify import check_urls, read_targets, redacted
+
+    try:
+        targets = read_targets(config.notify)
+        check_urls(targets)
+    except PidetectError as exc:
+        return Check("notify", False, str(exc))
+    return Check("notify", True, "; ".join(f"{t.name}: " + ", ".join(redacted(u) for u in t.urls) for t in targets)
+                 + " (pidetect notify-test sends a test message)")
+
+
 def _probe_camera(config: Config) -> Check:
     from ..capture.sources import SourceError, make_source
 
@@ -124,6 +139,8 @@ def run_checks(config: Config, make_detector: Callable) -> List[Check]:
         checks.append(_check_recording(config))
     if config.mqtt_host:
         checks.append(_probe_mqtt(config))
+    if config.notify:
+        checks.append(_check_notify(config))
     journal = journal_sender() is not None
     checks.append(Check("journal", journal, "systemd journal reachable" if journal else
                         "not available (systemd-python missing or no journald); logs go to stderr",
