@@ -72,7 +72,10 @@ def test_framebuffer_holds_scaled_frame_and_box(tmp_path, cat_clip, model_paths,
     fb, sysfs = make_fb(tmp_path, width, height, bpp, stride)
     # paced like a camera: unpaced, the int8 default infers faster than a 1080p screen is drawn, and
     # results that arrive while it draws are not kept (by design), so the last picture could be an old one
-    args = ["--source", cat_clip[0], "--realtime", "--display", "fb", "--fb-device", fb, "--fb-tty", ""]
+    # the whole frame at every look (regions off): the box of the entered record is then the box of every frame,
+    # so the last picture on the screen has it where the record says (regions alternate whole and cropped looks)
+    args = ["--source", cat_clip[0], "--realtime", "--display", "fb", "--fb-device", fb, "--fb-tty", "",
+            "--regions", "off"]
     if fmt == "bgr565":
         args += ["--fb-format", "bgr565"]  # a plain file has no bitfields to read; a real device reports them
     code, records, stderr = run_daemon(*args, env={"PIDETECT_SYSFS": str(sysfs)})
