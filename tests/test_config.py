@@ -68,7 +68,7 @@ def test_every_key_is_a_flag_and_documented_in_the_example():
     example = (REPO / "deploy" / "pidetect.toml").read_text()
     help_text = run_pidetect("run", "--help").stdout
     for field in dataclasses.fields(Config):
-        if field.name in ("zones", "filters"):  # tables: documented as commented examples
+        if field.name in ("zones", "filters", "notify"):  # tables: documented as commented examples
             assert re.search(rf"^#\s+\[{field.name}\.[a-z]+\]$", example, re.M), field.name
             assert "--" + field.name.replace("_", "-") + " " not in help_text, field.name
             continue
