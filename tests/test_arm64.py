@@ -221,7 +221,7 @@ def aarch64_platforms():
     return [f"manylinux_2_{minor}_aarch64" for minor in range(36, 16, -1)] + ["manylinux2014_aarch64"]
 
 
-@pytest.mark.parametrize("extras", ["eval,plot,quantize,demo", "tflite"])
+@pytest.mark.parametrize("extras", ["eval,plot,quantize,demo,track,notify", "tflite"])
 def test_every_extra_offered_on_a_pi_has_aarch64_wheels(arm64_root, pidetect_wheel, extras):
     # resolved for Debian 12 arm64 (CPython 3.11, glibc 2.36) without building anything; the journal extra
     # is apt's python3-systemd on a Pi (the installer's; tested in the service test below)

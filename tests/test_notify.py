@@ -367,3 +367,27 @@ def test_check_names_the_targets_without_their_secrets(tmp_path):
     line = [l for l in done.stdout.splitlines() if "notify" in l]
     assert line and "phone: ntfy://…, tgram://…" in line[0], done.stdout
     assert SECRET not in done.stdout + done.stderr
+
+
+def test_a_slow_service_costs_detection_nothing(tmp_path):
+    """10 s a request: the run reads every frame and says the same events as without notifications, and at its
+    end the message still on its way is dropped and counted, never waited for."""
+    scene = porch_scene.build(tmp_path / "porch", shared_path("datasets", "coco-train128", "images"))
+    slow = PushServer(delay=10.0).start()
+    config = write(tmp_path / "pidetect.toml", f'[notify.phone]\nurls = ["{slow.url()}"]\ncooldown = 0\n')
+    try:
+        common = ("--source", scene, "--state-dir", tmp_path / "state", "--snapshots", "--snapshot-dir",
+                  tmp_path / "snaps", "--per-frame", "--log-level", "debug")
+        code, notified, stderr = run_daemon("--config", config, *common)
+        plain_code, plain, _ = run_daemon(*common)
+    finally:
+        slow.stop()
+    assert code == 0 and plain_code == 0, stderr[-2000:]
+
+    def events(records):
+        return [(r["event"], r["state"], r["label"], r["frame_seq"]) for r in records if r.get("event") == "detection"]
+
+    assert events(notified) == events(plain) and events(plain)
+    assert len(of(notified, "frame")) == len(of(plain, "frame")) == porch_scene.FRAMES  # every frame looked at
+    assert of(notified, "lifecycle", state="stopped")
+    assert any("notification(s) were dropped" in r.get("message", "") for r in of(notified, "log"))

@@ -363,8 +363,8 @@ class NotifySink:
             self.dropped += len(self._queue)
             self._queue.clear()
             self._cond.notify_all()
-        self._thread.join(timeout=HELPER_TIMEOUT + 1)
-        self.helper.close()
+        self.helper.close()  # a slow or hung service: its send ends with the helper, the service stops in time
+        self._thread.join(timeout=5.0)
         if self.dropped:
             self.emit(log_record("warning", "pidetect.notify", f"{self.dropped} notification(s) were dropped "
                                  "(the service was away, or the queue was full)"), WARNING)
