@@ -391,3 +391,34 @@ def test_a_slow_service_costs_detection_nothing(tmp_path):
     assert len(of(notified, "frame")) == len(of(plain, "frame")) == porch_scene.FRAMES  # every frame looked at
     assert of(notified, "lifecycle", state="stopped")
     assert any("notification(s) were dropped" in r.get("message", "") for r in of(notified, "log"))
+
+
+def test_the_web_ui_shows_the_last_delivery_per_target_without_the_url(tmp_path):
+    import json as json_module
+    import urllib.request
+
+    from daemon import Daemon
+
+    scene = porch_scene.build(tmp_path / "porch", shared_path("datasets", "coco-train128", "images"))
+    server = PushServer().start()
+    port = free_port()
+    config = write(tmp_path / "pidetect.toml", f'[notify.phone]\nurls = ["{server.url(secret=SECRET)}"]\n'
+                                               f'labels = ["person"]\n')
+    daemon = Daemon("--config", config, "--source", scene, "--loop", "--realtime", "--display", "mjpeg",
+                    "--mjpeg-port", port, "--state-dir", tmp_path / "state", "--snapshot-dir", tmp_path / "snaps")
+    try:
+        server.wait_for(1, timeout=60)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 10
+        while True:
+            status = json_module.loads(urllib.request.urlopen(f"{base}/api/notify", timeout=10).read())
+            if status["targets"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        pages = b"".join(urllib.request.urlopen(f"{base}{path}", timeout=10).read()
+                         for path in ("/api/notify", "/events", "/api/events", "/api/zones", "/metrics"))
+    finally:
+        assert daemon.stop()[0] == 0
+        server.stop()
+    assert status["targets"]["phone"]["ok"] is True and status["targets"]["phone"]["at"] > 0
+    assert SECRET.encode() not in pages

@@ -256,7 +256,7 @@ class Service:
             self._close_sinks(web_sinks)
             raise
         try:
-            self.record_sinks = build_record_sinks(config, self.emit) + web_sinks
+            self.record_sinks = build_record_sinks(config, self.emit, web) + web_sinks
         except BaseException:
             self._close_outputs(outputs)  # a display holds its port: free it for the pipeline started instead
             self._close_sinks(web_sinks)

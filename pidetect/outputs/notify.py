@@ -195,13 +195,30 @@ def _without_secrets(text: str, url: str) -> str:
     return text
 
 
+class DeliveryBoard:
+    """The last delivery of each target, as the web UI shows it (GET /api/notify): built with the web UI, written
+    by the sink (no URL in it: a target is its [notify.NAME], a failure its secret-free reason)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: Dict[str, dict] = {}
+
+    def set(self, name: str, entry: dict) -> None:
+        with self._lock:
+            self._last[name] = dict(entry)
+
+    def __call__(self) -> Dict[str, dict]:
+        with self._lock:
+            return {name: dict(entry) for name, entry in self._last.items()}
+
+
 class NotifySink:
     """See the module's text. `emit` takes records (the service's); `base_url` makes links ('' = none)."""
 
     name = "notify"
 
     def __init__(self, targets: Sequence[Target], emit: Callable, base_url: str = "", camera: str = "",
-                 helper: Optional[Helper] = None):
+                 helper: Optional[Helper] = None, board: Optional[DeliveryBoard] = None):
         self.targets = list(targets)
         self.emit, self.base_url, self.camera = emit, base_url.rstrip("/"), camera
         self.helper = helper or Helper()
@@ -213,6 +230,7 @@ class NotifySink:
         self._failing: Dict[str, bool] = {}  # target -> in an outage (said once)
         self.sent = self.failed = self.dropped = 0
         self.last_delivery: Dict[str, dict] = {}  # target -> {"ok", "at", "error"}: the status of each target
+        self.board = board
         self.latencies: List[float] = []  # seconds from the frame's capture to delivery, per message
         self._thread = threading.Thread(target=self._run, name="pidetect-notify", daemon=True)
         self._thread.start()
@@ -329,8 +347,13 @@ class NotifySink:
         with self._cond:
             self._queue.append(message)
 
+    def _said(self, target: Target, entry: dict) -> None:
+        self.last_delivery[target.name] = entry
+        if self.board is not None:
+            self.board.set(target.name, entry)
+
     def _ok(self, target: Target) -> None:
-        self.last_delivery[target.name] = {"ok": True, "at": round(time.time(), 3), "error": ""}
+        self._said(target, {"ok": True, "at": round(time.time(), 3), "error": ""})
         if self._failing.pop(target.name, False):
             self.emit({"event": "notify", "state": "recovered", "target": target.name,
                        "detail": "messages are delivered again"}, INFO)
@@ -338,7 +361,7 @@ class NotifySink:
     def _fail(self, target: Target, detail: str) -> None:
         with self._cond:
             self.failed += 1
-        self.last_delivery[target.name] = {"ok": False, "at": round(time.time(), 3), "error": detail}
+        self._said(target, {"ok": False, "at": round(time.time(), 3), "error": detail})
         if not self._failing.get(target.name):
             self._failing[target.name] = True  # once per outage
             self.emit({"event": "notify", "state": "failing", "target": target.name,

@@ -324,6 +324,10 @@ def build_web(config: Config, emit: Callable, metrics) -> Tuple[List, Optional[d
 
     web = {"store": store, "snapshot_dir": Path(config.snapshot_dir), "metrics": metrics.exposition, "auth": auth,
            "on_delete": on_delete, "record_dir": Path(config.record_dir) if config.record else None}
+    if config.notify:
+        from .notify import DeliveryBoard
+
+        web["notify"] = DeliveryBoard()  # the notification sink writes it, /api/notify reads it
     return [sink, metrics], web
 
 
@@ -340,7 +344,7 @@ def check_record_sinks(config: Config) -> None:
         check_urls(read_targets(config.notify))
 
 
-def build_record_sinks(config: Config, emit: Callable) -> List:
+def build_record_sinks(config: Config, emit: Callable, web: Optional[dict] = None) -> List:
     """Sinks of the record stream (what the journal gets): MQTT when mqtt_host is set, notifications when
     [notify.…] tables are."""
     sinks: List = []
@@ -353,5 +357,6 @@ def build_record_sinks(config: Config, emit: Callable) -> List:
 
         targets = read_targets(config.notify)
         check_urls(targets)  # an unknown service is a config error at start, not a silent target
-        sinks.append(NotifySink(targets, emit, config.web_base_url, config.camera_name))
+        sinks.append(NotifySink(targets, emit, config.web_base_url, config.camera_name,
+                                board=web.get("notify") if web else None))
     return sinks

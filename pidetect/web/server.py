@@ -5,6 +5,7 @@
     /snapshot.jpg        one overlaid frame         /api/events/ID       GET; DELETE removes it and its files
     /frame.jpg           the frame, no overlay      /api/events/ID/snapshot.jpg, /api/events/ID/clip.mp4 (Range)
     /zones, /api/zones   the zone editor            /api/labels          labels with events
+                                                    /api/notify          the last delivery per notification target
     /metrics             Prometheus text format (prometheus_client)
 
 Built on socketserver with a few lines of request parsing, not http.server, which imports http.client
@@ -61,6 +62,7 @@ class WebApp:
     metrics: Optional[Callable[[], bytes]] = None  # the Prometheus exposition
     auth: Optional[Tuple[str, str]] = None  # (user, password)
     on_delete: Optional[Callable[[object], None]] = None  # removes an event's files
+    notify: Optional[Callable[[], dict]] = None  # the last delivery per notification target (outputs/notify.py)
 
 
 class WebServer(socketserver.ThreadingTCPServer):
@@ -236,6 +238,8 @@ class WebRequest(socketserver.StreamRequestHandler):
             self._page("events.html", head)
         elif path == "/api/events":
             self._events(query, head)
+        elif path == "/api/notify":
+            self._json({"targets": app.notify() if app.notify is not None else {}}, head)
         elif path == "/api/labels":
             self._json(app.store.labels() if app.store is not None else [], head)
         elif match:
