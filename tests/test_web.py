@@ -101,7 +101,8 @@ def test_the_store_keeps_rows_and_answers_queries(tmp_path):
     event = store.get(first).as_dict()
     assert event == {"id": first, "label": "person", "class_id": 0, "track_id": 7, "start": 1000.0, "end": 1012.5,
                      "duration": 12.5, "score": 0.95, "zones": ["porch"],
-                     "snapshot": f"/api/events/{first}/snapshot.jpg", "clip": None, "review": None}
+                     "snapshot": f"/api/events/{first}/snapshot.jpg", "clip": None, "review": None,
+                     "stationary": False}
     assert store.labels() == ["car", "person"]
     store.close()
     # an event still open when the process died is closed when a writer starts again (a reload's check that only
