@@ -1,6 +1,6 @@
-"""A local push service for the notification tests: an HTTP server on 127.0.0.1 that keeps every JSON POST
-(Apprise's json:// sends title, message and attachments as base64), optionally slow. Never anything but
-loopback."""
+"""A local push service for the notification tests: an HTTP server on 127.0.0.1 that keeps every request
+(Apprise's json:// POSTs title, message and attachments as base64; its ntfy:// sends an attachment as the request body with
+the title and message in headers, as the ntfy server takes them), optionally slow. Never anything but loopback."""
 
 from __future__ import annotations
 
@@ -35,14 +35,22 @@ class PushServer:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - the stdlib's name
                 length = int(self.headers.get("Content-Length", 0))
-                body = json.loads(self.rfile.read(length) or b"{}")
+                raw = self.rfile.read(length)
                 if owner.delay:
                     time.sleep(owner.delay)
-                body["_path"], body["_at"] = self.path, time.time()
+                try:
+                    body = json.loads(raw or b"{}")
+                except ValueError:
+                    body = {}
+                body["_path"], body["_at"], body["_method"] = self.path, time.time(), self.command
+                body["_headers"], body["_raw"] = dict(self.headers), raw
                 owner.received.append(body)
                 self.send_response(200)
+                self.send_header("Content-Type", "application/json")
                 self.end_headers()
-                self.wfile.write(b"{}")
+                self.wfile.write(b'{"id": "x", "event": "message"}')
+
+            do_PUT = do_POST  # ntfy servers take PUT too
 
             def log_message(self, *args):
                 pass

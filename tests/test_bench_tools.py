@@ -36,14 +36,14 @@ def test_bench_json_has_every_section(model_paths):
     assert gate["motion_on"]["inferences"] + gate["motion_on"]["frames_gated"] >= gate["motion_on"]["frames"] - 2
     assert all(p["frames"] == 12 for p in report["pipeline"])
     assert {p["display"] for p in report["pipeline"]} == {"none", "fb", "mjpeg"}
-    assert {p["display"] for p in report["process"]} == {"none", "fb", "mjpeg", "all", "all+fb"}
+    assert {p["display"] for p in report["process"]} == {"none", "fb", "mjpeg", "all", "all+fb", "all+notify"}
     assert "web_ui_mb" in report
     for p in report["process"]:
         assert p["exit_code"] == 0 and 0 < p["start_to_ready_s"] < 30 and p["peak_rss_mb"] > 30
         assert 10 < p["peak_anon_mb"] < p["peak_rss_mb"] and 10 < p["peak_file_mb"] < p["peak_rss_mb"]
         # the 1920x1080 RGB565 stand-in is written whole every frame: all 4 MB of it are resident
         assert (3.5 < p["fb_standin_rss_mb"] < 4.5) if p["display"] in ("fb", "all+fb") else p["fb_standin_rss_mb"] == 0
-    assert len(report["targets"]) == 12 and all(isinstance(t["pass"], bool) for t in report["targets"])
+    assert len(report["targets"]) == 13 and all(isinstance(t["pass"], bool) for t in report["targets"])
     zones = report["zones"]  # the tracking stage really ran with its zones: objects kept crossing their edges
     assert zones["zones"] == 10 and zones["objects"] == 20 and zones["zone_events"] > 100
     assert zones["stage_median_ms"] > 0 and zones["tracker_median_ms"] > 0

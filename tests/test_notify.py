@@ -422,3 +422,27 @@ def test_the_web_ui_shows_the_last_delivery_per_target_without_the_url(tmp_path)
         server.stop()
     assert status["targets"]["phone"]["ok"] is True and status["targets"]["phone"]["at"] > 0
     assert SECRET.encode() not in pages
+
+
+def test_ntfy_gets_the_picture_as_the_ntfy_server_takes_it(tmp_path):
+    """Apprise's ntfy:// pointed at a local stand-in: the snapshot is the body of the request to the topic, the
+    title, message and file name in its query (as the ntfy server takes them)."""
+    server = PushServer().start()
+    picture = tmp_path / "porch.jpg"
+    cv2.imwrite(str(picture), np.full((20, 30, 3), 60, np.uint8))
+    helper = Helper()
+    try:
+        [result] = helper.ask({"send": [f"ntfy://127.0.0.1:{server.port}/porch-{SECRET}"], "title": "Person in porch",
+                               "body": "person in porch at 09:14:02", "attach": str(picture)})
+    finally:
+        helper.close()
+        server.stop()
+    assert result["ok"], result
+    [message] = server.received
+    from urllib.parse import parse_qs, urlsplit
+
+    where = urlsplit(message["_path"])
+    query = {key: values[0] for key, values in parse_qs(where.query).items()}
+    assert message["_method"] in ("PUT", "POST") and where.path == f"/porch-{SECRET}"
+    assert query["title"] == "Person in porch" and "09:14:02" in query["message"] and query["filename"] == "porch.jpg"
+    assert cv2.imdecode(np.frombuffer(message["_raw"], np.uint8), cv2.IMREAD_COLOR).shape == (20, 30, 3)

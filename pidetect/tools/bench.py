@@ -546,7 +546,8 @@ def daemon_process(clip: Path, model: Path, labels: Path, display: str, workdir:
         fb, sysfs = fake_framebuffer(workdir, 1920, 1080)
         env["PIDETECT_SYSFS"] = str(sysfs)
         args += ["--fb-device", str(fb), "--fb-tty", ""]
-    if display in ("mjpeg", "all", "all+fb"):
+    push = None
+    if display in ("mjpeg", "all", "all+fb", "all+notify"):
         port = free_port()
         state = Path(tempfile.mkdtemp(prefix="state-", dir=workdir))
         args += ["--mjpeg-port", str(port), "--state-dir", str(state)]
@@ -555,7 +556,13 @@ def daemon_process(clip: Path, model: Path, labels: Path, display: str, workdir:
             threading.Thread(target=_review_page_open, args=(port, stop_page), daemon=True).start()
     if display.startswith("all"):  # the web UI with the review page open and /metrics scraped, snapshots, the
         config = workdir / "everything.toml"  # event store, zones and filters (all+fb: and the HDMI screen)
-        config.write_text(EVERYTHING_ZONES)
+        text = EVERYTHING_ZONES
+        if display == "all+notify":  # and one notification target, a local push service (every label, no cooldown)
+            from .notify_check import PushService
+
+            push = PushService()
+            text += f'\n[notify.bench]\nurls = ["json://127.0.0.1:{push.port}/push"]\ncooldown = 0\n'
+        config.write_text(text)
         args += ["--display", "fb,mjpeg" if display == "all+fb" else "mjpeg", "--snapshots", "--snapshot-dir",
                  str(workdir / "snapshots"), "--config", str(config)]
     elif display != "none":
@@ -586,6 +593,8 @@ def daemon_process(clip: Path, model: Path, labels: Path, display: str, workdir:
         time.sleep(0.1)
     reader.join(5)
     stop_page.set()
+    if push is not None:
+        push.httpd.shutdown()
     output = outputs[0] if outputs else ""
     usage_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall = time.perf_counter() - started
@@ -601,7 +610,7 @@ def daemon_process(clip: Path, model: Path, labels: Path, display: str, workdir:
             "peak_anon_mb": round(peak_anon, 1), "peak_file_mb": round(peak_file, 1),
             "fb_standin_rss_mb": round(fb_mapped, 1),
             "steady_rss_mb": round(statistics.median(steady), 1) if steady else None,
-            "exit_code": proc.returncode}
+            "exit_code": proc.returncode, **({"notifications": len(push.arrivals)} if push is not None else {})}
 
 
 def machine_info() -> Dict[str, object]:
@@ -677,7 +686,7 @@ def run_bench(model: Path, labels: Path, source: Optional[Path], frames: int, th
         say("daemon process with everything on: the web UI with the review page open and /metrics scraped, "
             "snapshots, the event store, zones and filters (and once more with the HDMI screen too)")
         report["process"] += [daemon_process(clip, model, labels, display, workdir, process_seconds, 1)
-                              for display in ("all", "all+fb")]
+                              for display in ("all", "all+fb", "all+notify")]
     report.update(summarize_rounds(report["rounds"]))
     steady = {p["display"]: p["steady_rss_mb"] for p in report["process"] if p["interpreters"] == 1}
     if steady.get("all") and steady.get("none"):
@@ -834,6 +843,8 @@ TARGETS = (  # (name, description, function of the report -> (value, ok))
     ("rss_everything", "peak RSS of pidetect run with everything on (web UI with a viewer, the review page open "
      "and /metrics scraped, snapshots, event store, zones) <= 135 MB",
      lambda r: (display_peak(r, "all"), display_peak(r, "all") <= 135)),
+    ("rss_notify", "peak RSS of pidetect run with everything on and one notification target <= 135 MB (Apprise runs "
+     "in its own helper process)", lambda r: (display_peak(r, "all+notify"), display_peak(r, "all+notify") <= 135)),
     ("start_to_ready", "start to READY <= 2 s with the model present",
      lambda r: (max(p["start_to_ready_s"] or 99 for p in r["process"]),
                 max(p["start_to_ready_s"] or 99 for p in r["process"]) <= 2.0)),

@@ -32,7 +32,9 @@ from .bench import machine_info, status_mb
 from .demo import write_scene_video
 
 
-class _Server:
+class PushService:
+    """A local push service on 127.0.0.1 (a free port): keeps the arrival time of every POST."""
+
     def __init__(self) -> None:
         self.arrivals: List[float] = []
         with socket.socket() as probe:
@@ -97,7 +99,7 @@ def main(argv=None) -> int:
         workdir = Path(folder)
         clip = workdir / "scenes.avi"
         write_scene_video(clip, 640, 480, fps=10, frames_per_scene=20, blank_frames=35)
-        server = _Server()
+        server = PushService()
         config = workdir / "notify.toml"
         config.write_text(f'[notify.bench]\nurls = ["json://127.0.0.1:{server.port}/push"]\ncooldown = 0\n')
         notified = run(clip, args.seconds, config, workdir)
