@@ -446,3 +446,29 @@ def test_ntfy_gets_the_picture_as_the_ntfy_server_takes_it(tmp_path):
     assert message["_method"] in ("PUT", "POST") and where.path == f"/porch-{SECRET}"
     assert query["title"] == "Person in porch" and "09:14:02" in query["message"] and query["filename"] == "porch.jpg"
     assert cv2.imdecode(np.frombuffer(message["_raw"], np.uint8), cv2.IMREAD_COLOR).shape == (20, 30, 3)
+
+
+def test_a_reload_moves_the_messages_to_the_new_target(tmp_path):
+    import os
+    import signal
+
+    from daemon import Daemon
+
+    scene = porch_scene.build(tmp_path / "porch", shared_path("datasets", "coco-train128", "images"))
+    first, second = PushServer().start(), PushServer().start()
+    config = tmp_path / "pidetect.toml"
+    write(config, f'[notify.phone]\nurls = ["{first.url()}"]\nlabels = ["person"]\ncooldown = 0\n')
+    daemon = Daemon("--config", config, "--source", scene, "--loop", "--realtime", "--state-dir", tmp_path / "state",
+                    "--snapshot-dir", tmp_path / "snaps")
+    try:
+        first.wait_for(1, timeout=60)
+        write(config, f'[notify.phone]\nurls = ["{second.url()}"]\nlabels = ["person"]\ncooldown = 0\n')
+        os.kill(daemon.proc.pid, signal.SIGHUP)
+        daemon.wait_for(lambda r: r.get("event") == "lifecycle" and r.get("state") == "reloaded", what="reloaded")
+        before = len(first.received)
+        second.wait_for(1, timeout=60)
+    finally:
+        assert daemon.stop()[0] == 0
+        first.stop()
+        second.stop()
+    assert first.received and second.received and len(first.received) == before
