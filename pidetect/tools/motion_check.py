@@ -1,6 +1,8 @@
 """What the motion gate saves, measured: one realistic fixed-camera clip, run with and without the gate.
 
-    python -m pidetect.tools.motion_check [--minutes 5] [--fps 15] [--keep DIR] [--every-frame-too]
+    python -m pidetect.tools.motion_check [--minutes 5] [--fps 15] [--keep DIR] [--every-frame-too] [RUN FLAGS]
+
+(RUN FLAGS, e.g. `--regions off`, are passed to both runs.)
 
 The clip is built from real photos: one still scene with sensor noise and JPEG artefacts on every
 frame; a person walks in, stays a while and walks out; a cat walks in and stands still for a
@@ -171,7 +173,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
     parser.add_argument("--every-frame-too", action="store_true",
                         help="a third run: the gate with the motion detector on every frame (--idle-motion-fps 0)")
-    args = parser.parse_args(argv)
+    args, daemon_flags = parser.parse_known_args(argv)  # anything else is a flag of both runs (--regions off)
     with tempfile.TemporaryDirectory(prefix="pidetect-motion-") as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
@@ -179,13 +181,13 @@ def main(argv=None) -> int:
         print(f"writing a {args.minutes:g}-minute clip at {args.fps} fps ...", file=sys.stderr, flush=True)
         scenario = write_clip(clip, args.minutes, args.fps)
         print("run without the gate ...", file=sys.stderr, flush=True)
-        ungated = run(clip, "off", args.fps)
+        ungated = run(clip, "off", args.fps, tuple(daemon_flags))
         print("run with the gate ...", file=sys.stderr, flush=True)
-        gated = run(clip, "on", args.fps)
+        gated = run(clip, "on", args.fps, tuple(daemon_flags))
         runs = {"ungated": ungated, "gated": gated}
         if args.every_frame_too:
             print("run with the gate, motion detector on every frame ...", file=sys.stderr, flush=True)
-            runs["gated_every_frame"] = run(clip, "on", args.fps, ("--idle-motion-fps", "0"))
+            runs["gated_every_frame"] = run(clip, "on", args.fps, ("--idle-motion-fps", "0", *daemon_flags))
         hours = args.minutes / 60
         report = {"scenario": scenario, **runs,
                   "checks": {name: judge(r, ungated, scenario) for name, r in runs.items() if name != "ungated"},
