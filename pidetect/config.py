@@ -176,7 +176,7 @@ HELP: Dict[str, str] = {
     "nms_iou": "overlap (IoU) above which NMS keeps only the best box of a class, 0..1 (YOLO models; SSD "
                "does NMS inside the model)",
     "regions": "run the model on square regions at its own scale around motion and followed objects (and the "
-               "whole frame every 2 s), so small, distant objects are seen: auto (on when the frame's short side is "
+               "whole frame every detect_interval), so small, distant objects are seen: auto (on when the frame's short side is "
                "at least 1.5 times the model's input), on or off (the whole frame squeezed into the model's input)",
     "max_regions": "at most this many model runs a frame with regions on (each costs one inference)",
     "only": "report only these labels (comma-separated on the command line)",
@@ -185,7 +185,8 @@ HELP: Dict[str, str] = {
               "on or off",
     "motion_threshold": "grey levels (1..255) a pixel must change by to count as motion",
     "motion_min_area": "smallest moving blob, as a share of the frame (0.002 = 0.2 percent)",
-    "detect_interval": "with motion on and nothing moving or in view, still look every this many seconds",
+    "detect_interval": "with motion on and nothing moving or in view, still look every this many seconds; with "
+                       "regions on, the whole frame is looked at this often too",
     "stationary_interval": "with motion on, re-check objects in view that stand still every this many seconds",
     "idle_motion_fps": "with motion on and nothing moving, look for motion in this many frames a second (the others "
                        "are not decoded where the camera allows; 0 = every frame)",

@@ -263,7 +263,7 @@ class Service:
             raise
         in_view = InView()
         gate = make_gate(config, source, in_view)
-        regions = RegionSettings(config.regions, config.max_regions, show=config.show_motion) \
+        regions = RegionSettings(config.regions, config.max_regions, config.detect_interval, config.show_motion) \
             if config.regions != "off" else None
         followed = FollowedBoxes() if regions is not None else None
         tracking = make_tracking(config, in_view, warn=True, followed=followed)
