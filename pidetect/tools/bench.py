@@ -50,6 +50,7 @@ from ..errors import ModelError, UnavailableError
 from ..outputs.fb import FramebufferDisplay
 from ..tracking.tracker import Tracker
 from .regions_bench import regions_cost
+from .video_frames import read_frames
 from .tracker_bench import tracker_costs
 from .zone_bench import zone_cost
 from ..frames import Frame, Result
@@ -105,18 +106,6 @@ def make_clip(folder: Path, width: int, height: int, frames: int) -> Path:
         write_scene_video(temporary, width, height, fps=30, frames_per_scene=per_scene,
                           blank_frames=per_scene, repeat=repeat)
     return path
-
-
-def read_frames(path: Path, limit: int) -> List[np.ndarray]:
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while len(frames) < limit:
-        ok, image = capture.read()
-        if not ok:
-            break
-        frames.append(image)
-    capture.release()
-    return frames
 
 
 # --- ceiling -------------------------------------------------------------------------------------
@@ -558,7 +547,7 @@ def daemon_process(clip: Path, model: Path, labels: Path, display: str, workdir:
         config = workdir / "everything.toml"  # event store, zones and filters (all+fb: and the HDMI screen)
         text = EVERYTHING_ZONES
         if display == "all+notify":  # and one notification target, a local push service (every label, no cooldown)
-            from .notify_check import PushService
+            from .push_service import PushService
 
             push = PushService()
             text += f'\n[notify.bench]\nurls = ["json://127.0.0.1:{push.port}/push"]\ncooldown = 0\n'

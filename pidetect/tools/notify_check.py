@@ -14,10 +14,8 @@ helper process that runs Apprise is measured apart. Long and realtime on purpose
 from __future__ import annotations
 
 import argparse
-import http.server
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,30 +28,7 @@ import numpy as np
 
 from .bench import machine_info, status_mb
 from .demo import write_scene_video
-
-
-class PushService:
-    """A local push service on 127.0.0.1 (a free port): keeps the arrival time of every POST."""
-
-    def __init__(self) -> None:
-        self.arrivals: List[float] = []
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        owner = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                owner.arrivals.append(time.time())
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+from .push_service import PushService
 
 
 def _helper_peak() -> Optional[float]:

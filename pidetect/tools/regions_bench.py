@@ -1,7 +1,7 @@
 """What regions cost per frame: the same frames looked at whole and through regions, in one interleaved run.
 
 Part of `pidetect bench` (`regions`: model calls a frame and the time ratio against the whole-frame look;
-targets <= 3 calls and <= 3.5x); also runnable alone: `python -m pidetect.tools.regions_bench [CLIP] [FRAMES]`.
+targets <= 3 calls and <= 3.5x); also runnable alone: `python -m pidetect.tools.regions_bench CLIP [FRAMES]`.
 The bench clip's frames are placed in a 1920x1080 grey canvas (a camera that sees the scene from afar), the
 motion detector gives the motion boxes, the tracker the followed objects' boxes, as in the daemon.
 """
@@ -70,9 +70,12 @@ def regions_cost(model: Path, labels: Optional[Path], frames: list, threads: Opt
 
 def main() -> int:
     from ..inference.model_paths import resolve_model_paths
-    from .bench import clip_cache_dir, make_clip, read_frames
+    from .video_frames import read_frames
 
-    clip = Path(sys.argv[1]) if len(sys.argv) > 1 else make_clip(clip_cache_dir(), 1280, 720, 200)
+    if len(sys.argv) < 2:
+        print("usage: python -m pidetect.tools.regions_bench CLIP [FRAMES]", file=sys.stderr)
+        return 2
+    clip = Path(sys.argv[1])
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 200
     model, labels = resolve_model_paths(None, None)
     row = regions_cost(model, labels, read_frames(clip, count))
