@@ -134,7 +134,8 @@ def test_mjpeg_http_routes_errors_and_viewer_count():
     import http.client
     import time
 
-    from pidetect.web.mjpeg import BOUNDARY, MjpegDisplay
+    from pidetect.web.mjpeg import MjpegDisplay
+    from pidetect.web.server import BOUNDARY
     from pidetect.frames import Detection, Frame, Result
 
     display = MjpegDisplay("127.0.0.1", free_port())

@@ -27,7 +27,6 @@ from .server import WebApp, WebServer
 from .zone_editor import ZoneLayout
 
 log = logging.getLogger(__name__)
-BOUNDARY = b"pidetectframe"
 
 
 class LatestJpeg:

@@ -41,6 +41,7 @@ from .zone_editor import ZoneLayout
 log = logging.getLogger(__name__)
 MAX_CLIENTS = 128
 PAGES = Path(__file__).parent
+BOUNDARY = b"pidetectframe"  # the MJPEG stream's part separator
 EVENT_PATH = re.compile(r"/api/events/(\d{1,18})(/snapshot\.jpg|/clip\.mp4)?")
 RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
 MAX_LIMIT = 1000
@@ -351,8 +352,6 @@ class WebRequest(socketserver.StreamRequestHandler):
         self.wfile.write(head_bytes if head else head_bytes + body)
 
     def _stream(self, latest, head: bool) -> None:
-        from .mjpeg import BOUNDARY
-
         self.wfile.write(("HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary="
                           + BOUNDARY.decode() + "\r\nCache-Control: no-cache, private\r\n"
                           "Connection: close\r\n\r\n").encode())
