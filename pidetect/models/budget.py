@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from .quantizer_package import quantizer_api
+
 Say = Callable[[str], None]
 
 
@@ -97,23 +99,6 @@ def quantizer_package():
 
     raise UnavailableError("calibrated quantization needs litert-quantizer: pip install \"pidetect[quantize]\" "
                            "(not needed by the daemon, nor for uint8 models)")
-
-
-def quantizer_api():
-    """(quantizer, recipe, validation metric enum) of whichever quantizer package is installed."""
-    try:
-        from litert_quantizer import quantizer, recipe
-        from litert_quantizer.utils.validation_utils import ValidationErrorMetric
-    except ImportError:
-        try:
-            from ai_edge_quantizer import quantizer, recipe
-            from ai_edge_quantizer.utils.validation_utils import ValidationErrorMetric
-        except ImportError:
-            from ..errors import UnavailableError
-
-            raise UnavailableError("calibrated quantization needs litert-quantizer: pip install "
-                                   "\"pidetect[quantize]\" (not needed by the daemon, nor for uint8 models)") from None
-    return quantizer, recipe, ValidationErrorMetric
 
 
 def model_ops(data: bytes) -> List[Op]:

@@ -180,7 +180,7 @@ def calibration_samples(data: bytes, source: Path, labels: Optional[Path],
 
 def calibrate_static_int8(data: bytes, source: Path, labels: Optional[Path], images: Sequence[np.ndarray],
                           say: Say) -> bytes:
-    from .budget import quantizer_api
+    from .quantizer_package import quantizer_api
 
     quantizer, recipe, _metric = quantizer_api()
     data, name, samples = calibration_samples(data, source, labels, images)
