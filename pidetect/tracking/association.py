@@ -10,16 +10,8 @@ from __future__ import annotations
 
 from typing import List, Sequence, Tuple
 
+import lap
 import numpy as np
-
-try:
-    import lap
-except ImportError:  # pragma: no cover - lap is a dependency; scipy stands in where it is missing
-    lap = None
-
-
-
-NO_MATCH = 1e6  # the cost of a pair that must never be matched
 
 
 def assign(cost: np.ndarray, limit: float) -> List[Tuple[int, int]]:
@@ -28,14 +20,8 @@ def assign(cost: np.ndarray, limit: float) -> List[Tuple[int, int]]:
     cost = np.asarray(cost, dtype=np.float64)
     if cost.size == 0:
         return []
-    if lap is not None:
-        _total, rows, _cols = lap.lapjv(cost, extend_cost=True, cost_limit=limit)
-        return [(r, int(c)) for r, c in enumerate(rows) if c >= 0 and cost[r, c] < limit]
-    from scipy.optimize import linear_sum_assignment  # pragma: no cover
-
-    gated = np.where(cost < limit, cost, NO_MATCH)  # pragma: no cover
-    rows, cols = linear_sum_assignment(gated)  # pragma: no cover
-    return [(int(r), int(c)) for r, c in zip(rows, cols) if cost[r, c] < limit]  # pragma: no cover
+    _total, rows, _cols = lap.lapjv(cost, extend_cost=True, cost_limit=limit)
+    return [(r, int(c)) for r, c in enumerate(rows) if c >= 0 and cost[r, c] < limit]
 
 
 def same_label(track_labels: Sequence[str], detection_labels: Sequence[str]) -> np.ndarray:
