@@ -1,4 +1,4 @@
-"""Command line: `pidetect run | detect | eval | track-eval | quantize | bench | models | check`.
+"""Command line: `pidetect run | detect | eval | track-eval | notify-test | quantize | bench | models | check`.
 
 Every user mistake surfaces as a PidetectError whose message is printed on one line (no
 traceback) and whose exit code follows ARCHITECTURE.md: 2 usage, 78 config/model, 69 unavailable.
