@@ -202,3 +202,24 @@ def test_bad_mqtt_settings_are_config_errors(tmp_path, clip):
     code, _r, stderr = run_daemon("--source", clip, "--mqtt-host", "127.0.0.1", "--mqtt-topic-prefix", "a/#",
                                   timeout=60)
     assert code == 2 and "wildcards" in stderr
+
+
+def test_dropping_is_said_once_until_the_backlog_is_delivered():
+    """A broker that flaps (accepts, then goes again before anything is delivered) is one episode, not two: on a busy
+    machine CI saw "dropping" twice in one outage when any reconnect re-armed the record."""
+    from types import SimpleNamespace
+
+    from pidetect.outputs.mqtt import MqttSettings, MqttSink
+
+    said = []
+    sink = MqttSink(MqttSettings(
+        host="127.0.0.1", port=1, username="", password="", tls=False, ca_file="", client_id="t", topic_prefix="t",
+        qos=1, discovery=False, discovery_prefix="homeassistant", labels=(), queue=2), lambda r, _l: said.append(r))
+    for number in range(5):
+        sink._queue_event("t/events", b"%d" % number)
+    sink._on_connect(sink.client, None, None, SimpleNamespace(is_failure=False), None)
+    sink._on_disconnect(sink.client, None, None, "gone again", None)
+    for number in range(5):
+        sink._queue_event("t/events", b"%d" % number)
+    assert [r["state"] for r in said if r["state"] == "dropping"] == ["dropping"]
+    assert sink.dropped == 8

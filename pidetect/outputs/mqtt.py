@@ -295,7 +295,7 @@ class MqttSink:
             if len(self._events) >= self.settings.queue:
                 self._events.popleft()
                 self.dropped += 1
-                if not self._outage_drop_said:  # once per outage
+                if not self._outage_drop_said:  # once per episode: until the backlog is delivered
                     self._outage_drop_said = True
                     self.emit({"event": "mqtt", "state": "dropping", "broker": self.settings.broker,
                                "detail": f"queue full ({self.settings.queue} events): dropping the oldest until the "
@@ -318,7 +318,6 @@ class MqttSink:
         prefix = self.settings.prefix
         with self._cond:
             self.connected, self._outage, self._said_error = True, False, None
-            self._outage_drop_said = False
             self._state[f"{prefix}/available"] = (b"online", False)
             for topic, config in (discovery_messages(self.settings) if self.settings.discovery else []):
                 self._state[topic] = (json.dumps(config).encode(), False)
@@ -372,6 +371,10 @@ class MqttSink:
                 self._events.clear()
             unsent_events = self._send_events(events)
             unsent_state = self._send_state(state)
+            if not unsent_events:
+                with self._cond:
+                    if not self._events:  # the backlog is delivered: the next overflow is a new episode
+                        self._outage_drop_said = False
             if unsent_events or unsent_state:
                 with self._cond:
                     self._events.extendleft(reversed(unsent_events))
