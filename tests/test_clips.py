@@ -461,3 +461,51 @@ def test_a_broken_encoder_is_said_once_and_retried(tmp_path, monkeypatch):
     said = [r for r in records if r.get("event") == "log" and "encoder (ffmpeg) stopped" in r["message"]]
     assert len(said) == 1 and "Unknown encoder libx264" in said[0]["message"], records[:3]
     assert not list((tmp_path / "clips").glob("*")) if (tmp_path / "clips").exists() else True
+
+
+def test_a_clip_gets_its_name_only_when_its_mp4_is_complete(tmp_path):
+    """FFmpeg 5.1 exits 0 when a full card stops it writing the MP4 index ("Error writing trailer"): the clip
+    was named, said saved and served without its moov. A stand-in FFmpeg doing exactly that (exit 0, the file cut
+    short) must leave no clip and no file; the real FFmpeg gives a clip whose duration reads back."""
+    from pidetect.outputs.clips import ClipFile, ClipWriteError
+    from pidetect.outputs.encoder import Segment
+    from pidetect.outputs.mp4 import mp4_duration
+
+    segment = tmp_path / "segment.ts"
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "testsrc=size=320x240:rate=10", "-t", "2", "-c:v", "libx264", "-f", "mpegts", str(segment)],
+                   check=True, timeout=60)
+    real = shutil.which("ffmpeg")
+    cut_short = tmp_path / "ffmpeg-trailer-fails"
+    cut_short.write_text(f"#!/bin/sh\nfor last; do :; done\n{real} \"$@\" || exit $?\n"
+                         "size=$(stat -c %s \"$last\")\ntruncate -s $((size * 2 / 3)) \"$last\"\n"
+                         "echo \"[mp4 @ 0x1] Error writing trailer\" >&2\nexit 0\n")
+    cut_short.chmod(0o755)
+    folder = tmp_path / "clips"
+    clip = ClipFile(folder, "20261207-100000.000-1.mp4", str(cut_short))
+    clip.append(Segment(segment, 0.0, 2.0))
+    with pytest.raises(ClipWriteError, match="cannot write clips to .*Error writing trailer"):
+        clip.finish(2.0)
+    assert list(folder.iterdir()) == [], "nothing named, no part or temporary file left"
+
+    clip = ClipFile(folder, "20261207-100000.000-2.mp4", real)
+    clip.append(Segment(segment, 0.0, 2.0))
+    path = clip.finish(2.0)
+    assert [p.name for p in folder.iterdir()] == [path.name]
+    assert mp4_duration(path) == pytest.approx(2.0, abs=0.15) and probe(path)[0] == "h264"
+
+
+def test_the_mp4_check_reads_boxes_not_names(tmp_path):
+    from pidetect.outputs.mp4 import mp4_duration
+
+    whole = tmp_path / "whole.mp4"
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "testsrc=size=160x120:rate=10", "-t", "1", "-c:v", "libx264", str(whole)], check=True, timeout=60)
+    data = whole.read_bytes()
+    assert mp4_duration(whole) == pytest.approx(1.0, abs=0.15)
+    no_index = tmp_path / "no-index.mp4"
+    no_index.write_bytes(data[:data.find(b"moov") - 4])  # moov at the end (no faststart): cut before it
+    empty, text = tmp_path / "empty.mp4", tmp_path / "text.mp4"
+    empty.write_bytes(b"")
+    text.write_text("not a movie at all\n")
+    assert [mp4_duration(p) for p in (no_index, empty, text, tmp_path / "missing.mp4")] == [None] * 4

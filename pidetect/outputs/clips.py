@@ -3,12 +3,15 @@
 While a clip is open its segments are appended to a hidden MPEG-TS file (`.NAME.part.ts`); when it
 ends, FFmpeg copies that stream (no re-encoding) into a finalised MP4 with its index at the front
 (`+faststart`, so a browser starts playing before the whole file has arrived), written to a hidden
-temporary name, flushed to the card and renamed. So only a complete, playable MP4 ever carries a clip's
-name: `kill -9` or a power cut leaves at most a hidden part file, which is removed later.
+temporary name, read back (`mp4.mp4_duration`: every box whole, the `moov` index there, a duration), flushed
+to the card and renamed. So only a complete, playable MP4 ever carries a clip's name — FFmpeg's exit code is
+not enough: it exits 0 when a full card stops it writing the index — and `kill -9` or a power cut leaves at
+most a hidden part file, which is removed later.
 
 Only files pidetect wrote are ever counted or removed: regular files (not links) directly in the folder
 named as `CLIP_NAME` names them. A failed write (a full card) removes what it wrote, is said once per
-episode, makes room among pidetect's own clips on a full card, and is tried again with the next event.
+episode, makes room among pidetect's own clips on a full card (once per episode: a card that something else
+keeps full never costs more than a tenth of the clips), and is tried again with the next event.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Callable, List, Optional, Tuple
 
 from ..files import remove_own_file, unlink_quietly
 from .encoder import Segment
+from .mp4 import mp4_duration
 
 log = logging.getLogger(__name__)
 CLIP_NAME = re.compile(r"(\d{8}-\d{6}\.\d{3})-(\d+)\.mp4")
@@ -96,10 +100,11 @@ class ClipFile:
         except (OSError, subprocess.SubprocessError) as exc:
             self.abandon()
             raise ClipWriteError(f"cannot finish clip {self.name}: {exc}") from None
-        if done.returncode != 0:
-            no_space = "No space left" in done.stderr
+        no_space = "No space left" in done.stderr
+        if done.returncode != 0 or no_space or mp4_duration(self.temporary) is None:
             self.abandon()
-            why = "no space left on the card" if no_space else (done.stderr.strip().splitlines() or ["ffmpeg failed"])[-1]
+            why = "no space left on the card" if no_space else \
+                (done.stderr.strip().splitlines() or ["the MP4 FFmpeg wrote is incomplete (no index)"])[-1]
             raise ClipWriteError(f"cannot write clips to {self.folder}: {why}", no_space)
         try:
             _flush(self.temporary)

@@ -430,7 +430,7 @@ class Recorder:
             self.emit(log_record("error", "pidetect.recorder", f"{exc}; this clip is not kept"
                                  + ("; removing the oldest of pidetect's own clips to make room" if exc.no_space
                                     else "") + "; trying again with the next event; detection goes on"), ERR)
-        if exc.no_space:
+        if exc.no_space and first:  # once per episode: bounded, whatever keeps the card full
             self.folder.prune(self._removed, make_room=True)
 
 
