@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -76,6 +77,18 @@ def file_system_type(path: Path) -> str:
         if inside and len(mount_point) >= len(best):
             best, kind = mount_point, after[0] if after else ""
     return kind
+
+
+# The names pidetect gives the files it writes: only files named so (directly in their folder, regular files) are
+# ever counted, served or removed. Here, below every stage, because the writers (outputs), the retention (store)
+# and the review page (web) all need them.
+SNAPSHOT_NAME = re.compile(r"(\d{8}-\d{6}\.\d{3})-[A-Za-z0-9_-]+-\d+\.jpg")
+CLIP_NAME = re.compile(r"(\d{8}-\d{6}\.\d{3})-(\d+)\.mp4")
+
+
+def remove_own_snapshot(folder: Path, name: str) -> bool:
+    """Remove a snapshot pidetect wrote (the caps, the event store's retention and the review page's delete)."""
+    return remove_own_file(folder, name, SNAPSHOT_NAME, "snapshot")
 
 
 def remove_own_file(folder: Path, name: str, own_name: Pattern[str], what: str) -> bool:

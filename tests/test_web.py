@@ -115,7 +115,9 @@ def test_the_store_keeps_rows_and_answers_queries(tmp_path):
     again.close()
 
 
-def test_retention_removes_old_rows_and_rows_whose_snapshot_was_pruned(tmp_path):
+def test_retention_removes_only_old_rows_and_a_pruned_snapshot_leaves_its_event(tmp_path):
+    """Issue 33: retention deleted every row whose snapshot was not in its own snapshot_dir — a full card (snapshots
+    freed for room), a changed snapshot_dir or a shared state_dir wiped the review history. Only age removes rows."""
     snaps = tmp_path / "snaps"
     snaps.mkdir()
     store = EventStore(tmp_path / "events.db")
@@ -123,11 +125,60 @@ def test_retention_removes_old_rows_and_rows_whose_snapshot_was_pruned(tmp_path)
     for i, name in enumerate(names):
         (snaps / name).write_bytes(b"jpeg")
         store.open_event("person", 0, i, 1000.0 + i, 0.8, (), name)
-    (snaps / names[0]).unlink()  # the snapshot caps removed the oldest
-    (snaps / names[1]).unlink()
-    assert store.prune(snaps, None) == [] and store.count() == 2
-    assert store.prune(snaps, 1003.0) == [names[2]] and store.count() == 1  # by age, with its file to remove
+    (snaps / names[0]).unlink()  # the snapshot caps removed the oldest, and said so
+    store.forget_snapshot(names[0])
+    (snaps / names[1]).unlink()  # gone without a word (another folder, a hand): proves nothing
+    assert store.prune(None) == [] and store.count() == 4
+    assert [e.snapshot for e in sorted(store.list(), key=lambda e: e.start)] == [None, *names[1:]]
+    assert store.prune(1003.0) == names[1:3] and store.count() == 1  # by age, with their files to remove
     store.close()
+
+
+def test_the_wal_is_cut_back_and_never_grows_without_bound(tmp_path):
+    from pidetect.store.events import JOURNAL_SIZE_LIMIT
+
+    store = EventStore(tmp_path / "events.db")
+    for number in range(3000):
+        store.open_event("person", 0, number, 1000.0 + number, 0.8, ("porch", "drive"), "x" * 200)
+    store.prune(None)
+    assert (tmp_path / "events.db-wal").stat().st_size <= JOURNAL_SIZE_LIMIT
+    store.close()
+
+
+def test_a_damaged_store_is_moved_aside_whole_and_a_new_one_started(tmp_path):
+    """Issue 33: a damaged events.db crashed the daemon in close_interrupted (exit 1: a restart loop)."""
+    path = tmp_path / "events.db"
+    store = EventStore(path)
+    for number in range(400):
+        store.open_event("person", 0, number, 1000.0 + number, 0.8, (), None)
+    store.checkpoint()
+    store.close()
+    data = bytearray(path.read_bytes())
+    page = 4096
+    data[page * 2:page * 2 + 200] = b"\xff" * 200  # a page in the middle: the header is intact
+    path.write_bytes(bytes(data))
+    fresh = EventStore(path)
+    assert fresh.moved_aside is not None and fresh.moved_aside.read_bytes() == bytes(data)
+    assert fresh.count() == 0 and fresh.open_event("cat", 15, 1, 5.0, 0.9) > 0
+    fresh.close()
+
+
+def test_a_healthy_store_on_a_read_only_place_is_read_not_refused(tmp_path):
+    """Issue 33: a healthy events.db on a read-only mount was called "not an SQLite database" (exit 78)."""
+    path = tmp_path / "state" / "events.db"
+    store = EventStore(path)
+    store.open_event("person", 0, 1, 1000.0, 0.8, (), None)
+    store.close()
+    (tmp_path / "state").chmod(0o555)
+    path.chmod(0o444)
+    try:
+        if os.access(path, os.W_OK):  # root writes anything: the place is made read-only by a mount instead
+            pytest.skip("root: tested on a read-only mount by test_a_read_only_card_keeps_detecting")
+        reader = EventStore(path)
+        assert reader.read_only and [e.label for e in reader.list()] == ["person"]
+        reader.close()
+    finally:
+        (tmp_path / "state").chmod(0o755)
 
 
 def test_a_foreign_or_corrupt_file_is_refused_and_left_as_it_is(tmp_path):

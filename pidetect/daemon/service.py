@@ -261,6 +261,9 @@ class Service:
             self._close_outputs(outputs)  # a display holds its port: free it for the pipeline started instead
             self._close_sinks(web_sinks)
             raise
+        store_writer = next((sink for sink in web_sinks if hasattr(sink, "forget_snapshot")), None)
+        if snapshots is not None and store_writer is not None:
+            snapshots.on_removed = store_writer.forget_snapshot  # its event stays, marked without a snapshot
         in_view = InView()
         gate = make_gate(config, source, in_view)
         regions = RegionSettings(config.regions, config.max_regions, config.detect_interval, config.show_motion) \

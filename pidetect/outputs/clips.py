@@ -25,12 +25,11 @@ import time
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
-from ..files import remove_own_file, unlink_quietly
+from ..files import CLIP_NAME, remove_own_file, unlink_quietly
 from .encoder import Segment
 from .mp4 import mp4_duration
 
 log = logging.getLogger(__name__)
-CLIP_NAME = re.compile(r"(\d{8}-\d{6}\.\d{3})-(\d+)\.mp4")
 PART_NAME = re.compile(r"\.(\d{8}-\d{6}\.\d{3})-(\d+)\.mp4\.(part\.ts|tmp)")
 STALE_PART_SECONDS = 60.0  # younger part files may be another daemon's clip in progress
 COPY_CHUNK = 1 << 20

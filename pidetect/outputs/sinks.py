@@ -297,8 +297,12 @@ def check_web(config: Config) -> None:
     from ..store.events import EventStore
     from ..store.sink import store_path
 
+    from ..store.events import check_writer_lock
+
     web_auth(config)
-    EventStore(store_path(config.state_dir)).close()
+    path = store_path(config.state_dir)
+    check_writer_lock(path)  # another daemon on this state_dir (a reload's own lock is fine)
+    EventStore(path, repair=False).close()  # a damaged file is moved aside by the writer, not by a check
 
 
 def build_web(config: Config, emit: Callable, metrics) -> Tuple[List, Optional[dict]]:

@@ -7,7 +7,9 @@ Only files pidetect wrote are ever counted or removed: regular files (not links)
 folder whose names match OWN_NAME, the pattern `save` writes. Whatever else the folder holds (a
 user's photos, sub-folders, links) is never touched, whatever its name. A write that fails (a full
 card, a read-only remount) removes its temporary file, frees room among pidetect's own files on a
-full disk, is said once per episode and is tried again with the next object.
+full disk — the oldest tenth, once per episode: a card that something else keeps filling must not
+cost every snapshot — is said once per episode and is tried again with the next object. Every file
+removed is told to `on_removed` (the event store keeps its event, marked without a snapshot).
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ from typing import Callable, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from ..files import remove_own_file, unlink_quietly
+from ..files import SNAPSHOT_NAME as OWN_NAME
+from ..files import remove_own_snapshot, unlink_quietly
 from ..frames import Result
 from .overlay import Overlay
 
 log = logging.getLogger(__name__)
 SAFE = re.compile(r"[^A-Za-z0-9_-]+")
-OWN_NAME = re.compile(r"(\d{8}-\d{6}\.\d{3})-[A-Za-z0-9_-]+-\d+\.jpg")
 OWN_TEMPORARY = re.compile(r"\.(\d{8}-\d{6}\.\d{3}-[A-Za-z0-9_-]+-\d+\.jpg)(\.\d+)?\.tmp")
 MAX_LABEL_CHARS = 64  # of the label in a file name: a 5,000-character label must not make every write fail
 STALE_TEMPORARY_SECONDS = 60.0  # younger temporary files may be another daemon's write in progress
@@ -61,13 +63,16 @@ def write_new_file(path: Path, data: bytes) -> None:
 
 class Snapshots:
     def __init__(self, folder: Path, max_files: int, max_mb: float, quality: int = 85,
-                 draw_on: Optional[Callable[[Callable[[], np.ndarray]], np.ndarray]] = None):
+                 draw_on: Optional[Callable[[Callable[[], np.ndarray]], np.ndarray]] = None,
+                 on_removed: Optional[Callable[[str], None]] = None):
         self.folder, self.max_files, self.max_bytes = Path(folder), max_files, int(max_mb * 2**20)
         self.quality = quality
         # the display thread's DisplaySink.draw_here when there is a display: one thread draws all text
         self.draw_on = draw_on or (lambda draw: draw())
         self.overlay = Overlay()
+        self.on_removed = on_removed or (lambda name: None)
         self.failure: Optional[str] = None  # the current episode of failed writes, said once
+        self._made_room = False  # room was made in this episode: not again until a write succeeds
         self._files: Optional[List[Tuple[str, int]]] = None  # (name, size), oldest first
 
     def _scan(self) -> List[Tuple[str, int]]:
@@ -112,12 +117,14 @@ class Snapshots:
                 break
             except OSError as exc:
                 self._report(exc)
-                if attempt == 2 or exc.errno != errno.ENOSPC or not self._files:
+                if attempt == 2 or exc.errno != errno.ENOSPC or not self._files or self._made_room:
                     return None
-                self._remove_oldest(max(1, len(self._files) // 10))  # a full card: make room, try once more
-        if self.failure and attempt == 1:
+                self._made_room = True  # a full card: make room (once per episode), try once more
+                self._remove_oldest(max(1, len(self._files) // 10))
+        if self.failure:
             log.warning("snapshots are written again to %s", self.folder)
             self.failure = None
+        self._made_room = False
         self._files = [entry for entry in self._files if entry[0] != name]
         self._files.append((name, len(jpeg)))
         self._prune()
@@ -150,13 +157,9 @@ class Snapshots:
 
     def _remove_oldest(self, count: int) -> None:
         for name, _size in self._files[:count]:
-            remove_own_snapshot(self.folder, name)
+            if remove_own_snapshot(self.folder, name):
+                self.on_removed(name)
         del self._files[:count]
-
-
-def remove_own_snapshot(folder: Path, name: str) -> None:
-    """Remove a snapshot pidetect wrote (the caps, the event store's retention and the review page's delete)."""
-    remove_own_file(folder, name, OWN_NAME, "snapshot")
 
 
 def _age_order(entry: Tuple[str, int, int]) -> tuple:

@@ -4,8 +4,9 @@ Fed every record like the journal and MQTT (`publish_record` only queues): an SD
 never delay detection. A write that fails (a full card, a read-only remount) loses that change only
 — SQLite rolls the transaction back, so no half-written row exists — is said once per episode, and
 writing goes on with the next event. Retention runs after every RETENTION_EVERY writes: rows older
-than `event_max_days` go with their snapshot files (only pidetect's own), rows whose snapshot the
-snapshot caps removed go too.
+than `event_max_days` go with their snapshot files (only pidetect's own). Nothing else removes a row: a
+snapshot the caps removed (or a full card made room with) leaves its event, marked without a snapshot
+(`forget_snapshot`). The sink holds the store's writer lock: a second daemon on the same state_dir is refused.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Callable, Deque, Dict, Optional
 
-from ..outputs.snapshots import remove_own_snapshot
-from ..records import ERR, INFO, log_record
-from .events import EventStore
+from ..files import remove_own_snapshot
+from ..records import ERR, INFO, WARNING, log_record
+from .events import EventStore, WriterLock
 
 log = logging.getLogger(__name__)
 RETENTION_EVERY = 50
@@ -52,8 +53,27 @@ class StoreSink:
         self._failed_at = 0.0
         self._writes = 0
         self._dropped = 0
+        self._retention_failed = False
         self.stopping = False
-        store.close_interrupted()  # before this sink opens any row
+        self._writer_lock = WriterLock(store.path)
+        if store.read_only:
+            emit(log_record("warning", "pidetect.store", f"the event store {store.path} cannot be written (a "
+                            "read-only file system, or not this user's): the review page shows its events, new "
+                            "events are not kept; detection goes on. Remount it read-write or set state_dir"),
+                 WARNING)
+        else:
+            self._writer_lock.acquire()  # ConfigError when another daemon writes here
+        if store.moved_aside is not None:
+            emit(log_record("error", "pidetect.store", f"the event store {store.path} was damaged: moved aside to "
+                            f"{store.moved_aside}; a new store is started"), ERR)
+        try:
+            if not store.read_only:
+                store.close_interrupted()  # before this sink opens any row
+        except sqlite3.Error as exc:
+            self._failure = str(exc)
+            self._failed_at = time.monotonic()
+            emit(log_record("error", "pidetect.store", f"cannot write the event store {store.path}: {exc}; "
+                            "detection goes on, trying again with the next event"), ERR)
         self._thread = threading.Thread(target=self._run, name="pidetect-store", daemon=True)
         self._thread.start()
         self._retention()
@@ -73,6 +93,12 @@ class StoreSink:
             self._queue.append(record)
             self._cond.notify()
 
+    def forget_snapshot(self, name: str) -> None:
+        """The snapshot caps removed a file (any thread): its event is kept, marked without a snapshot."""
+        with self._cond:
+            self._queue.append({"event": "snapshot", "state": "removed", "snapshot": name})
+            self._cond.notify()
+
     def metrics_fields(self) -> dict:
         return {}
 
@@ -87,6 +113,8 @@ class StoreSink:
             self._write(record)
 
     def _write(self, record: dict) -> None:
+        if self.store.read_only:
+            return
         try:
             self._apply(record)
         except sqlite3.Error as exc:
@@ -107,6 +135,9 @@ class StoreSink:
             self._retention()
 
     def _apply(self, record: dict) -> None:
+        if record["event"] == "snapshot":
+            self.store.forget_snapshot(record["snapshot"])
+            return
         if record["event"] == "clip":
             if record["state"] == "saved":
                 rows = [self._rows[track] for track in record["track_ids"] if track in self._rows]
@@ -133,20 +164,33 @@ class StoreSink:
             self.store.add_zone(self._open[track], record["zone"], snapshot)
 
     def _retention(self) -> None:
+        if self.store.read_only:
+            return
         try:
             older = time.time() - self.max_days * 86400 if self.max_days > 0 else None
-            for name in self.store.prune(self.snapshot_dir, older):
+            for name in self.store.prune(older):
                 if self.snapshot_dir is not None:
                     remove_own_snapshot(self.snapshot_dir, name)
         except (sqlite3.Error, OSError) as exc:
-            log.warning("event store retention failed: %s", exc)
+            if not self._retention_failed:  # once per episode (a full card fails it at every run)
+                self._retention_failed = True
+                log.warning("event store retention failed: %s; trying again after the next %d events",
+                            exc, RETENTION_EVERY)
+        else:
+            self._retention_failed = False
 
     def close(self) -> None:
         with self._cond:
             self.stopping = True
             self._cond.notify()
         self._thread.join(5)
+        if not self.store.read_only:
+            try:
+                self.store.checkpoint()
+            except sqlite3.Error:
+                pass
         self.store.close()
+        self._writer_lock.release()
 
 
 def store_path(state_dir: str) -> Path:

@@ -388,7 +388,7 @@ def open_own_file(folder: Optional[Path], name: Optional[str], own_name):
 
 def read_own_snapshot(folder: Optional[Path], name: Optional[str]) -> Optional[bytes]:
     """The bytes of a snapshot pidetect wrote in `folder` (at most 50 MB), or None."""
-    from ..outputs.snapshots import OWN_NAME
+    from ..files import SNAPSHOT_NAME as OWN_NAME
 
     snapshot = open_own_file(folder, name, OWN_NAME)
     if snapshot is None:
@@ -401,6 +401,6 @@ def read_own_snapshot(folder: Optional[Path], name: Optional[str]) -> Optional[b
 
 def open_own_clip(folder: Optional[Path], name: Optional[str]):
     """The clip pidetect wrote in `folder`, open for reading, or None."""
-    from ..outputs.clips import CLIP_NAME
+    from ..files import CLIP_NAME
 
     return open_own_file(folder, name, CLIP_NAME)
