@@ -96,6 +96,8 @@ class Config:
     web_auth: str = "password"
     web_user: str = "pidetect"
     web_password_file: str = ""
+    web_hosts: Tuple[str, ...] = ()
+    web_best_effort: bool = False
     state_dir: str = "/var/lib/pidetect"
     event_max_days: float = 30.0
     snapshots: bool = False
@@ -219,8 +221,13 @@ HELP: Dict[str, str] = {
                 "network may look (set it only on a network you trust)",
     "web_user": "user name of the web UI's password (HTTP Basic)",
     "web_password_file": "file holding the web UI's password (never the password itself in the config)",
+    "web_hosts": "other names the web UI is reached by (a reverse proxy's, a DNS name): requests naming any other "
+                 "host are refused (DNS rebinding); this Pi's own name, NAME.local, its addresses and localhost are "
+                 "always accepted",
+    "web_best_effort": "when the web UI's port is taken, go on detecting without it (default: exit 69, and systemd "
+                       "tries again)",
     "state_dir": "folder of pidetect's own data: the event store (events.db)",
-    "event_max_days": "keep events (and their snapshots) this many days (0: until the snapshot caps remove them)",
+    "event_max_days": "keep events (and their snapshots) this many days (0: forever); a snapshot the caps remove leaves its event",
     "snapshots": "save a JPEG of the overlaid frame when an object enters",
     "snapshot_dir": "folder for snapshots",
     "snapshot_max_files": "keep at most this many snapshots (oldest removed first)",
@@ -377,6 +384,10 @@ def check(config: Config) -> List[Tuple[str, str]]:
     need(bool(c.web_user) and ":" not in c.web_user and c.web_user.isprintable(), "web_user",
          "must be a user name without ':' (HTTP Basic)")
     need(bool(c.state_dir.strip()), "state_dir", "must be a folder, e.g. /var/lib/pidetect")
+    need(bool(c.snapshot_dir.strip()), "snapshot_dir", "must be a folder, e.g. /var/lib/pidetect/snapshots (an empty "
+         "value would write into whatever folder pidetect was started in)")
+    need(bool(c.record_dir.strip()), "record_dir", "must be a folder, e.g. /var/lib/pidetect/clips (an empty value "
+         "would write into whatever folder pidetect was started in)")
     need(c.log_format in LOG_FORMATS, "log_format", "must be one of " + ", ".join(LOG_FORMATS))
     need(c.log_level in LOG_LEVELS, "log_level", "must be one of " + ", ".join(LOG_LEVELS))
     need(c.backend in ("auto", "ai_edge_litert", "tflite_runtime", "tensorflow.lite"), "backend",
@@ -536,6 +547,7 @@ def build_config(path: Optional[Path], overrides: Dict[str, Any], path_required:
         check_notify_zones(config.notify, config.zones)
         if any(spec.attach == "snapshot" for spec in config.notify) and not config.snapshots:
             config = dataclasses.replace(config, snapshots=True)  # the picture a notification carries
+    config = with_home_expanded(config)
     problems = check(config)
     if problems:
         key, problem = problems[0]
@@ -544,6 +556,18 @@ def build_config(path: Optional[Path], overrides: Dict[str, Any], path_required:
         where = f"{origin}:{_line_of(text, key) or '?'}: {key}" if text else key
         raise ConfigError(f"{where} = {_show(getattr(config, key))}: {problem}")
     return config
+
+
+# Keys naming a file or folder: `~` is the user's home in each (a literal "~" folder in the working directory
+# is a trap: `rm -rf ~` there deletes the home folder)
+PATH_KEYS = ("model", "labels", "web_password_file", "state_dir", "snapshot_dir", "record_dir", "record_buffer_dir",
+             "mqtt_password_file", "mqtt_ca_file")
+
+
+def with_home_expanded(config: Config) -> Config:
+    expanded = {key: os.path.expanduser(getattr(config, key)) for key in PATH_KEYS
+                if getattr(config, key).startswith("~")}
+    return dataclasses.replace(config, **expanded) if expanded else config
 
 
 def with_camera_folders(config: Config, given: Dict[str, Any]) -> Config:

@@ -37,23 +37,34 @@ def replaced_when_done(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
             temporary.unlink()
 
 
-def read_password_file(path: str, key: str) -> str:
-    """A password kept in a file (never in the config, a flag or a log): its first line, stripped.
+MAX_PASSWORD_FILE = 4096  # bytes: a password file holds one line; a 200 MB file must not be read whole
 
-    A FIFO or a device would block start and stop: only a regular file is read."""
-    import stat
+
+def read_password_file(path: str, key: str) -> str:
+    """A password kept in a file (never in the config, a flag or a log): its first line, trailing whitespace
+    stripped (what `echo secret > file` and editors leave), in Unicode NFC (the same password typed on another
+    keyboard arrives composed the same way). Comments or notes may follow on later lines.
+
+    A FIFO or a device would block start and stop: only a regular file is read, and at most MAX_PASSWORD_FILE
+    bytes of it."""
+    import unicodedata
 
     from .errors import ConfigError
 
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             raise ConfigError(f"{key} {path}: not a regular file; put the password in a file (chmod 600)")
-        password = Path(path).read_text(encoding="utf-8").strip()
+        with open(path, "rb") as file:
+            data = file.read(MAX_PASSWORD_FILE + 1)
+        if len(data) > MAX_PASSWORD_FILE:
+            raise ConfigError(f"{key} {path}: the file is larger than {MAX_PASSWORD_FILE} bytes; a password file "
+                              "holds the password on its first line (is it the right file?)")
+        first = data.decode("utf-8").split("\n", 1)[0].rstrip()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{key} {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
-    if not password:
-        raise ConfigError(f"{key} {path}: the file is empty; write the password in it")
-    return password
+    if not first:
+        raise ConfigError(f"{key} {path}: the first line is empty; write the password on the first line")
+    return unicodedata.normalize("NFC", first)
 
 
 RAM_FILE_SYSTEMS = ("tmpfs", "ramfs")

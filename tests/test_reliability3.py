@@ -147,3 +147,200 @@ def test_a_full_card_frees_snapshot_room_once_per_episode_never_all(tmp_path, mo
     assert len(removed) == 5 and len(list(folder.iterdir())) == 45  # a tenth, once
     monkeypatch.undo()
     assert snapshots.save(Result(frame=frame, detections=[], inference_ms=1.0), Track())  # room again: a new episode
+
+
+# --- the web UI against a stranger on the LAN -------------------------------------------------------------------
+class FakeEvent:
+    def __init__(self, event_id):
+        self.id, self.snapshot, self.clip = event_id, None, None
+
+    def as_dict(self):
+        return {"id": self.id}
+
+
+class FakeStore:
+    """Three events; `broken` makes every read fail as a damaged file does."""
+
+    def __init__(self):
+        self.ids, self.broken = [1, 2, 3], False
+
+    def _check(self):
+        if self.broken:
+            raise sqlite3.DatabaseError("database disk image is malformed")
+
+    def list(self, *args):
+        self._check()
+        return [FakeEvent(i) for i in self.ids]
+
+    def labels(self):
+        self._check()
+        return ["person"]
+
+    def get(self, event_id):
+        self._check()
+        return FakeEvent(event_id) if event_id in self.ids else None
+
+    def delete(self, event_id):
+        self._check()
+        if event_id in self.ids:
+            self.ids.remove(event_id)
+            return FakeEvent(event_id)
+        return None
+
+
+@pytest.fixture
+def web(request):
+    import threading
+
+    from pidetect.web.mjpeg import LatestJpeg
+    from pidetect.web.server import WebApp, WebServer
+
+    options = getattr(request, "param", {})
+    store = FakeStore()
+    server = WebServer(("127.0.0.1", free_port()), WebApp(LatestJpeg(), store=store, hosts=("cam.example",),
+                                                         auth=options.get("auth")))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.store = store
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def ask(server, path, method="GET", headers=(), source="127.0.0.1", timeout=10):
+    """One request by hand (http.client would add its own Host): (status, headers text, body)."""
+    import socket
+
+    port = server.server_address[1]
+    lines = [f"{method} {path} HTTP/1.1", *(f"{k}: {v}" for k, v in headers), "", ""]
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0)) as sock:
+        sock.sendall("\r\n".join(lines).encode("latin-1"))
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return int(head.split()[1]), head.decode("latin-1"), body
+
+
+def test_a_rebinding_name_is_refused_and_a_foreign_page_cannot_delete(web):
+    """Issue 33: the server accepted any Host and Origin: a page on another name mapped to 127.0.0.1 listed events
+    and deleted one."""
+    port = web.server_address[1]
+    assert ask(web, "/api/events", headers=[("Host", f"evil.example:{port}")])[0] == 403
+    status, _head, body = ask(web, "/api/events", headers=[("Host", f"evil.example:{port}")])
+    assert b"web_hosts" in body
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "cam.example", f"[::1]:{port}"):
+        assert ask(web, "/api/events", headers=[("Host", host)])[0] == 200, host
+    own = [("Host", f"127.0.0.1:{port}")]
+    assert ask(web, "/api/events/1", "DELETE", own + [("Origin", "http://evil.example")])[0] == 403
+    assert ask(web, "/api/events/1", "DELETE", own + [("Referer", f"http://evil.example:{port}/x")])[0] == 403
+    assert web.store.ids == [1, 2, 3]
+    assert ask(web, "/api/events/1", "DELETE", own + [("Origin", f"http://127.0.0.1:{port}")])[0] == 200
+    assert ask(web, "/api/events/2", "DELETE", own)[0] == 200  # a tool (curl) sends no Origin
+    assert web.store.ids == [3]
+
+
+def test_a_rebinding_page_in_chromium_reads_nothing(web):
+    """The attack as a browser makes it: a name the attacker controls resolving to this Pi."""
+    from playwright.sync_api import sync_playwright
+
+    from test_web import CHROMIUM
+
+    port = web.server_address[1]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--host-resolver-rules=MAP rebind.test 127.0.0.1"])
+        try:
+            page = browser.new_page()
+            response = page.goto(f"http://rebind.test:{port}/api/events")
+            assert response.status == 403 and "rebind.test" in page.content()
+            response = page.goto(f"http://127.0.0.1:{port}/api/events")
+            assert response.status == 200
+        finally:
+            browser.close()
+
+
+def test_slow_clients_are_cut_off_and_one_address_cannot_lock_others_out(web, monkeypatch):
+    """Issue 33: 128 sockets sending a header line every 8 s made every other client get 503; 100 headers of 8 KB
+    a socket grew the daemon by 110 MB."""
+    import socket
+    import time
+
+    from pidetect.web import server as server_module
+
+    monkeypatch.setattr(server_module, "HEAD_SECONDS", 1.5)
+    port = web.server_address[1]
+    slow = socket.create_connection(("127.0.0.1", port))
+    slow.sendall(b"GET / HTTP/1.1\r\n")
+    started = time.monotonic()
+    reply = b""
+    slow.settimeout(10)
+    try:
+        while True:
+            slow.sendall(b"X-Slow: 1\r\n")
+            chunk = slow.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    except OSError:
+        pass
+    assert b" 408 " in reply.split(b"\r\n")[0] and time.monotonic() - started < 5, reply[:200]
+    big = socket.create_connection(("127.0.0.1", port), timeout=10)
+    big.sendall(b"GET / HTTP/1.1\r\n" + b"".join(b"X-Big-%d: %s\r\n" % (n, b"a" * 8000) for n in range(3)))
+    assert b" 431 " in big.recv(4096).split(b"\r\n")[0]
+    big.close()
+    held = []
+    try:
+        for _ in range(server_module.MAX_PER_CLIENT):
+            sock = socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.1", 0))
+            sock.sendall(b"GET / HTTP/1.1\r\n")  # and nothing more
+            held.append(sock)
+        time.sleep(0.3)
+        assert ask(web, "/api/labels", headers=[("Host", f"127.0.0.1:{port}")], timeout=5)[0] == 503
+        assert ask(web, "/api/labels", headers=[("Host", f"127.0.0.1:{port}")], source="127.0.0.2")[0] == 200
+    finally:
+        for sock in held:
+            sock.close()
+
+
+@pytest.mark.parametrize("web", [{"auth": ("pi", "right-horse")}], indirect=True)
+def test_wrong_passwords_back_off_and_are_logged_without_the_password(web, caplog):
+    import base64
+    import logging
+
+    port = web.server_address[1]
+    host = [("Host", f"127.0.0.1:{port}")]
+
+    def basic(user, password, scheme="Basic"):
+        return host + [("Authorization", f"{scheme} " + base64.b64encode(f"{user}:{password}".encode()).decode())]
+
+    assert ask(web, "/api/labels", headers=basic("pi", "right-horse", "basic"))[0] == 200  # the scheme in any case
+    assert ask(web, "/api/labels", headers=host)[0] == 401  # a browser's first try: no failure counted
+    with caplog.at_level(logging.WARNING, logger="pidetect.web.server"):
+        statuses = [ask(web, "/api/labels", headers=basic("pi", f"guess-{n}"))[0] for n in range(8)]
+    assert statuses[:5] == [401] * 5 and 429 in statuses[5:], statuses
+    status, head, _body = ask(web, "/api/labels", headers=basic("pi", "right-horse"))
+    assert status == 429 and "Retry-After:" in head  # the right password waits too: guessing gains nothing
+    logged = [r.getMessage() for r in caplog.records if "wrong user or password" in r.getMessage()]
+    assert len(logged) >= 5 and "127.0.0.1" in logged[0] and not any("guess" in m for m in logged)
+    web.backoff.succeeded("127.0.0.1")  # the wait over
+    assert ask(web, "/api/labels", headers=basic("pi", "right-horse"))[0] == 200
+
+
+def test_every_api_error_is_an_answer_in_json_with_words(web):
+    """Issue 33: a damaged index page made /api/labels drop the connection; 400s carried Python's own messages."""
+    import json
+
+    port = web.server_address[1]
+    host = [("Host", f"127.0.0.1:{port}")]
+    for query, words in (("after=0000-01-01", "after must be seconds since 1970"),
+                         ("before=0001-01-01T00:00", "before must be seconds since 1970"),
+                         ("limit=%C2%B2", "limit must be a whole number"), ("colour=red", "unknown parameter")):
+        status, head, body = ask(web, f"/api/events?{query}", headers=host)
+        assert status == 400 and "application/json" in head and words in json.loads(body)["error"], (query, body)
+        assert "out of range" not in json.loads(body)["error"] and "invalid literal" not in json.loads(body)["error"]
+    assert json.loads(ask(web, "/api/events/99", headers=host)[2])["error"] == "no event 99"
+    web.store.broken = True
+    for path in ("/api/labels", "/api/events", "/api/events/3"):
+        status, head, body = ask(web, path, headers=host)
+        assert status == 500 and "application/json" in head, (path, status, body)
+        assert "the event store cannot be read" in json.loads(body)["error"]

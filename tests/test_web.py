@@ -483,10 +483,26 @@ def test_web_settings_are_checked(args, words):
 def test_an_empty_or_unreadable_password_file_is_a_config_error(tmp_path):
     empty = tmp_path / "empty.password"
     empty.write_text("\n")
-    for path, words in ((empty, "the file is empty"), (tmp_path / "missing", "cannot read it"), (tmp_path, "not a regular")):
+    huge = tmp_path / "huge.password"
+    huge.write_bytes(b"x" * 5000)
+    for path, words in ((empty, "the first line is empty"), (tmp_path / "missing", "cannot read it"),
+                        (tmp_path, "not a regular"), (huge, "larger than 4096 bytes")):
         done = run_pidetect("run", "--source", "/dev/null", "--display", "mjpeg", "--mjpeg-port", free_port(),
                             "--web-password-file", path, "--state-dir", tmp_path / "state", "--log-format", "text")
         assert done.returncode == 78 and words in done.stderr, (path, done.stderr)
+
+
+def test_a_password_file_gives_its_first_line_in_nfc(tmp_path):
+    """Issue 33: a file `secret1\n# note` locked everyone out (the whole file was the password); a password typed
+    in another normalisation (NFD) was refused."""
+    from pidetect.files import read_password_file
+
+    noted = tmp_path / "noted"
+    noted.write_text("secret1  \n# rotated 2026-12-01\n")
+    decomposed = tmp_path / "nfd"
+    decomposed.write_text("cafe\u0301\n")
+    assert read_password_file(str(noted), "k") == "secret1"
+    assert read_password_file(str(decomposed), "k") == "caf\u00e9"
 
 
 def test_check_reports_the_web_ui(tmp_path):

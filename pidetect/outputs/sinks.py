@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, List, Optional, Tuple, TypeVar
 
 from ..config import Config, sysfs_root
-from ..errors import ConfigError
+from ..errors import ConfigError, UnavailableError
 from ..files import RAM_FILE_SYSTEMS, file_system_type, read_password_file
 from .display import DisplayUnavailable
 from ..frames import Result
@@ -185,6 +185,10 @@ def build_outputs(config: Config, emit: Callable, web: Optional[dict] = None) ->
                     display.claim, screen = screen, None
                 displays.append(display)
             except DisplayUnavailable as exc:
+                if name == "mjpeg" and not config.web_best_effort:  # a "running" service without its page: no
+                    raise UnavailableError(f"{exc}; the web UI is what this service serves, so it stops (exit 69: "
+                                           "systemd tries again); free the port, set mjpeg_port, or set "
+                                           "web_best_effort = true to detect without the web UI") from None
                 message = f"display {name} unavailable, continuing without it: {exc}"
                 emit(log_record("error", "pidetect.display", message), ERR)
         outputs: List = [DisplaySink(displays, emit, config.display_nice)] if displays else []
@@ -327,6 +331,7 @@ def build_web(config: Config, emit: Callable, metrics) -> Tuple[List, Optional[d
             remove_own_clip(Path(config.record_dir), event.clip)
 
     web = {"store": store, "snapshot_dir": Path(config.snapshot_dir), "metrics": metrics.exposition, "auth": auth,
+           "hosts": tuple(config.web_hosts),
            "on_delete": on_delete, "record_dir": Path(config.record_dir) if config.record else None}
     if config.notify:
         from .notify import DeliveryBoard

@@ -11,13 +11,17 @@
 Built on socketserver with a few lines of request parsing, not http.server, which imports http.client
 and ssl: 7 MB of the daemon's resident memory (measured; prometheus_client, which imports it too, is
 imported only when /metrics is first read). One request per connection (HTTP/1.0). A thread per client, at most
-MAX_CLIENTS at once (more are refused at once with 503), each with a 10 s socket timeout, so slow or
-hostile clients can neither stall detection (which never waits for the server) nor grow memory.
+MAX_CLIENTS at once and MAX_PER_CLIENT from one address (more are refused at once with 503); a request head must
+arrive whole within HEAD_SECONDS and HEAD_BYTES, so slow or hostile clients (slowloris) can neither stall
+detection (which never waits for the server), lock others out, nor grow memory.
 
 Who may look: with a password (HTTP Basic, `web_user` / `web_password_file`) every route asks for it;
-off loopback without one the daemon refuses to start (config check). Snapshots are served by event
-id only: the file name comes from the store, must be one pidetect writes, and is opened without
-following links, so no request can name a path.
+off loopback without one the daemon refuses to start (config check). Wrong passwords are logged (never the
+password) and a client that keeps failing waits longer and longer (`LoginBackoff`). The `Host` a request names
+must be this Pi (its names, addresses, localhost, or `web_hosts`): a page on another site whose name a rebinding
+DNS points at this Pi is refused. A request that changes something (DELETE) is refused when its Origin or
+Referer is another site's. Snapshots are served by event id only: the file name comes from the store, must be
+one pidetect writes, and is opened without following links, so no request can name a path.
 """
 
 from __future__ import annotations
@@ -40,9 +44,13 @@ from .zone_editor import ZoneLayout
 
 log = logging.getLogger(__name__)
 MAX_CLIENTS = 128
+MAX_PER_CLIENT = 32  # connections from one address: a browser opens at most 6 a page; several tabs and phones fit
+HEAD_SECONDS = 10.0  # to send the whole request line and headers
+HEAD_BYTES = 16384  # request line and headers together
 PAGES = Path(__file__).parent
 BOUNDARY = b"pidetectframe"  # the MJPEG stream's part separator
 EVENT_PATH = re.compile(r"/api/events/(\d{1,18})(/snapshot\.jpg|/clip\.mp4)?")
+HOST_V6 = re.compile(r"\[([0-9A-Fa-f:.%a-z]+)\](?::\d+)?")
 RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
 MAX_LIMIT = 1000
 MAX_LINE = 8192
@@ -64,6 +72,7 @@ class WebApp:
     auth: Optional[Tuple[str, str]] = None  # (user, password)
     on_delete: Optional[Callable[[object], None]] = None  # removes an event's files
     notify: Optional[Callable[[], dict]] = None  # the last delivery per notification target (outputs/notify.py)
+    hosts: Tuple[str, ...] = ()  # names the owner reaches the UI by, besides this Pi's own (web_hosts)
 
 
 class WebServer(socketserver.ThreadingTCPServer):
@@ -74,12 +83,22 @@ class WebServer(socketserver.ThreadingTCPServer):
     def __init__(self, address: Tuple[str, int], app: WebApp):
         self.app = app
         self._clients = threading.BoundedSemaphore(MAX_CLIENTS)
+        self._per_client: dict = {}  # address -> open connections
+        self._per_client_lock = threading.Lock()
+        self.backoff = LoginBackoff()
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, WebRequest)
 
     def process_request(self, request, client_address) -> None:
-        if not self._clients.acquire(blocking=False):
+        client = client_address[0]
+        with self._per_client_lock:
+            crowded = self._per_client.get(client, 0) >= MAX_PER_CLIENT
+            if not crowded:
+                self._per_client[client] = self._per_client.get(client, 0) + 1
+        if crowded or not self._clients.acquire(blocking=False):
+            if not crowded:
+                self._leave(client)
             try:
                 request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             except OSError:
@@ -87,6 +106,14 @@ class WebServer(socketserver.ThreadingTCPServer):
             self.shutdown_request(request)
             return
         super().process_request(request, client_address)
+
+    def _leave(self, client: str) -> None:
+        with self._per_client_lock:
+            left = self._per_client.get(client, 1) - 1
+            if left > 0:
+                self._per_client[client] = left
+            else:
+                self._per_client.pop(client, None)
 
     def handle_error(self, request, client_address) -> None:
         """A client that went away mid-reply is normal; anything else is a bug worth its traceback (debug)."""
@@ -104,6 +131,59 @@ class WebServer(socketserver.ThreadingTCPServer):
             super().process_request_thread(request, client_address)
         finally:
             self._clients.release()
+            self._leave(client_address[0])
+
+    def own_names(self) -> set:
+        """The hosts a request may name: loopback, this Pi's names and addresses, the bound address, web_hosts."""
+        names = {"localhost", "127.0.0.1", "::1", socket.gethostname().lower(), f"{socket.gethostname().lower()}.local",
+                 socket.getfqdn().lower()}
+        names.update(host.lower().rstrip(".") for host in self.app.hosts)
+        bound = self.server_address[0]
+        if bound not in ("0.0.0.0", "::", ""):
+            names.add(bound.lower())
+        else:
+            try:
+                import psutil
+
+                names.update(address.address.split("%")[0].lower() for addresses in psutil.net_if_addrs().values()
+                             for address in addresses if address.family in (socket.AF_INET, socket.AF_INET6))
+            except (ImportError, OSError):
+                pass
+        return names
+
+
+class LoginBackoff:
+    """Wrong passwords per client address: after FREE_FAILURES, each further try waits twice as long as the last
+    (up to MAX_WAIT s) — 3,385 guesses a second become one a minute. A right password clears the count."""
+
+    FREE_FAILURES = 5
+    MAX_WAIT = 60.0
+    MAX_CLIENTS_KEPT = 4096
+
+    def __init__(self, clock: Callable[[], float] = None):
+        import time
+
+        self.clock = clock or time.monotonic
+        self._lock = threading.Lock()
+        self._failures: dict = {}  # address -> (failures, not before)
+
+    def wait_left(self, client: str) -> float:
+        with self._lock:
+            _count, not_before = self._failures.get(client, (0, 0.0))
+        return max(0.0, not_before - self.clock())
+
+    def failed(self, client: str) -> int:
+        with self._lock:
+            count = self._failures.get(client, (0, 0.0))[0] + 1
+            wait = 0.0 if count <= self.FREE_FAILURES else min(self.MAX_WAIT, 2.0 ** (count - self.FREE_FAILURES - 1))
+            if len(self._failures) >= self.MAX_CLIENTS_KEPT and client not in self._failures:
+                self._failures.pop(next(iter(self._failures)))
+            self._failures[client] = (count, self.clock() + wait)
+            return count
+
+    def succeeded(self, client: str) -> None:
+        with self._lock:
+            self._failures.pop(client, None)
 
 
 def _number(value: str, name: str) -> float:
@@ -118,10 +198,14 @@ def _number(value: str, name: str) -> float:
     except ValueError:
         pass
     try:
-        moment = datetime.datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"{name} must be seconds since 1970 or a date like 2026-12-01 or 2026-12-01T09:30") from None
-    return moment.timestamp()
+        return datetime.datetime.fromisoformat(value).timestamp()
+    except (ValueError, OverflowError, OSError):  # not a date, or one no clock can hold ("year 0 is out of range")
+        raise RequestError(f"{name} must be seconds since 1970 or a date like 2026-12-01 or 2026-12-01T09:30 "
+                           f"(got {value[:40]!r})") from None
+
+
+class RequestError(ValueError):
+    """What was wrong in the request, in words for the person who sent it (a 400)."""
 
 
 class BadRequest(Exception):
@@ -130,8 +214,10 @@ class BadRequest(Exception):
         self.status = status
 
 
-REASONS = {200: "OK", 206: "Partial Content", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-           414: "URI Too Long", 416: "Range Not Satisfiable", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+REASONS = {200: "OK", 206: "Partial Content", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+           404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 414: "URI Too Long",
+           416: "Range Not Satisfiable", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
+           500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 class WebRequest(socketserver.StreamRequestHandler):
@@ -161,20 +247,41 @@ class WebRequest(socketserver.StreamRequestHandler):
             pass  # the client went away mid-reply
 
     def _read_request(self):
-        line = self.rfile.readline(MAX_LINE + 1)
-        if not line:
+        import time
+
+        deadline = time.monotonic() + HEAD_SECONDS
+        budget = HEAD_BYTES
+
+        def line() -> bytes:
+            nonlocal budget
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BadRequest(408, f"the request head took longer than {HEAD_SECONDS:g} s")
+            self.connection.settimeout(left)
+            try:
+                text = self.rfile.readline(min(MAX_LINE, budget) + 1)
+            except socket.timeout:
+                raise BadRequest(408, f"the request head took longer than {HEAD_SECONDS:g} s") from None
+            budget -= len(text)
+            if budget < 0:
+                raise BadRequest(431, f"the request head is larger than {HEAD_BYTES} bytes")
+            return text
+
+        first = line()
+        if not first:
             raise ValueError("no request")
-        if len(line) > MAX_LINE:
+        if len(first) > MAX_LINE:
             raise BadRequest(414, "request line too long")
-        words = line.decode("latin-1").split()
+        words = first.decode("latin-1").split()
         if len(words) != 3 or not words[2].startswith("HTTP/") or not words[1].startswith("/"):
             raise BadRequest(400, "bad request line")
         headers = {}
         for _ in range(MAX_HEADERS + 1):
-            header = self.rfile.readline(MAX_LINE + 1)
+            header = line()
             if len(header) > MAX_LINE:
                 raise BadRequest(431, "header too long")
             if header in (b"\r\n", b"\n", b""):
+                self.connection.settimeout(self.timeout)  # the reply: the usual timeout per send
                 return words[0], words[1], headers
             name, _, value = header.decode("latin-1").partition(":")
             headers[name.strip().lower()] = value.strip()
@@ -182,8 +289,12 @@ class WebRequest(socketserver.StreamRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         app: WebApp = self.server.app
+        refused = self._foreign_host() or (method not in ("GET", "HEAD") and self._foreign_origin())
+        if refused:
+            log.warning("web: refused %s %s from %s: %s", method, self.path[:200], self.client_address[0], refused)
+            self._error(403, refused)
+            return
         if app.auth is not None and not self._authorised(app.auth):
-            self._error(401, "password required", [("WWW-Authenticate", 'Basic realm="pidetect", charset="UTF-8"')])
             return
         parsed = urllib.parse.urlsplit(self.path)
         try:
@@ -191,24 +302,80 @@ class WebRequest(socketserver.StreamRequestHandler):
         except ValueError:
             self._error(400, "too many parameters")
             return
+        fail = self._error
         try:
             self._route(method, parsed.path, {k: v[-1] for k, v in query.items()})
-        except ValueError as exc:
-            self._error(400, str(exc))
+        except RequestError as exc:
+            fail(400, str(exc))
+        except OSError:
+            raise  # the client went away
+        except Exception as exc:  # sqlite3.Error (a damaged store), a bug: an answer, never a dropped connection
+            log.error("web: %s %s failed: %s: %s", method, parsed.path, type(exc).__name__, exc)
+            fail(500, f"the event store cannot be read ({exc}); detection goes on; see the log"
+                 if type(exc).__module__.startswith("sqlite3") else f"{type(exc).__name__}: {exc}")
+
+    def _foreign_host(self) -> str:
+        """Why the Host header is refused, or ''. No Host (HTTP/1.0 tools) is fine: a browser always sends one."""
+        host = self.headers.get("host", "")
+        if not host:
+            return ""
+        bracketed = HOST_V6.fullmatch(host)
+        name = bracketed.group(1) if bracketed else host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        name = name.lower().rstrip(".")
+        if name in self.server.own_names():
+            return ""
+        return (f"this web UI does not answer to the name {host[:100]!r} (add it to web_hosts in the config if "
+                "you reach this Pi by that name)")
+
+    def _foreign_origin(self) -> str:
+        """Why a state-changing request is refused (another site's page sent it), or ''. Browsers send Origin with
+        every such request; tools (curl) send neither Origin nor Referer and are let through."""
+        origin = self.headers.get("origin") or ""
+        referer = self.headers.get("referer") or ""
+        source = origin or referer
+        if not source:
+            return ""
+        parts = urllib.parse.urlsplit(source)
+        own = self.headers.get("host", "")
+        if origin == "null" or parts.netloc.lower() != own.lower():
+            return f"a change requested by another site's page ({source[:100]!r}) is refused"
+        return ""
 
     def _authorised(self, auth: Tuple[str, str]) -> bool:
+        """True, or the 401/429 reply is sent. Scheme names are case-insensitive (RFC 9110): `basic` is Basic."""
+        client = self.client_address[0]
+        backoff: LoginBackoff = self.server.backoff
         header = self.headers.get("authorization", "")
-        if not header.startswith("Basic "):
+        challenge = [("WWW-Authenticate", 'Basic realm="pidetect", charset="UTF-8"')]
+        if not header:
+            self._error(401, "password required", challenge)
             return False
-        try:
-            user, _, password = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8").partition(":")
-        except (ValueError, UnicodeDecodeError):
+        wait = backoff.wait_left(client)
+        if wait > 0:
+            self._error(429, f"too many wrong passwords from {client}: try again in {wait:.0f} s",
+                        [("Retry-After", str(int(wait) + 1))])
             return False
+        scheme, _, credentials = header.partition(" ")
+        user = password = ""
+        if scheme.lower() == "basic":
+            try:
+                user, _, password = base64.b64decode(credentials.strip(), validate=True).decode("utf-8").partition(":")
+            except (ValueError, UnicodeDecodeError):
+                pass
         import hmac  # here, not at the top: it loads libcrypto (hashlib), megabytes a Pi without a password keeps
+        import unicodedata
 
         expected_user, expected_password = auth
-        return hmac.compare_digest(user.encode(), expected_user.encode()) & \
-            hmac.compare_digest(password.encode(), expected_password.encode())
+        password = unicodedata.normalize("NFC", password)  # the file's password is NFC too
+        if hmac.compare_digest(user.encode(), expected_user.encode()) & \
+                hmac.compare_digest(password.encode(), expected_password.encode()):
+            backoff.succeeded(client)
+            return True
+        failures = backoff.failed(client)
+        log.warning("web: wrong user or password from %s (user %r, %d failed in a row)%s", client, user[:64], failures,
+                    "; it waits before trying again" if failures > LoginBackoff.FREE_FAILURES else "")
+        self._error(401, "wrong user or password", challenge)
+        return False
 
     def _route(self, method: str, path: str, query: dict) -> None:
         app: WebApp = self.server.app
@@ -258,15 +425,15 @@ class WebRequest(socketserver.StreamRequestHandler):
         store = self.server.app.store
         unknown = sorted(set(query) - {"label", "after", "before", "limit"})
         if unknown:
-            raise ValueError(f"unknown parameter {unknown[0]!r}; use label, after, before, limit")
+            raise RequestError(f"unknown parameter {unknown[0]!r}; use label, after, before, limit")
         label = query.get("label") or None
         if label is not None and len(label) > MAX_LABEL:
-            raise ValueError(f"label is longer than {MAX_LABEL} characters")
+            raise RequestError(f"label is longer than {MAX_LABEL} characters")
         after = _number(query["after"], "after") if query.get("after") else None
         before = _number(query["before"], "before") if query.get("before") else None
         limit_text = query.get("limit") or "100"
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIMIT:
-            raise ValueError(f"limit must be a whole number from 1 to {MAX_LIMIT}")
+        if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= MAX_LIMIT:
+            raise RequestError(f"limit must be a whole number from 1 to {MAX_LIMIT}")
         events = store.list(label, after, before, int(limit_text)) if store is not None else []
         self._json([event.as_dict() for event in events], head)
 
@@ -339,9 +506,14 @@ class WebRequest(socketserver.StreamRequestHandler):
     def _json(self, value, head: bool) -> None:
         self._body(json.dumps(value).encode(), "application/json", head)
 
+
     def _error(self, status: int, text: str, extra=()) -> None:
-        self._body((text + "\n").encode(), "text/plain; charset=utf-8", getattr(self, "command", "") == "HEAD",
-                   status=status, extra=extra)
+        """The error in words; for the API (/api/…) as JSON, {"error": text}, which its callers parse."""
+        head = getattr(self, "command", "") == "HEAD"
+        if getattr(self, "path", "").startswith("/api/"):
+            self._body(json.dumps({"error": text}).encode(), "application/json", head, status=status, extra=extra)
+        else:
+            self._body((text + "\n").encode(), "text/plain; charset=utf-8", head, status=status, extra=extra)
 
     def _body(self, body: bytes, content_type: str, head: bool, cache: str = "no-store", status: int = 200,
               extra=()) -> None:
