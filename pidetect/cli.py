@@ -9,10 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 from typing import List, Optional
+
+# OpenCV's own "[ WARN:0@1.2] global loadsave.cpp…" lines went straight to stderr, around the log's format and
+# the journal's fields; pidetect says what failed itself (sources.py). Read by OpenCV when it loads: set before.
+os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
 
 from . import __version__
 from .config import ACCELERATORS, DEFAULT_CONFIG_PATH, FLAG_FIELDS, HELP, build_config

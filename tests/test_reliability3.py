@@ -344,3 +344,96 @@ def test_every_api_error_is_an_answer_in_json_with_words(web):
         status, head, body = ask(web, path, headers=host)
         assert status == 500 and "application/json" in head, (path, status, body)
         assert "the event store cannot be read" in json.loads(body)["error"]
+
+
+# --- folders, ports ---------------------------------------------------------------------------------------------
+def test_tilde_is_home_in_every_folder_and_an_empty_folder_is_an_error(tmp_path, scene):
+    """Issue 33: "~/snaps" made a literal ~ folder in the working directory; empty folders wrote into it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    done = subprocess.run([sys.executable, "-m", "pidetect", "run", "--source", str(scene), "--snapshots",
+                           "--snapshot-dir", "~/snaps", "--state-dir", "~/state", "--display", "mjpeg",
+                           "--mjpeg-port", str(free_port()), "--log-format", "json", "--enter-seconds", "0.1"],
+                          capture_output=True, text=True, cwd=work, timeout=180,
+                          env=dict(os.environ, HOME=str(home), PYTHONPATH=str(REPO)))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert list(work.iterdir()) == [], "nothing written where pidetect was started"
+    assert any((home / "snaps").iterdir()) and (home / "state" / "events.db").exists()
+    for key in ("--snapshot-dir", "--record-dir"):
+        done = run_pidetect("run", "--source", "/dev/null", key, "")
+        assert done.returncode == 2 and f"{key} '': must be a folder" in done.stderr and "Traceback" not in done.stderr
+    config = tmp_path / "c.toml"
+    config.write_text('record_dir = ""\n')
+    done = run_pidetect("run", "--config", config, "--source", "/dev/null")
+    assert done.returncode == 78 and f"{config}:1: record_dir = '': must be a folder" in done.stderr, done.stderr
+
+
+def test_a_taken_web_port_stops_the_service_with_69_unless_best_effort(tmp_path, scene):
+    """Issue 33: the daemon ran on without its UI and exited 0: under systemd a "running" service with no page."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = web_run(scene, tmp_path / "state", "--mjpeg-port", port)
+        assert done.returncode == 69, done.stderr[-2000:]
+        assert "Address already in use" in done.stderr and "web_best_effort" in done.stderr
+        assert "Traceback" not in done.stderr
+        done = web_run(scene, tmp_path / "state", "--mjpeg-port", port, "--web-best-effort")
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert of(parse_records(done.stdout), "detection", state="entered"), "detected without the web UI"
+
+
+# --- camera errors that help ------------------------------------------------------------------------------------
+def first_source_problem(*args, timeout=60):
+    daemon = Daemon("--source", *args)
+    try:
+        found = daemon.wait_for(lambda r: r.get("event") == "source" and r.get("state") in ("retrying", "lost"),
+                                timeout=timeout, what="the source's problem")[0]
+    finally:
+        daemon.kill()
+    stdout = "\n".join(map(str, daemon.records))
+    assert "hunter2" not in stdout, "a camera's password never reaches the log"
+    return found["detail"], daemon.proc.stderr.read()
+
+
+def test_camera_errors_say_what_is_wrong_and_opencv_says_nothing_raw():
+    """Issue 33: a missing /dev/video7 was "no such device or busy"; auto blamed "No module named 'picamera2'"; a
+    failed stream said only "OpenCV could not open it"; OpenCV's raw [ WARN:0@…] lines leaked into the log."""
+    import http.server
+    import threading
+
+    detail, stderr = first_source_problem("/dev/video7")
+    assert "/dev/video7 does not exist" in detail and ("video devices here" in detail or "no /dev/video*" in detail)
+    assert "[ WARN" not in stderr and "[ERROR" not in stderr, stderr
+    if not os.path.exists("/usr/lib/python3/dist-packages/picamera2"):
+        detail, _ = first_source_problem("auto")
+        assert "sudo apt install python3-picamera2" in detail and "No module named" not in detail
+        assert "pip install" not in detail
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            code = 401 if "secret" in self.path else 404
+            self.send_response(code)
+            if code == 401:
+                self.send_header("WWW-Authenticate", 'Basic realm="cam"')
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        detail, _ = first_source_problem(f"http://127.0.0.1:{port}/missing.mjpg")
+        assert "404" in detail, detail
+        detail, _ = first_source_problem(f"http://viewer:hunter2@127.0.0.1:{port}/secret.mjpg")
+        assert "401" in detail and "hunter2" not in detail, detail
+    finally:
+        server.shutdown()
+    detail, _ = first_source_problem(f"rtsp://127.0.0.1:{free_port()}/stream")
+    assert "Connection refused" in detail, detail

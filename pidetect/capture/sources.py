@@ -79,10 +79,18 @@ class OpenCVSource:
             # far faster than it (720p: 1.9 ms a frame here, inference 22 ms), while every extra
             # FFmpeg thread keeps frames of its own (2 MB more at 720p, measured).
             params += [cv2.CAP_PROP_N_THREADS, 1]
+        if self.api == cv2.CAP_V4L2 and isinstance(self.target, str) and not Path(self.target).exists():
+            raise SourceError(f"{self.target} does not exist ({video_devices()}); retrying in case it appears "
+                              "(a camera plugged in late)")
         capture = cv2.VideoCapture(self.target, self.api, params)
         if not capture.isOpened():
             capture.release()
-            raise SourceError("OpenCV could not open it" + (" (no such device or busy)" if self.api == cv2.CAP_V4L2 else ""))
+            if self.api == cv2.CAP_V4L2:
+                raise SourceError(f"cannot open it: busy (another program uses it?) or not a camera "
+                                  f"({video_devices()})")
+            if self.network:
+                raise SourceError(f"cannot open it: {network_failure(self.target, self.config.open_timeout)}")
+            raise SourceError("OpenCV could not open it")
         if self.api == cv2.CAP_V4L2:
             # MJPG lets USB 2 cameras deliver 720p/1080p at full rate; ignored by cameras without it.
             capture.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
@@ -342,7 +350,11 @@ class Picamera2Source:
     def open(self) -> None:
         try:
             from picamera2 import Picamera2
-        except Exception as exc:  # ImportError, or numpy ABI errors when pip's numpy shadows apt's
+        except ImportError:
+            raise SourceError("the CSI camera needs Picamera2 from Raspberry Pi OS: sudo apt install python3-picamera2 "
+                              "(pidetect's installer makes its venv with --system-site-packages so that it sees it)") \
+                from None
+        except Exception as exc:  # numpy ABI errors when pip's numpy shadows apt's
             raise SourceError(f"picamera2 is not usable: {type(exc).__name__}: {exc}") from None
         try:
             if len(Picamera2.global_camera_info()) <= self.index:
@@ -383,6 +395,48 @@ class Picamera2Source:
                 camera.close()
             except Exception:
                 pass
+
+
+def video_devices() -> str:
+    """The V4L2 devices there are, for an error message: "cameras here: /dev/video0 (USB Camera), …"."""
+    found = []
+    for node in sorted(glob.glob("/dev/video*"), key=lambda p: int(re.sub(r"\D", "", p) or 0)):
+        try:
+            name = (Path("/sys/class/video4linux") / Path(node).name / "name").read_text().strip()
+        except OSError:
+            name = ""
+        found.append(f"{node} ({name})" if name else node)
+    return "video devices here: " + ", ".join(found) if found else "no /dev/video* devices on this machine"
+
+
+def network_failure(url: str, timeout: float) -> str:
+    """Why a network stream did not open, in FFmpeg's words (refused, timed out, 401, 404, no route…): OpenCV
+    only says that it did not. ffprobe is asked once, with the same timeout; its last error line is the reason."""
+    import shutil
+    import subprocess
+
+    ffprobe = shutil.which("ffprobe")
+    if ffprobe is None:
+        return "OpenCV could not open it (install ffmpeg for the reason: refused, timeout, 401, 404)"
+    command = [ffprobe, "-v", "error", "-rw_timeout", str(int(timeout * 1e6))]
+    if url.startswith("rtsp"):
+        command += ["-rtsp_transport", "tcp"]
+    try:
+        done = subprocess.run([*command, "-i", url], capture_output=True, text=True, timeout=timeout + 5)
+    except subprocess.TimeoutExpired:
+        return f"no answer within {timeout:g} s (open_timeout)"
+    except OSError:
+        return "OpenCV could not open it"
+    lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+    if done.returncode == 0:
+        return "OpenCV could not open it, though FFmpeg can (an OpenCV build without this protocol?)"
+    reason = lines[-1] if lines else f"ffprobe exit {done.returncode}"
+    return redact_url(reason.replace(url, redact_url(url)))[:300]
+
+
+def redact_url(text: str) -> str:
+    """user:password@ in a URL said in a log becomes user:***@."""
+    return re.sub(r"(://[^:/@\s]+):[^@/\s]+@", r"\1:***@", text)
 
 
 class AutoSource:
@@ -480,7 +534,7 @@ def make_source(config: Config) -> Source:
             return H264PipeSource(command, config)
         return PipeSource(command, config)
     if re.match(r"^(rtsp|rtsps|http|https|rtmp|udp|tcp)://", spec):
-        return OpenCVSource(spec, spec, cv2.CAP_FFMPEG, True, config, network=True)
+        return OpenCVSource(redact_url(spec), spec, cv2.CAP_FFMPEG, True, config, network=True)
     if "!" in spec and "appsink" in spec:
         if not opencv_has_gstreamer():
             raise ConfigError("source is a GStreamer pipeline, but this OpenCV build has no GStreamer "

@@ -38,7 +38,7 @@ from ..slots import FollowedBoxes, InView, LatestFrameSlot
 from .pipeline import CaptureThread, InferencePool
 from ..capture.gate import GateSettings, MotionGate
 from ..capture.motion import MotionDetector, MotionSettings
-from ..capture.sources import H264PipeSource, make_source
+from ..capture.sources import H264PipeSource, make_source, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -406,7 +406,7 @@ class Service:
     def run(self) -> int:
         started = time.monotonic()
         fix_mmap_threshold()  # frames freed go back to the kernel: flat memory over days (daemon/memory.py)
-        self.lifecycle("starting", pid=os.getpid(), source=self.config.source)
+        self.lifecycle("starting", pid=os.getpid(), source=redact_url(self.config.source))  # no camera password in the log
         self.notifier.send(STATUS="loading model")
         detectors = make_detectors(self.config)
         first = detectors[0]
