@@ -109,6 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(check)
     check.set_defaults(handler=_cmd_check)
 
+    reload = commands.add_parser("reload", help="check a changed config with the daemon's own rules, then reload "
+                                 "the running daemon and wait for its verdict (the unit's ExecReload)",
+                                 description="Check the config file as `run` would start with it (the same rules, "
+                                 "the model's labels); refused: say why, exit 78, leave the daemon alone. Else send "
+                                 "it SIGHUP (--pid) and wait for its verdict: exit 0 reloaded, 1 kept the running "
+                                 "configuration. Takes the same options as run.")
+    _config_args(reload)
+    reload.add_argument("--pid", type=int, help="the running daemon's process id (systemd: $MAINPID); without it "
+                        "the file is only checked")
+    reload.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the daemon's verdict (60)")
+    reload.set_defaults(handler=_cmd_reload)
+
     bench = commands.add_parser("bench", help="measure: interpreter ceiling, stages, serial loop, pipeline, RSS",
                                 description="Benchmark the model and the pipeline on a video (default: a generated "
                                 "1280x720 clip of scikit-image's photos). Prints a table, or JSON with --json.")
@@ -328,6 +340,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
         records.emit({"event": "lifecycle", "state": "failed", "error": str(exc), "exit_code": exc.exit_code}, 3)
         raise
     return _exit_now(code, records)
+
+
+def _cmd_reload(args: argparse.Namespace) -> int:
+    from .daemon.reload_verdict import ask_daemon, verdict_path
+    from .daemon.service import check_model_labels, make_detector, preflight
+
+    try:
+        config, path, _overrides = _config_from_args(args)
+        preflight(config, writer_pid=args.pid)
+        try:
+            labels = make_detector(config, "cpu").labels.values()
+        except PidetectError as exc:
+            if "Edge TPU" not in str(exc):
+                raise
+            labels = None  # a model only the Edge TPU runs (which the daemon holds): the daemon checks its labels
+        if labels is not None:
+            check_model_labels(config, labels)
+    except PidetectError as exc:
+        print(f"pidetect: error: reload refused, the running configuration is kept: {exc}", file=sys.stderr)
+        return 78
+    if args.pid is None:
+        print(f"{path}: the daemon would start with it (no --pid: nothing reloaded)")
+        return 0
+    ok, detail = ask_daemon(args.pid, verdict_path(config.state_dir), args.wait)
+    print(("pidetect: " if ok else "pidetect: error: ") + detail, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
 
 
 def _exit_now(code: int, records) -> int:

@@ -22,14 +22,16 @@ checked against the model later (`check_table_labels`), once the model is loaded
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 from .errors import ConfigError
-from .geometry import Polygon, polygon_problem
+from .geometry import Polygon, mixes_fractions_and_pixels, polygon_problem
 
+log = logging.getLogger(__name__)
 TABLE_KEYS = ("zones", "filters", "object_mask", "motion_mask", "notify")
 ZONE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -117,6 +119,9 @@ def _polygon(value: Any, where: str, what: str) -> Polygon:
     problem = polygon_problem(value)
     if problem:
         raise ConfigError(f"{where}: {what}: {problem}")
+    if mixes_fractions_and_pixels(value):
+        log.warning("%s: %s mixes fractions (0..1) and pixels; it is read as pixels, so its fractions mean the "
+                    "picture's top-left corner: write every point one way", where, what)
     return Polygon(tuple((float(x), float(y)) for x, y in value))
 
 

@@ -36,11 +36,23 @@ class Polygon:
         return self.points
 
 
+MAX_POINTS = 200  # corners of one polygon: a zone drawn by hand has a handful
+
+
+def mixes_fractions_and_pixels(points: Sequence[Sequence[float]]) -> bool:
+    """Some values are fractions (below 1, not whole) and others pixels (above 1): the polygon is read as pixels,
+    so its fractions mean the picture's first pixel — a mistake worth a warning."""
+    values = [v for point in points for v in point]
+    return any(v > 1.0 for v in values) and any(0.0 < v < 1.0 for v in values)
+
+
 def polygon_problem(points: Sequence[Sequence[float]]) -> Optional[str]:
     """Why `points` is not a usable polygon (None if it is): fewer than 3 points, a value that is not a
     number or is negative, all points on one line, or two edges that cross."""
     if len(points) < 3:
         return f"a polygon needs at least 3 points, this one has {len(points)}"
+    if len(points) > MAX_POINTS:  # the crossing test is quadratic: 3,000 points added 4.6 s to every start
+        return f"a polygon may have at most {MAX_POINTS} points, this one has {len(points)}; simplify its outline"
     for index, point in enumerate(points):
         if not isinstance(point, (list, tuple)) or len(point) != 2 or \
                 not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in point):

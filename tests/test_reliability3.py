@@ -146,7 +146,46 @@ def test_a_full_card_frees_snapshot_room_once_per_episode_never_all(tmp_path, mo
         assert snapshots.save(Result(frame=frame, detections=[], inference_ms=1.0), Track()) is None
     assert len(removed) == 5 and len(list(folder.iterdir())) == 45  # a tenth, once
     monkeypatch.undo()
-    assert snapshots.save(Result(frame=frame, detections=[], inference_ms=1.0), Track())  # room again: a new episode
+    # a nearly full card: writes succeed between failures; neither room nor "written again" each time
+    real = snapshots_module.Snapshots._write
+    flaky = iter([True, False] * 10)
+
+    def sometimes(self, name, data):
+        if next(flaky):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(self, name, data)
+
+    monkeypatch.setattr(snapshots_module.Snapshots, "_write", sometimes)
+    import logging
+
+    with caplog_records(logging.WARNING) as said:
+        for number in range(10):
+            snapshots.save(Result(frame=Frame(image=frame.image, seq=2 + number, ts=frame.ts + number),
+                                  detections=[], inference_ms=1.0), Track())
+    assert len(removed) == 5, "no more room made within the episode"
+    assert not [m for m in said if "written again" in m], said
+
+
+class caplog_records:
+    """The messages logged at `level` and above inside the block (pidetect's own loggers)."""
+
+    def __init__(self, level):
+        import logging
+
+        self.level, self.messages = level, []
+        self.handler = logging.Handler(level)
+        self.handler.emit = lambda record: self.messages.append(record.getMessage())
+
+    def __enter__(self):
+        import logging
+
+        logging.getLogger("pidetect").addHandler(self.handler)
+        return self.messages
+
+    def __exit__(self, *exc):
+        import logging
+
+        logging.getLogger("pidetect").removeHandler(self.handler)
 
 
 # --- the web UI against a stranger on the LAN -------------------------------------------------------------------
@@ -437,3 +476,58 @@ def test_camera_errors_say_what_is_wrong_and_opencv_says_nothing_raw():
         server.shutdown()
     detail, _ = first_source_problem(f"rtsp://127.0.0.1:{free_port()}/stream")
     assert "Connection refused" in detail, detail
+
+
+# --- zones the daemon would refuse, and a reload that says so -------------------------------------------------
+GOOD_ZONE = '[zones.porch]\npoints = [[0.30, 0.55], [0.85, 0.55], [0.90, 1.0], [0.26, 1.0]]\nobjects = ["person"]\n'
+
+
+@pytest.mark.parametrize("bad, words", [
+    ('[zones.porch]\npoints = [[0.3, 0.55], [0.9, 1.0], [0.85, 0.55], [0.26, 1.0]]\n', "self-crossing"),
+    ('[zones.porch]\npoints = [[0.3, 0.55], [0.85, 0.55], [0.85, 0.55], [0.26, 1.0]]\n', "repeats the point"),
+    ('[zones.porch]\npoints = [[0.3, 0.55], [0.85, 0.55], [0.26, 1.0]]\nobjects = ["unicorn"]\n', "unicorn"),
+])
+def test_systemctl_reload_fails_when_the_daemon_would_refuse_the_file(tmp_path, scene, bad, words):
+    """Issue 33: a zone the daemon rejects, pasted and reloaded: `systemctl reload` returned 0, the service kept
+    running, and refused to start at the next boot. `pidetect reload` (the unit's ExecReload) checks the file with
+    the daemon's own rules first and waits for the daemon's verdict."""
+    config = tmp_path / "pidetect.toml"
+    config.write_text(GOOD_ZONE)
+    daemon = Daemon("--config", config, "--source", scene, "--realtime", "--loop", "--state-dir", tmp_path / "state")
+    try:
+        daemon.wait_for(lambda r: r.get("event") == "lifecycle" and r.get("state") == "ready", timeout=60,
+                        what="ready")
+        config.write_text(bad)
+        done = run_pidetect("reload", "--config", config, "--state-dir", tmp_path / "state",
+                            "--pid", daemon.proc.pid)
+        assert done.returncode == 78 and words in done.stderr and "reload refused" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+        assert not [r for r in daemon.records if r.get("state") in ("reloaded", "failed")], "left alone"
+        config.write_text(GOOD_ZONE.replace("porch", "drive"))
+        done = run_pidetect("reload", "--config", config, "--state-dir", tmp_path / "state",
+                            "--pid", daemon.proc.pid)
+        assert done.returncode == 0 and "reloaded" in done.stdout + done.stderr, done.stdout + done.stderr
+        daemon.wait_for(lambda r: r.get("event") == "lifecycle" and r.get("state") == "reloaded", what="reloaded")
+    finally:
+        assert daemon.stop()[0] == 0
+
+
+def test_polygons_are_capped_and_mistakes_are_warned_at_start(tmp_path, scene):
+    import time
+
+    config = tmp_path / "c.toml"
+    points = [[0.5 + 0.4 * __import__("math").cos(a / 500 * 6.283), 0.5 + 0.4 * __import__("math").sin(a / 500 * 6.283)]
+              for a in range(3000)]
+    config.write_text(f"[zones.round]\npoints = {points}\n")
+    started = time.monotonic()
+    done = run_pidetect("run", "--config", config, "--source", "/dev/null")
+    assert done.returncode == 78 and "at most 200 points, this one has 3000" in done.stderr
+    assert time.monotonic() - started < 30
+    config.write_text('[zones.mixed]\npoints = [[0.1, 0.5], [600, 300], [500, 500]]\n'
+                      '[zones.far]\npoints = [[2000, 2000], [2100, 2000], [2100, 2100]]\n')
+    done = run_pidetect("run", "--config", config, "--source", scene, "--log-format", "json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "zones.mixed: points mixes fractions (0..1) and pixels" in done.stderr
+    said = [r["message"] for r in of(parse_records(done.stdout), "log") if "outside" in r.get("message", "")]
+    assert said == ["zone far lies entirely outside the 960x540 picture: nothing can enter it; check its points "
+                    "(fractions of the frame 0..1, or this camera's pixels)"], said

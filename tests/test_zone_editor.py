@@ -102,8 +102,9 @@ def test_api_and_frame_routes(live):
 def test_layout_toml_round_trips_every_kind_of_polygon(tmp_path):
     from pidetect.config_tables import ZoneSpec
 
-    layout = ZoneLayout((ZoneSpec("a-1", Polygon(((0.1, 0.2), (0.3333, 0.2), (0.5, 0.9))), ("person", "traffic light"),
-                                  4, 2.5),
+    # a custom model's labels may be any text: a non-BMP one was written as a surrogate pair, invalid TOML
+    layout = ZoneLayout((ZoneSpec("a-1", Polygon(((0.1, 0.2), (0.3333, 0.2), (0.5, 0.9))),
+                                  ("person", "traffic light", "\U0001F408 cat", 'quote " and \\'), 4, 2.5),
                          ZoneSpec("px", Polygon(((10.0, 20.0), (640.0, 20.0), (640.0, 480.0))))),
                         (Polygon(((0.8, 0.1), (0.95, 0.1), (0.95, 0.35))),), ())
     path = tmp_path / "layout.toml"
@@ -139,15 +140,38 @@ def test_drawing_a_zone_with_real_clicks_in_chromium(live, tmp_path):
             for x, y in clicks:
                 page.mouse.click(x, y)
             assert page.locator("#shapes circle").count() == 4
+            assert page.input_value("#name") == "porch2"  # a free name ("porch" is taken)
             page.fill("#name", "")
             page.keyboard.type("steps")
             page.fill("#objects", "person, dog")
+            page.wait_for_function("document.getElementById('toml').textContent.includes('person', 'dog') && "
+                                   "document.getElementById('toml').textContent.includes('dog')")
             text = page.locator("#toml").inner_text()
             page.screenshot(path=str(screenshot))
             # a fifth click and an undo leave the same four points
             page.mouse.click(round(box["x"] + 10), round(box["y"] + 10))
             page.click("#undo")
-            assert page.locator("#toml").inner_text() == text
+            page.wait_for_function(f"document.getElementById('toml').textContent === {json.dumps(text)}")
+            # what the daemon would refuse is said on the page, and no TOML is offered for it (issue 33)
+            for name, objects, words in (("porch", "person", "already in the config file"),
+                                         ("steps", "unicorn", "no label 'unicorn'"),
+                                         ("steps", "\U0001F408", "no label")):
+                page.fill("#name", name)
+                page.fill("#objects", objects)
+                page.wait_for_function(f"document.getElementById('message').textContent.includes({json.dumps(words)})")
+                assert page.locator("#toml").inner_text() == ""
+            page.fill("#name", "steps")
+            page.fill("#objects", "person")
+            page.click("#clear")
+            for fx, fy in ((0.1, 0.1), (0.5, 0.5), (0.5, 0.1), (0.1, 0.5)):  # out of order: edges cross
+                page.mouse.click(round(box["x"] + fx * box["width"]), round(box["y"] + fy * box["height"]))
+            page.wait_for_function("document.getElementById('message').textContent.includes('self-crossing')")
+            assert page.locator("#toml").inner_text() == ""
+            page.click("#clear")
+            for fx, fy in ((0.1, 0.1), (0.5, 0.1), (0.5, 0.1), (0.3, 0.5)):  # a double click: a repeated point
+                page.mouse.click(round(box["x"] + fx * box["width"]), round(box["y"] + fy * box["height"]))
+            page.wait_for_function("document.getElementById('message').textContent.includes('repeats the point')")
+            assert page.locator("#toml").inner_text() == ""
         finally:
             browser.close()
     assert not errors, errors

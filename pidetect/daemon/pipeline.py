@@ -27,7 +27,7 @@ from ..frames import Frame, Result, SourceGap
 from ..inference.edgetpu import AcceleratorLost
 from ..inference.regions import RegionPlanner, RegionSettings
 from ..pixels import as_bgr8
-from ..records import INFO, WARNING
+from ..records import INFO, WARNING, log_record
 from ..slots import FollowedBoxes, LatestFrameSlot, RecordFn, call_each
 from ..tracking.stage import TrackingStage
 
@@ -213,6 +213,7 @@ class InferencePool:
         self.regions, self.followed = regions, followed  # where the model looks in a large frame
         self._take_lock = threading.Lock()  # one taker at a time, so take order is capture order
         self._lock = threading.Lock()  # guards the order book and the sinks
+        self._zones_checked_for = (0, 0)
         self._order: Deque[int] = collections.deque()  # seqs taken, oldest first
         self._done: Dict[int, Result] = {}  # finished but waiting for an older frame
         self.taken = 0
@@ -266,9 +267,21 @@ class InferencePool:
                     ready = dataclasses.replace(ready, events=self.tracking.flush(ready.after_seq))
                     call_each(self.sinks, lambda sink: sink.source_gap(ready), self.record, "output")
                 else:
+                    self._check_zones_fit(ready.frame)
                     ready = self.tracking.update(ready)
                     call_each(self.sinks, lambda sink: sink.handle(ready), self.record, "output")
                     self.processed += 1
+
+    def _check_zones_fit(self, frame: Frame) -> None:
+        """Said once per frame size: a zone no object can ever stand in (its points beyond the picture)."""
+        height, width = frame.image.shape[:2]
+        if (width, height) == self._zones_checked_for:
+            return
+        self._zones_checked_for = (width, height)
+        for name in self.tracking.zones.outside(width, height):
+            self.record(log_record("warning", "pidetect.zones", f"zone {name} lies entirely outside the "
+                                   f"{width}x{height} picture: nothing can enter it; check its points (fractions of "
+                                   "the frame 0..1, or this camera's pixels)"), WARNING)
 
     def delivering(self):
         """The lock deliveries hold: the service flushes the tracking stage under it at shutdown."""

@@ -97,7 +97,7 @@ def make_tracking(config: Config, in_view: Optional[InView] = None, warn: bool =
     return TrackingStage(tracker, filters, Zones(config.zones), in_view, drawn_masks, followed)
 
 
-def preflight(config: Config) -> None:
+def preflight(config: Config, writer_pid: Optional[int] = None) -> None:
     """Raise the ConfigError that starting a pipeline with `config` would raise, without starting anything.
 
     Why: a reload must find a bad snapshot_dir, an unreadable mqtt_password_file or a pipe: source with
@@ -108,7 +108,7 @@ def preflight(config: Config) -> None:
     make_source(config).close()
     check_outputs(config)
     check_record_sinks(config)
-    check_web(config)
+    check_web(config, writer_pid)
 
 
 def check_model_labels(config: Config, model_labels) -> Config:
@@ -178,6 +178,7 @@ class Service:
         self.wake = threading.Event()
         self.stop_requested = False
         self.reload_requested = False
+        self.reloads = 0  # SIGHUPs acted on: numbers the verdicts `pidetect reload` waits for
         self.stall_after = int(os.environ.get("PIDETECT_TEST_STALL_AFTER_FRAMES", "0") or 0)
         self.running: Optional[Running] = None
         self._counted_captured = self._counted_dropped = 0  # totals of pipelines replaced by a reload
@@ -249,7 +250,7 @@ class Service:
             from ..web.metrics import PrometheusMetrics
 
             self.prometheus = PrometheusMetrics()  # one for the service's life: counters survive reloads
-        web_sinks, web = build_web(config, self.emit, self.prometheus)
+        web_sinks, web = build_web(config, self.emit, self.prometheus, tuple(detectors[0].labels.values()))
         try:
             outputs, snapshots = build_outputs(config, self.emit, web)
         except BaseException:
@@ -367,8 +368,10 @@ class Service:
         still fail to start, the previous configuration is started again: a reload never ends the service.
         """
         self.reload_requested = False
+        self.reloads += 1
         if self.config_path is None:
             log.warning("SIGHUP ignored: no config file in use")
+            self._verdict(False, "no config file in use: nothing to reload")
             return running, detectors
         try:
             # path_required: a config file gone, unreadable or replaced by a folder is an error, never
@@ -382,6 +385,7 @@ class Service:
         except PidetectError as exc:
             message = f"reload failed, keeping the running configuration: {exc}"
             self.emit(log_record("error", "pidetect.service", message), ERR)
+            self._verdict(False, message)
             return running, detectors
         self.notifier.send(RELOADING=1, STATUS="reloading configuration",
                            MONOTONIC_USEC=int(time.monotonic() * 1e6))
@@ -396,11 +400,19 @@ class Service:
             self.emit(log_record("error", "pidetect.service", message), ERR)
             started = self._start(running.config, detectors)
             self.notifier.send(READY=1, STATUS="reload failed; running the previous configuration")
+            self._verdict(False, message)
             return started, detectors
         self.config = config
         self.lifecycle("reloaded", config=str(self.config_path))
         self.notifier.send(READY=1, STATUS="configuration reloaded")
+        self._verdict(True, f"configuration {self.config_path} reloaded")
         return started, new_detectors
+
+    def _verdict(self, ok: bool, detail: str) -> None:
+        """For `pidetect reload` (the unit's ExecReload), waiting to say whether the new file was taken."""
+        from .reload_verdict import verdict_path, write_verdict
+
+        write_verdict(verdict_path(self.config.state_dir), self.reloads, ok, detail)
 
     # --- the main loop -------------------------------------------------------------------------
     def run(self) -> int:

@@ -22,7 +22,7 @@ import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple, TypeVar
+from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
 
 from ..config import Config, sysfs_root
 from ..errors import ConfigError, UnavailableError
@@ -294,8 +294,9 @@ def web_auth(config: Config) -> Optional[Tuple[str, str]]:
     return None
 
 
-def check_web(config: Config) -> None:
-    """The ConfigErrors building the web UI would raise: the password rule, and a store that cannot be used."""
+def check_web(config: Config, writer_pid: Optional[int] = None) -> None:
+    """The ConfigErrors building the web UI would raise: the password rule, and a store that cannot be used
+    (another daemon writing it: `writer_pid` is the one being reloaded, whose lock it is)."""
     if not web_ui_on(config):
         return
     from ..store.events import EventStore
@@ -305,11 +306,11 @@ def check_web(config: Config) -> None:
 
     web_auth(config)
     path = store_path(config.state_dir)
-    check_writer_lock(path)  # another daemon on this state_dir (a reload's own lock is fine)
+    check_writer_lock(path, writer_pid)  # another daemon on this state_dir (a reload's own lock is fine)
     EventStore(path, repair=False).close()  # a damaged file is moved aside by the writer, not by a check
 
 
-def build_web(config: Config, emit: Callable, metrics) -> Tuple[List, Optional[dict]]:
+def build_web(config: Config, emit: Callable, metrics, labels: Sequence[str] = ()) -> Tuple[List, Optional[dict]]:
     """With the web UI on: the record sinks that feed it (the event store's writer, the Prometheus metrics)
     and what the web server reads (the store, the snapshot folder, the metrics page, the password)."""
     if not web_ui_on(config):
@@ -331,7 +332,7 @@ def build_web(config: Config, emit: Callable, metrics) -> Tuple[List, Optional[d
             remove_own_clip(Path(config.record_dir), event.clip)
 
     web = {"store": store, "snapshot_dir": Path(config.snapshot_dir), "metrics": metrics.exposition, "auth": auth,
-           "hosts": tuple(config.web_hosts),
+           "hosts": tuple(config.web_hosts), "labels": tuple(labels),
            "on_delete": on_delete, "record_dir": Path(config.record_dir) if config.record else None}
     if config.notify:
         from .notify import DeliveryBoard

@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 SAFE = re.compile(r"[^A-Za-z0-9_-]+")
 OWN_TEMPORARY = re.compile(r"\.(\d{8}-\d{6}\.\d{3}-[A-Za-z0-9_-]+-\d+\.jpg)(\.\d+)?\.tmp")
 MAX_LABEL_CHARS = 64  # of the label in a file name: a 5,000-character label must not make every write fail
-STALE_TEMPORARY_SECONDS = 60.0  # younger temporary files may be another daemon's write in progress
+STALE_TEMPORARY_SECONDS = 60.0
+RECOVERED_AFTER = 10.0  # seconds without a failed write that end an episode of failures  # younger temporary files may be another daemon's write in progress
 
 
 def name_part(label: str) -> str:
@@ -72,7 +73,8 @@ class Snapshots:
         self.overlay = Overlay()
         self.on_removed = on_removed or (lambda name: None)
         self.failure: Optional[str] = None  # the current episode of failed writes, said once
-        self._made_room = False  # room was made in this episode: not again until a write succeeds
+        self._made_room = False  # room was made in this episode: not again until the episode ends
+        self._failed_at = 0.0
         self._files: Optional[List[Tuple[str, int]]] = None  # (name, size), oldest first
 
     def _scan(self) -> List[Tuple[str, int]]:
@@ -121,10 +123,12 @@ class Snapshots:
                     return None
                 self._made_room = True  # a full card: make room (once per episode), try once more
                 self._remove_oldest(max(1, len(self._files) // 10))
-        if self.failure:
+        if self.failure and time.monotonic() - self._failed_at >= RECOVERED_AFTER:
+            # a nearly full card lets some writes through between failures: the episode (and with it the one
+            # making of room) ends only after RECOVERED_AFTER seconds without a failure
             log.warning("snapshots are written again to %s", self.folder)
             self.failure = None
-        self._made_room = False
+            self._made_room = False
         self._files = [entry for entry in self._files if entry[0] != name]
         self._files.append((name, len(jpeg)))
         self._prune()
@@ -141,6 +145,7 @@ class Snapshots:
 
     def _report(self, exc: OSError) -> None:
         """Said once per episode of failed writes (a full disk, a read-only remount, a missing folder)."""
+        self._failed_at = time.monotonic()
         if self.failure is None:
             self.failure = (f"cannot write snapshots to {self.folder}: {exc.strerror or exc}; "
                             + ("removing the oldest of pidetect's own snapshots to make room, "

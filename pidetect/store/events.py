@@ -354,8 +354,9 @@ class WriterLock:
             self._fd = -1
 
 
-def check_writer_lock(store_path: Path) -> None:
-    """At start (and before a reload): ConfigError if another process holds the store's writer lock."""
+def check_writer_lock(store_path: Path, writer_pid: Optional[int] = None) -> None:
+    """At start (and before a reload): ConfigError if another process holds the store's writer lock (this process,
+    or `writer_pid` — the daemon `pidetect reload` checks a new config for — may)."""
     path = Path(f"{store_path}.lock")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -365,7 +366,7 @@ def check_writer_lock(store_path: Path) -> None:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-        if holder != str(os.getpid()):  # a reload: this process is the writer
+        if holder not in (str(os.getpid()), str(writer_pid)):  # a reload: the writer is the daemon reloaded
             raise ConfigError(two_writers(path, holder)) from None
     finally:
         os.close(fd)

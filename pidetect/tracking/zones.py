@@ -68,6 +68,15 @@ class Zones:
             self._placed = PlacedZones(polygons, PolygonSet(polygons))
         return self._placed
 
+    def outside(self, width: int, height: int) -> Tuple[str, ...]:
+        """Zones whose polygon lies wholly beyond a width x height picture: no object can ever stand there."""
+        names = []
+        for spec, polygon in zip(self.specs, self.placed(width, height).polygons):
+            xs, ys = [x for x, _y in polygon], [y for _x, y in polygon]
+            if min(xs) >= width or min(ys) >= height or max(xs) <= 0 or max(ys) <= 0:
+                names.append(spec.name)
+        return tuple(names)
+
     def update(self, tracks: Sequence[Track], width: int, height: int, clock: float) -> List[ZoneChange]:
         """Look at every track the tracker follows; the zone entries and exits of entered ones, in track and
         zone order."""

@@ -56,6 +56,7 @@ MAX_LIMIT = 1000
 MAX_LINE = 8192
 MAX_HEADERS = 100
 MAX_LABEL = 200
+MAX_BODY = 65536  # a drawn polygon's JSON
 
 
 @dataclass
@@ -73,6 +74,7 @@ class WebApp:
     on_delete: Optional[Callable[[object], None]] = None  # removes an event's files
     notify: Optional[Callable[[], dict]] = None  # the last delivery per notification target (outputs/notify.py)
     hosts: Tuple[str, ...] = ()  # names the owner reaches the UI by, besides this Pi's own (web_hosts)
+    labels: Tuple[str, ...] = ()  # the model's: a zone drawn on the page may only count these
 
 
 class WebServer(socketserver.ThreadingTCPServer):
@@ -239,10 +241,10 @@ class WebRequest(socketserver.StreamRequestHandler):
             return  # a client that went away or sent nothing
         self.command, self.path, self.headers = method, target, headers
         try:
-            if method in ("GET", "HEAD", "DELETE"):
+            if method in ("GET", "HEAD", "DELETE", "POST"):
                 self._dispatch(method)
             else:
-                self._error(405, "only GET, HEAD and DELETE (of an event)", [("Allow", "GET, HEAD, DELETE")])
+                self._error(405, "only GET, HEAD, POST and DELETE", [("Allow", "GET, HEAD, POST, DELETE")])
         except OSError:
             pass  # the client went away mid-reply
 
@@ -381,6 +383,12 @@ class WebRequest(socketserver.StreamRequestHandler):
         app: WebApp = self.server.app
         head = method == "HEAD"
         match = EVENT_PATH.fullmatch(path)
+        if method == "POST":
+            if path == "/api/zones/check":
+                self._zone_check()
+            else:
+                self._error(405, "only POST /api/zones/check")
+            return
         if method == "DELETE":
             if match and not match.group(2):
                 self._delete(int(match.group(1)))
@@ -419,6 +427,31 @@ class WebRequest(socketserver.StreamRequestHandler):
                 self._body(app.metrics(), "text/plain; version=0.0.4; charset=utf-8", head)
         else:
             self._error(404, "not found; try / (live view), /events (review), /zones, /api/events or /metrics")
+
+    def _read_json_body(self):
+        """The request's JSON body (at most MAX_BODY bytes, sent within the request's time)."""
+        length = self.headers.get("content-length", "")
+        if not (length.isascii() and length.isdigit()) or int(length) > MAX_BODY:
+            raise RequestError(f"send a JSON body of at most {MAX_BODY} bytes with its Content-Length")
+        body = self.rfile.read(int(length))
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise RequestError("the body is not JSON") from None
+
+    def _zone_check(self) -> None:
+        """A polygon drawn on the page, checked with the daemon's own rules; its TOML when the daemon takes it."""
+        from .zone_check import check_draft, draft_toml, free_name, read_draft
+
+        app: WebApp = self.server.app
+        size = app.picture.size if app.picture is not None else None
+        try:
+            draft = read_draft(self._read_json_body(), size)
+        except ValueError as exc:
+            raise RequestError(str(exc)) from None
+        problems = check_draft(draft, app.layout, app.labels)
+        self._json({"ok": not problems, "problems": problems, "toml": "" if problems else draft_toml(draft, app.layout),
+                    "free_name": free_name(draft.name, app.layout)}, False)
 
     # --- events ---------------------------------------------------------------------------------
     def _events(self, query: dict, head: bool) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
-from ..config_tables import ZoneSpec
+from ..config_tables import ZONE_NAME, ZoneSpec
 from ..geometry import Polygon
 
 PAGE = Path(__file__).with_name("zones.html")
@@ -49,11 +49,25 @@ def layout_toml(layout: ZoneLayout) -> str:
         lines.append(f"[zones.{zone.name}]")
         lines.append(f"points = {points_toml(zone.polygon)}")
         if zone.objects:
-            lines.append("objects = [" + ", ".join(json.dumps(label) for label in zone.objects) + "]")
+            # as TOML strings: json.dumps' \ud83d\udc08 surrogate escapes are not TOML
+            lines.append("objects = [" + ", ".join(json.dumps(label, ensure_ascii=False).replace("\x7f", "\\u007f")
+                                                   for label in zone.objects) + "]")
         lines.append(f"inertia = {zone.inertia}")
         if zone.loiter_seconds:
             lines.append(f"loiter_seconds = {zone.loiter_seconds:g}")
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+def free_name(wanted: str, layout: ZoneLayout) -> str:
+    """A name not yet in the file: the one asked for with a number, or zone1, zone2…"""
+    taken = {zone.name for zone in layout.zones}
+    base = wanted if ZONE_NAME.fullmatch(wanted or "") else "zone"
+    if base not in taken:
+        return base
+    number = 2
+    while f"{base}{number}" in taken:
+        number += 1
+    return f"{base}{number}"
 
 
 def layout_json(layout: ZoneLayout, frame_size: Optional[Tuple[int, int]]) -> dict:
@@ -71,7 +85,7 @@ def layout_json(layout: ZoneLayout, frame_size: Optional[Tuple[int, int]]) -> di
             "zones": [{"name": zone.name, "objects": list(zone.objects), "inertia": zone.inertia,
                        "loiter_seconds": zone.loiter_seconds, **shape(zone.polygon)} for zone in layout.zones],
             "object_mask": masks(layout.object_mask), "motion_mask": masks(layout.motion_mask),
-            "toml": layout_toml(layout)}
+            "toml": layout_toml(layout), "free_name": free_name("porch", layout)}
 
 
 def page() -> bytes:
