@@ -531,3 +531,31 @@ def test_polygons_are_capped_and_mistakes_are_warned_at_start(tmp_path, scene):
     said = [r["message"] for r in of(parse_records(done.stdout), "log") if "outside" in r.get("message", "")]
     assert said == ["zone far lies entirely outside the 960x540 picture: nothing can enter it; check its points "
                     "(fractions of the frame 0..1, or this camera's pixels)"], said
+
+
+def test_a_snapshot_whose_row_a_kill_lost_is_adopted_as_its_event(tmp_path):
+    """Issue 33: kill -9 left a snapshot file with no event (1 in 1258): the store's start takes it back."""
+    import time
+
+    from pidetect.store.events import EventStore
+    from pidetect.store.sink import StoreSink
+
+    snaps = tmp_path / "snaps"
+    snaps.mkdir()
+    store = EventStore(tmp_path / "state" / "events.db")
+    newest = time.mktime(time.strptime("20261201-090000", "%Y%m%d-%H%M%S"))
+    store.open_event("person", 0, 1, newest, 0.8, (), "20261201-090000.000-person-1.jpg")
+    for name in ("20261201-090000.000-person-1.jpg",  # has its row
+                 "20261201-085000.000-dog-9.jpg",  # older than the newest row: maybe another camera's
+                 "20261201-090012.250-cat-2.jpg",  # the orphan
+                 "holiday.jpg"):
+        (snaps / name).write_bytes(b"jpeg")
+        os.utime(snaps / name, (time.time() - 60, time.time() - 60))
+    said = []
+    sink = StoreSink(store, lambda record, level: said.append(record), snaps, 0)
+    sink.close()
+    reader = EventStore(tmp_path / "state" / "events.db")
+    rows = sorted((e.label, e.track_id, e.start, e.end, e.snapshot) for e in reader.list())
+    assert rows == [("cat", 2, newest + 12.25, newest + 12.25, "20261201-090012.250-cat-2.jpg"),
+                    ("person", 1, newest, newest, "20261201-090000.000-person-1.jpg")], rows
+    reader.close()

@@ -314,6 +314,14 @@ class EventStore:
         with self._lock:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
+    def newest_start(self) -> Optional[float]:
+        with self._lock:
+            return self._db.execute("SELECT max(start) FROM events").fetchone()[0]
+
+    def has_snapshot(self, name: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM events WHERE snapshot = ? LIMIT 1", (name,)).fetchone() is not None
+
     def count(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT count(*) FROM events").fetchone()[0])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -38,6 +39,17 @@ def snapshot_name(path: Optional[str], snapshot_dir: Optional[Path]) -> Optional
     return candidate.name if candidate.parent == snapshot_dir else None
 
 MAX_TRACKS_KEPT = 10000
+MAX_ADOPTED = 20  # orphan snapshots taken back as events at one start
+ADOPTABLE = re.compile(r"(\d{8}-\d{6})\.(\d{3})-([A-Za-z0-9_-]+)-(\d+)\.jpg")
+
+
+def _process_start_monotonic() -> float:
+    """When this process started, on the monotonic clock (from /proc; now if it cannot be read)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        return ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.monotonic()
 
 
 class StoreSink:
@@ -74,6 +86,8 @@ class StoreSink:
             self._failed_at = time.monotonic()
             emit(log_record("error", "pidetect.store", f"cannot write the event store {store.path}: {exc}; "
                             "detection goes on, trying again with the next event"), ERR)
+        if not store.read_only and self._failure is None and snapshot_dir is not None:
+            self._adopt_orphans()
         self._thread = threading.Thread(target=self._run, name="pidetect-store", daemon=True)
         self._thread.start()
         self._retention()
@@ -92,6 +106,40 @@ class StoreSink:
                               self.store.path, QUEUE_LIMIT)
             self._queue.append(record)
             self._cond.notify()
+
+    def _adopt_orphans(self) -> None:
+        """A snapshot written just before a kill -9 or power cut whose row never reached the store: its event is
+        taken back from the file's name (label, track, time; end = start, score unknown). Only pidetect's own
+        files, newer than the newest event this store has (older ones may be another camera's in a shared folder),
+        written before this process started, and at most MAX_ADOPTED of them."""
+        newest = self.store.newest_start()
+        if newest is None:
+            return
+        started = time.time() - time.monotonic() + _process_start_monotonic()
+        adopted = 0
+        try:
+            entries = sorted(os.scandir(self.snapshot_dir), key=lambda entry: entry.name)
+        except OSError:
+            return
+        for entry in entries:
+            match = ADOPTABLE.fullmatch(entry.name)
+            if not match or adopted >= MAX_ADOPTED or not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                stamp = time.mktime(time.strptime(match.group(1), "%Y%m%d-%H%M%S")) + int(match.group(2)) / 1000
+                written = entry.stat(follow_symlinks=False).st_mtime
+            except (ValueError, OSError):
+                continue
+            if stamp <= newest or written >= started or self.store.has_snapshot(entry.name):
+                continue
+            try:
+                self.store.open_event(match.group(3), -1, int(match.group(4)), stamp, 0.0, (), entry.name)
+                self.store.close_interrupted()
+            except sqlite3.Error:
+                return
+            adopted += 1
+            log.warning("snapshot %s had no event (the daemon was killed while writing it): its event is kept",
+                        entry.name)
 
     def forget_snapshot(self, name: str) -> None:
         """The snapshot caps removed a file (any thread): its event is kept, marked without a snapshot."""
