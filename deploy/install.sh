@@ -38,9 +38,18 @@ FORCE=0
 INSTANCE=""
 CORAL=0
 CORAL_RUNTIME=""
+WEB_ADDRESS=0.0.0.0
 
 say()  { printf 'pidetect-install: %s\n' "$*"; }
-die()  { printf 'pidetect-install: error: %s\n' "$*" >&2; exit "${2:-1}"; }
+die()  { printf 'pidetect-install: error: %s\n' "$1" >&2; exit "${2:-1}"; }
+
+screen_connected() {
+    local status
+    for status in "${PIDETECT_SYSFS:-/sys}"/class/drm/card*-*/status; do
+        [ -r "$status" ] && [ "$(cat "$status")" = connected ] && return 0
+    done
+    return 1
+}
 
 usage() {
     sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
@@ -48,7 +57,10 @@ usage() {
 Options:
   --source SPEC        camera for a new config: auto (default), /dev/video0, picamera2,
                        'pipe:rpicam-vid -t 0 -n --codec yuv420 --width 640 --height 480 -o -', rtsp://…, a file
-  --display LIST       fb (HDMI screen), mjpeg (web view on 127.0.0.1:8080), none, or fb,mjpeg (default fb)
+  --display LIST       fb (HDMI screen), mjpeg (the web UI on port 8080), none, or fb,mjpeg (default: fb
+                       when a screen is connected, else mjpeg: a Pi without a monitor is watched from a laptop)
+  --web-address ADDR   where the web UI listens: 0.0.0.0 (default: the whole network, with a password made
+                       here) or 127.0.0.1 (this Pi only)
   --mqtt HOST          publish events to this MQTT broker (Home Assistant discovery on) in a new config
   --record             keep an H.264 clip of every event (record = true in a new config; installs ffmpeg)
   --instance NAME      one of several cameras: pidetect@NAME.service with /etc/pidetect/NAME.toml, its own
@@ -72,6 +84,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --source) [ $# -ge 2 ] || die "--source needs a value" 2; SOURCE=$2; shift 2 ;;
         --display) [ $# -ge 2 ] || die "--display needs a value" 2; DISPLAY_OUT=$2; shift 2 ;;
+        --web-address) [ $# -ge 2 ] || die "--web-address needs an address (0.0.0.0 or 127.0.0.1)" 2; WEB_ADDRESS=$2; shift 2 ;;
         --no-start) START=0; shift ;;
         --models-from) [ $# -ge 2 ] || die "--models-from needs a folder" 2; MODELS_FROM=$2; shift 2 ;;
         --model) [ $# -ge 2 ] || die "--model needs a .tflite file" 2; MODEL_FILE=$2; shift 2 ;;
@@ -112,11 +125,17 @@ if [ -n "$INSTANCE" ]; then
 else
     UNIT_NAME=pidetect.service
     STATE_OF_UNIT=$STATE
-    DEFAULT_DISPLAY=fb
+    # a screen on the HDMI port (the kernel's DRM connector status): the overlay there; none (a headless Pi):
+    # the web UI on the network, so the laptop's browser shows it
+    if screen_connected; then DEFAULT_DISPLAY=fb; else DEFAULT_DISPLAY=mjpeg; fi
 fi
 case "${DISPLAY_OUT:-$DEFAULT_DISPLAY}" in
     none|fb|mjpeg|fb,mjpeg|mjpeg,fb) ;;
     *) die "--display must be fb, mjpeg, none or fb,mjpeg (got '$DISPLAY_OUT')" 2 ;;
+esac
+case "$WEB_ADDRESS" in
+    0.0.0.0|127.0.0.1|::|::1) ;;
+    *) die "--web-address must be 0.0.0.0 (the network) or 127.0.0.1 (this Pi only) (got '$WEB_ADDRESS')" 2 ;;
 esac
 
 have_systemd() { [ -d /run/systemd/system ]; }
@@ -146,6 +165,7 @@ uninstall() {
         done
     fi
     rm -f "$UNIT" "$TEMPLATE" "$UDEV_RULE"
+    [ "$(readlink /usr/local/bin/pidetect 2>/dev/null)" = "$VENV/bin/pidetect" ] && rm -f /usr/local/bin/pidetect
     rm -rf "$DROPIN_DIR" "$UNIT_DIR"/pidetect@*.service.d "$PREFIX"
     have_systemd && systemctl daemon-reload
     say "removed the service (and every pidetect@ camera) and $PREFIX"
@@ -262,6 +282,8 @@ trap 'rm -rf "$BUILD"' EXIT
 tar -C "$REPO" --exclude=.git --exclude=.venv --exclude='models/*.tflite' --exclude=build -cf - . | tar -C "$BUILD" -xf -
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$BUILD"
 cp "$REPO/README.md" "$PREFIX/README.md"
+# `pidetect …` from any shell, as root and as any user (the README's commands)
+ln -sfn "$VENV/bin/pidetect" /usr/local/bin/pidetect
 
 # --- 5. Model (verified against the manifest; nothing unverified is ever put in place) -----------
 fetch_args=(models fetch --dest "$MODELS")
@@ -333,40 +355,36 @@ print(port)
 PY
 )
 fi
-# The web UI (display mjpeg) gets a password from the start: it listens on 127.0.0.1 until you set
-# mjpeg_address = "0.0.0.0", and then nobody on the network sees the camera without it.
+# The web UI (display mjpeg) gets a password from the start: on the network (--web-address 0.0.0.0, the
+# default) nobody sees the camera without it. Shown once, at the end; kept root:pidetect 0640.
 WEB_PASSWORD_FILE=""
-case ",${DISPLAY_OUT:-$DEFAULT_DISPLAY}," in *,mjpeg,*)
-    if [ ! -e "$CONFIG" ]; then
-        WEB_PASSWORD_FILE=/etc/pidetect/web.password
-        if [ ! -s "$WEB_PASSWORD_FILE" ]; then
-            (umask 027; "$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(12))' > "$WEB_PASSWORD_FILE")
-            chown root:pidetect "$WEB_PASSWORD_FILE"
-            chmod 0640 "$WEB_PASSWORD_FILE"
-            say "web UI password (user pidetect): $(cat "$WEB_PASSWORD_FILE") — kept in $WEB_PASSWORD_FILE"
-        else
-            say "web UI password kept in $WEB_PASSWORD_FILE (user pidetect)"
-        fi
-        say "the web UI is on http://127.0.0.1:$WEB_PORT/; for the whole network set mjpeg_address = \"0.0.0.0\" in $CONFIG"
-    fi ;;
-esac
+WEB_ON=0
+case ",${DISPLAY_OUT:-$DEFAULT_DISPLAY}," in *,mjpeg,*) WEB_ON=1 ;; esac
+NEW_PASSWORD=""
+if [ $WEB_ON = 1 ] && [ ! -e "$CONFIG" ]; then
+    WEB_PASSWORD_FILE=/etc/pidetect/web.password
+    if [ ! -s "$WEB_PASSWORD_FILE" ]; then
+        (umask 027; "$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(12))' > "$WEB_PASSWORD_FILE")
+        NEW_PASSWORD=$(head -n1 "$WEB_PASSWORD_FILE")
+    fi
+    chown root:pidetect "$WEB_PASSWORD_FILE"
+    chmod 0640 "$WEB_PASSWORD_FILE"
+fi
 if [ ! -e "$CONFIG" ]; then
-    {
-        echo "# Written by deploy/install.sh on $(date -u +%Y-%m-%d). Every key and its default is listed below."
-        [ -n "$INSTANCE" ] && echo "camera_name = $(toml_string "$INSTANCE")"
-        echo "source = $(toml_string "${SOURCE:-auto}")"
-        [ -n "$CAMERA_SIZE" ] && echo "$CAMERA_SIZE"
-        [ -n "$MODEL_PATH" ] && echo "model = $(toml_string "$MODEL_PATH")"
-        [ -n "$MQTT_HOST" ] && echo "mqtt_host = $(toml_string "$MQTT_HOST")"
-        echo "display = \"${DISPLAY_OUT:-$DEFAULT_DISPLAY}\""
-        echo "snapshots = true"
-        [ "$RECORD" = 1 ] && echo "record = true"
-        [ "$WEB_PORT" != 8080 ] && echo "mjpeg_port = $WEB_PORT"
-        [ "$CORAL" = 1 ] && echo 'accelerator = "auto"  # the Coral when it answers, else the CPU'
-        [ -n "$WEB_PASSWORD_FILE" ] && echo "web_password_file = $(toml_string "$WEB_PASSWORD_FILE")"
-        echo
-        cat "$REPO/deploy/pidetect.toml"
-    } > "$CONFIG"
+    # the example with this Pi's values set in place: each key once, uncommented where set
+    settings=("source=${SOURCE:-auto}" "display=${DISPLAY_OUT:-$DEFAULT_DISPLAY}" "snapshots=true")
+    [ -n "$INSTANCE" ] && settings+=("camera_name=$INSTANCE")
+    [ -n "$CAMERA_SIZE" ] && settings+=("width=640" "height=480")
+    [ -n "$MODEL_PATH" ] && settings+=("model=$MODEL_PATH")
+    [ -n "$MQTT_HOST" ] && settings+=("mqtt_host=$MQTT_HOST")
+    [ "$RECORD" = 1 ] && settings+=("record=true")
+    [ "$WEB_PORT" != 8080 ] && settings+=("mjpeg_port=$WEB_PORT")
+    [ "$CORAL" = 1 ] && settings+=("accelerator=auto")
+    [ $WEB_ON = 1 ] && settings+=("mjpeg_address=$WEB_ADDRESS")
+    [ -n "$WEB_PASSWORD_FILE" ] && settings+=("web_password_file=$WEB_PASSWORD_FILE")
+    "$VENV/bin/python" -m pidetect.tools.installed_config "$REPO/deploy/pidetect.toml" "${settings[@]}" \
+        > "$CONFIG.new" || { rm -f "$CONFIG.new"; die "could not write $CONFIG (see above)" 1; }
+    mv "$CONFIG.new" "$CONFIG"
     chmod 0644 "$CONFIG"
     say "wrote $CONFIG (source ${SOURCE:-auto}, display ${DISPLAY_OUT:-$DEFAULT_DISPLAY})"
 else
@@ -429,3 +447,35 @@ if [ $START = 1 ]; then
 else
     say "installed and enabled (not started): sudo systemctl start ${UNIT_NAME%.service}"
 fi
+# Where to look, said last so it is what stays on the screen
+ADDRESS=$("$VENV/bin/python" - "$CONFIG" <<'PY'
+import sys, tomllib
+try:
+    config = tomllib.load(open(sys.argv[1], "rb"))
+except Exception:
+    config = {}
+display = config.get("display", "none")
+display = display if isinstance(display, list) else str(display).split(",")
+print(f"{config.get('mjpeg_address', '127.0.0.1')} {config.get('mjpeg_port', 8080)}" if "mjpeg" in display else "")
+PY
+)
+if [ -n "$ADDRESS" ]; then
+    read -r bound port <<< "$ADDRESS"
+    echo
+    if [ "$bound" = 127.0.0.1 ] || [ "$bound" = ::1 ]; then
+        say "web UI: http://127.0.0.1:$port/ on this Pi only (for the network: mjpeg_address = \"0.0.0.0\" in $CONFIG)"
+    else
+        say "web UI: http://$(hostname).local:$port/"
+        for ip in $(hostname -I 2>/dev/null); do
+            case "$ip" in *:*) say "        http://[$ip]:$port/" ;; *) say "        http://$ip:$port/" ;; esac
+        done
+    fi
+    if [ -n "$NEW_PASSWORD" ]; then
+        say "user pidetect, password: $NEW_PASSWORD"
+        say "(shown once; kept in /etc/pidetect/web.password — to change it, write a new one there and run"
+        say " sudo systemctl restart ${UNIT_NAME%.service})"
+    elif [ -s /etc/pidetect/web.password ]; then
+        say "user pidetect, password: in /etc/pidetect/web.password (sudo cat /etc/pidetect/web.password)"
+    fi
+fi
+say "pidetect is on your PATH: pidetect --help"

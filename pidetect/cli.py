@@ -35,6 +35,26 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EX_USAGE, f"pidetect: error: {message} (see '{self.prog} --help')\n")
 
 
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Optional[argparse.ArgumentParser]:
+    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    return commands.choices.get(getattr(args, "command", None) or "")
+
+
+def _flag_hint(command: Optional[argparse.ArgumentParser], extra: List[str]) -> str:
+    """'; did you mean --threshold?' for a misspelled option of the command given."""
+    import difflib
+
+    if command is None:
+        return ""
+    options = [option for option in command._option_string_actions if option.startswith("--")]
+    for word in extra:
+        if word.startswith("--"):
+            close = difflib.get_close_matches(word.split("=", 1)[0], options, n=1, cutoff=0.75)
+            if close:
+                return f"; did you mean {close[0]}?"
+    return ""
+
+
 def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help="TFLite detection model, SSD or Ultralytics YOLO (default: the "
                         "fetched Coral SSD MobileNetV2)")
@@ -64,15 +84,29 @@ def _accelerator_settings(args: argparse.Namespace):
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
+    """Every config key as an option, in the groups of the configuration reference, each with its default and
+    what it takes."""
+    from .config import CHOICES, GROUPS, allowed_text, default_text
+
     parser.add_argument("--config", type=Path, help=f"TOML config file (default {DEFAULT_CONFIG_PATH} if it exists)")
-    for name, field in FLAG_FIELDS.items():
-        flag = "--" + name.replace("_", "-")
-        if field.type in ("bool", bool):
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=HELP[name])
-        else:
+    for title, keys in GROUPS:
+        group = parser.add_argument_group(title)
+        for name in keys:
+            field = FLAG_FIELDS[name]
+            flag = "--" + name.replace("_", "-")
+            allowed = allowed_text(name)
+            text = HELP[name] + f" [default {default_text(name)}" + (f"; {allowed}]" if allowed and
+                                                                     name not in CHOICES else "]")
+            text = text.replace("%", "%%")
+            if field.type in ("bool", bool):
+                group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
+                continue
             kind = str(field.type)
-            metavar = "A,B" if kind.startswith("Tuple") else {"str": "TEXT", "int": "N", "float": "X"}.get(kind, "V")
-            parser.add_argument(flag, dest=name, default=None, metavar=metavar, help=HELP[name])
+            if name in CHOICES:
+                metavar = "{" + ",".join(map(str, CHOICES[name])) + "}" + (",…" if kind.startswith("Tuple") else "")
+            else:
+                metavar = "A,B" if kind.startswith("Tuple") else {"str": "TEXT", "int": "N", "float": "X"}.get(kind, "V")
+            group.add_argument(flag, dest=name, default=None, metavar=metavar, help=text)
 
 
 def _config_from_args(args: argparse.Namespace):
@@ -98,18 +132,21 @@ def build_parser() -> argparse.ArgumentParser:
     detect.set_defaults(handler=_cmd_detect)
 
     run = commands.add_parser("run", help="the daemon: camera -> detector -> events, metrics, displays",
+                              usage="pidetect run [--config FILE] [OPTION ...]",
                               description="Run the detection daemon. Every option is also a key of the "
                               "config file (dashes become underscores); the command line wins.")
     _config_args(run)
     run.set_defaults(handler=_cmd_run)
 
     check = commands.add_parser("check", help="environment doctor: backend, model, camera, display, MQTT, journal",
+                                usage="pidetect check [--config FILE] [any option of run ...]",
                                 description="Check that everything the configured daemon needs works; one line "
                                 "per check; exit 0 when all needed parts work. Takes the same options as run.")
     _config_args(check)
     check.set_defaults(handler=_cmd_check)
 
-    reload = commands.add_parser("reload", help="check a changed config with the daemon's own rules, then reload "
+    reload = commands.add_parser("reload", usage="pidetect reload [--config FILE] [--pid PID] [any option of run]",
+                                 help="check a changed config with the daemon's own rules, then reload "
                                  "the running daemon and wait for its verdict (the unit's ExecReload)",
                                  description="Check the config file as `run` would start with it (the same rules, "
                                  "the model's labels); refused: say why, exit 78, leave the daemon alone. Else send "
@@ -708,7 +745,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None, early_signals: Optional[List[int]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        command = _command_parser(parser, args)
+        (command or parser).error(f"unrecognized arguments: {' '.join(extra)}{_flag_hint(command, extra)}")
     args.early_signals = early_signals if early_signals is not None else []
     logging.basicConfig(level=logging.WARNING, format="pidetect: %(message)s")
     try:

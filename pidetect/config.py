@@ -271,7 +271,75 @@ HELP: Dict[str, str] = {
     "duration": "stop after this many seconds (0: no limit)",
 }
 
+# The keys by what they are about: `run --help` lists its options in these groups and docs/configuration.md
+# (made by `python -m pidetect.tools.config_reference`) is written from them; a test fails when a key is missing.
+GROUPS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
+    ("camera", ("camera_name", "source", "width", "height", "fps", "pipe_codec", "realtime", "loop", "open_timeout",
+                "read_timeout", "reconnect_max_delay")),
+    ("model", ("model", "labels", "backend", "accelerator", "edgetpu_device", "threads", "interpreters", "threshold",
+               "max_results", "nms_iou", "only", "ignore", "regions", "max_regions")),
+    ("motion", ("motion", "motion_threshold", "motion_min_area", "detect_interval", "stationary_interval",
+                "idle_motion_fps", "show_motion")),
+    ("tracking", ("enter_seconds", "max_disappeared", "stationary_after", "stationary_max_disappeared", "track_iou",
+                  "weak_threshold", "enter_frames", "leave_frames", "per_frame")),
+    ("display and web", ("display", "display_nice", "fb_device", "fb_tty", "fb_format", "mjpeg_address",
+                         "mjpeg_port", "web_auth", "web_user", "web_password_file", "web_hosts", "web_best_effort",
+                         "web_base_url", "state_dir", "event_max_days")),
+    ("snapshots and recording", ("snapshots", "snapshot_dir", "snapshot_max_files", "snapshot_max_mb",
+                                 "required_zones", "record", "record_dir", "record_max_gb", "record_max_days",
+                                 "pre_capture", "post_capture", "record_encoder", "record_buffer_dir")),
+    ("MQTT", ("mqtt_host", "mqtt_port", "mqtt_username", "mqtt_password_file", "mqtt_tls", "mqtt_ca_file",
+              "mqtt_client_id", "mqtt_topic_prefix", "mqtt_qos", "mqtt_discovery", "mqtt_discovery_prefix",
+              "mqtt_labels", "mqtt_queue")),
+    ("logging and service", ("log_format", "log_level", "metrics_interval", "ready_timeout", "max_frames",
+                             "duration")),
+)
+# Keys that take one of a few words (or numbers): `run --help` and the reference list them
+CHOICES: Dict[str, Tuple[Any, ...]] = {
+    "pipe_codec": ("yuv420", "h264"), "backend": ("auto", "ai_edge_litert", "tflite_runtime", "tensorflow.lite"),
+    "accelerator": ACCELERATORS, "regions": ("auto", "on", "off"), "motion": ("auto", "on", "off"),
+    "display": DISPLAYS, "fb_format": ("auto", "rgb565", "bgr565", "xrgb8888", "xbgr8888"),
+    "web_auth": ("password", "none"), "record_encoder": ("auto", "libx264", "h264_v4l2m2m"), "mqtt_qos": (0, 1),
+    "log_format": LOG_FORMATS, "log_level": LOG_LEVELS,
+}
+PORT_KEYS = ("mjpeg_port", "mqtt_port")
+RULES = {  # the checks of `check` that are not a plain range or a choice, as the reference says them
+    "threshold": "between 0 and 1", "track_iou": "between 0 and 1", "nms_iou": "more than 0 and at most 1",
+    "motion_threshold": "between 1 and 255", "motion_min_area": "more than 0 and less than 1",
+    "display_nice": "between 0 and 19", "camera_name": "1 to 64 letters, digits, - or _",
+    "edgetpu_device": EDGETPU_DEVICE_RULE.replace("must be ", ""),
+    "mjpeg_address": "an IP address: 127.0.0.1 (this Pi only), 0.0.0.0 or :: (the whole network)",
+}
+
+
+def allowed_text(key: str) -> str:
+    """What a key takes, in a few words: its choices or its range ('' when any text of its kind)."""
+    if key in CHOICES:
+        return ("one or more of " if key == "display" else "one of ") + ", ".join(map(str, CHOICES[key]))
+    if key in PORT_KEYS:
+        return "a port number 1..65535"
+    if key in RULES:
+        return RULES[key]
+    for name, low, high in NUMERIC_RANGES:
+        if name == key:
+            return _range_text(key, low, high)
+    return ""
+
+
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def default_text(key: str) -> str:
+    """A key's default as it is written in the file."""
+    value = FIELDS[key].default
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(f'"{v}"' for v in value) + "]"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
 FLAG_FIELDS = {name: f for name, f in FIELDS.items() if name not in TABLE_KEYS}  # every key that is also a flag
 
 
@@ -475,6 +543,41 @@ def valid_bind_address(address: str) -> bool:
     return True
 
 
+def nearest_key(key: str) -> Optional[str]:
+    """The key a typo meant: the same letters without separators (mqttHost), else the closest spelling."""
+    import difflib
+
+    same = [k for k in FIELDS if k.replace("_", "") == key.replace("_", "").replace("-", "").lower()]
+    if same:
+        return same[0]
+    close = difflib.get_close_matches(key.lower().replace("-", "_"), list(FIELDS), n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+KEY_LINE = re.compile(r"\s*([A-Za-z0-9_-]+|\"[^\"]*\")\s*=")
+TABLE_LINE = re.compile(r"\s*\[\s*([^\]]+?)\s*\]\s*(#.*)?$")
+
+
+def duplicate_key(text: str) -> Optional[Tuple[str, str, int, int]]:
+    """(key, table, first line, second line) of a key written twice in one table, the usual cause of tomllib's
+    "Cannot overwrite a value": an uncommented example line below the installer's own."""
+    seen: Dict[Tuple[str, str], int] = {}
+    table = ""
+    for number, line in enumerate(text.splitlines(), 1):
+        header = TABLE_LINE.match(line)
+        if header and not line.lstrip().startswith("[["):
+            table = header.group(1)
+            continue
+        match = KEY_LINE.match(line)
+        if not match:
+            continue
+        key = match.group(1).strip('"')
+        if (table, key) in seen:
+            return key, table, seen[(table, key)], number
+        seen[(table, key)] = number
+    return None
+
+
 def load_file(path: Path) -> Tuple[Dict[str, Any], str]:
     """The file's values, coerced and checked for unknown keys; and its text (for line numbers)."""
     try:
@@ -491,6 +594,12 @@ def load_file(path: Path) -> Tuple[Dict[str, Any], str]:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
+        twice = duplicate_key(text)
+        if twice:  # tomllib says only "Cannot overwrite a value (at line 22, column 23)"
+            key, table, first, second = twice
+            place = f" in [{table}]" if table else ""
+            raise ConfigError(f"{path}:{second}: {key} is set twice{place} (lines {first} and {second}); keep one "
+                              "(in the installed file, change the line that is not commented out)") from None
         raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
     values = {}
     for key, value in raw.items():
@@ -508,8 +617,8 @@ def load_file(path: Path) -> Tuple[Dict[str, Any], str]:
             values[key] = parse_masks(value, key, where)
             continue
         if key not in FIELDS:
-            close = [k for k in FIELDS if k.replace("_", "") == key.replace("_", "").replace("-", "").lower()]
-            hint = f"; did you mean '{close[0]}'?" if close else "; see deploy/pidetect.toml for every key"
+            close = nearest_key(key)
+            hint = f"; did you mean '{close}'?" if close else "; every key is in docs/configuration.md"
             kind = "section" if isinstance(value, dict) else "key"
             raise ConfigError(f"{where}: unknown {kind} '{key}'{hint}")
         try:

@@ -24,7 +24,8 @@ def test_file_values_and_cli_override(tmp_path):
 
 
 @pytest.mark.parametrize("text,needle", [
-    ('source = "x"\nthreshhold = 0.5\n', ":2: unknown key 'threshhold'; see deploy/pidetect.toml"),
+    ('source = "x"\nthreshhold = 0.5\n', ":2: unknown key 'threshhold'; did you mean 'threshold'?"),
+    ('source = "x"\nzzz_unheard_of = 0.5\n', ":2: unknown key 'zzz_unheard_of'; every key is in docs/configuration.md"),
     ('metrics-interval = 5\n', ":1: unknown key 'metrics-interval'; did you mean 'metrics_interval'?"),
     ('# cameras\n[camera]\nsource = "x"\n', ":2: unknown section 'camera'"),
     ('threshold = "high"\n', ":1: threshold = 'high': must be a number"),

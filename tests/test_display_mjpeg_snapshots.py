@@ -177,7 +177,7 @@ def test_mjpeg_http_routes_errors_and_viewer_count():
             raw.sendall(b"nonsense\r\n\r\n")
             assert raw.recv(100).startswith(b"HTTP/1.0 400 ")
         with socket.create_connection(("127.0.0.1", port), timeout=10) as viewer:
-            viewer.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n")
+            viewer.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: */*\r\n\r\n")
             received = b""
             while received.count(b"--" + BOUNDARY) < 3:
                 received += viewer.recv(65536)

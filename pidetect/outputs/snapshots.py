@@ -7,8 +7,9 @@ Only files pidetect wrote are ever counted or removed: regular files (not links)
 folder whose names match OWN_NAME, the pattern `save` writes. Whatever else the folder holds (a
 user's photos, sub-folders, links) is never touched, whatever its name. A write that fails (a full
 card, a read-only remount) removes its temporary file, frees room among pidetect's own files on a
-full disk — the oldest tenth, once per episode: a card that something else keeps filling must not
-cost every snapshot — is said once per episode and is tried again with the next object. Every file
+full disk — the oldest, one for one with the new snapshot, at most a tenth for one write, and not again in
+the episode once a tenth did not make room: a card that something else keeps filling must not cost every
+snapshot — is said once per episode and is tried again with the next object. Every file
 removed is told to `on_removed` (the event store keeps its event, marked without a snapshot).
 """
 
@@ -73,7 +74,7 @@ class Snapshots:
         self.overlay = Overlay()
         self.on_removed = on_removed or (lambda name: None)
         self.failure: Optional[str] = None  # the current episode of failed writes, said once
-        self._made_room = False  # room was made in this episode: not again until the episode ends
+        self._made_room = False  # making room failed in this episode: not tried again until the episode ends
         self._failed_at = 0.0
         self._files: Optional[List[Tuple[str, int]]] = None  # (name, size), oldest first
 
@@ -113,16 +114,22 @@ class Snapshots:
         del picture
         if not ok:
             return None
-        for attempt in (1, 2):
+        data = jpeg.tobytes()
+        room_budget = max(1, len(self._files) // 10)  # at most a tenth of the snapshots for this one
+        while True:
             try:
-                self._write(name, jpeg.tobytes())
+                self._write(name, data)
                 break
             except OSError as exc:
                 self._report(exc)
-                if attempt == 2 or exc.errno != errno.ENOSPC or not self._files or self._made_room:
+                if exc.errno != errno.ENOSPC or not self._files or self._made_room or room_budget == 0:
+                    if exc.errno == errno.ENOSPC and self._files:
+                        self._made_room = True  # a tenth did not make room: something else fills the card
                     return None
-                self._made_room = True  # a full card: make room (once per episode), try once more
-                self._remove_oldest(max(1, len(self._files) // 10))
+                # a full card: the oldest snapshot makes room for the newest, one for one — never more than the
+                # write needs, so however the card fills, the number of snapshots does not fall
+                room_budget -= 1
+                self._remove_oldest(1)
         if self.failure and time.monotonic() - self._failed_at >= RECOVERED_AFTER:
             # a nearly full card lets some writes through between failures: the episode (and with it the one
             # making of room) ends only after RECOVERED_AFTER seconds without a failure

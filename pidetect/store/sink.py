@@ -43,15 +43,6 @@ MAX_ADOPTED = 20  # orphan snapshots taken back as events at one start
 ADOPTABLE = re.compile(r"(\d{8}-\d{6})\.(\d{3})-([A-Za-z0-9_-]+)-(\d+)\.jpg")
 
 
-def _process_start_monotonic() -> float:
-    """When this process started, on the monotonic clock (from /proc; now if it cannot be read)."""
-    try:
-        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        return ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return time.monotonic()
-
-
 class StoreSink:
     name = "event store"
 
@@ -111,11 +102,11 @@ class StoreSink:
         """A snapshot written just before a kill -9 or power cut whose row never reached the store: its event is
         taken back from the file's name (label, track, time; end = start, score unknown). Only pidetect's own
         files, newer than the newest event this store has (older ones may be another camera's in a shared folder),
-        written before this process started, and at most MAX_ADOPTED of them."""
+        and at most MAX_ADOPTED of them. Runs when the writer starts, before it writes anything (a reload's writer
+        starts after the previous one delivered its queue)."""
         newest = self.store.newest_start()
         if newest is None:
             return
-        started = time.time() - time.monotonic() + _process_start_monotonic()
         adopted = 0
         try:
             entries = sorted(os.scandir(self.snapshot_dir), key=lambda entry: entry.name)
@@ -127,10 +118,9 @@ class StoreSink:
                 continue
             try:
                 stamp = time.mktime(time.strptime(match.group(1), "%Y%m%d-%H%M%S")) + int(match.group(2)) / 1000
-                written = entry.stat(follow_symlinks=False).st_mtime
-            except (ValueError, OSError):
+            except ValueError:
                 continue
-            if stamp <= newest or written >= started or self.store.has_snapshot(entry.name):
+            if stamp <= newest or self.store.has_snapshot(entry.name):
                 continue
             try:
                 self.store.open_event(match.group(3), -1, int(match.group(4)), stamp, 0.0, (), entry.name)

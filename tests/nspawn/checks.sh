@@ -6,13 +6,23 @@
 
 CONFIG=/etc/pidetect/pidetect.toml
 
-# 1. the real installer, with a video file as the camera
-if /src/deploy/install.sh --source /media/clip.avi --display mjpeg --record --models-from /src/models --no-start; then
+# 1. the real installer, with a video file as the camera; no --display: the container has no screen (no DRM
+# connector), like a headless Pi, so the installer chooses the web UI on the network with a password
+if /src/deploy/install.sh --source /media/clip.avi --record --models-from /src/models --no-start > /out/install.log 2>&1; then
     pass install
 else
-    fail install "deploy/install.sh exited $?"; exit 1
+    fail install "deploy/install.sh exited $?"; cat /out/install.log >> /out/log; exit 1
 fi
 expect config-written "config has the chosen source" grep -q '^source = "/media/clip.avi"' "$CONFIG"
+expect headless-web "no screen: display mjpeg on all interfaces" sh -c \
+    "grep -q '^display = \"mjpeg\"' $CONFIG && grep -q '^mjpeg_address = \"0.0.0.0\"' $CONFIG"
+expect config-each-key-once "every key once (set in place of its commented line)" sh -c \
+    "[ \"\$(grep -cE '^#? ?source = ' $CONFIG)\" = 1 ] && ! grep -q '^# source = ' $CONFIG"
+expect install-says-url "the installer printed the URL with the .local name and the password" sh -c \
+    "grep -q \"web UI: http://\$(hostname).local:8080/\" /out/install.log && grep -q \"password: \$(head -n1 /etc/pidetect/web.password)\" /out/install.log"
+expect path-root "pidetect on PATH for root" sh -c 'command -v pidetect && pidetect --version | grep -q "^pidetect "'
+expect path-user "pidetect on PATH for a user" setpriv --reuid=nobody --regid=nogroup --clear-groups -- \
+    env -i PATH=/usr/local/bin:/usr/bin:/bin sh -c 'pidetect --version | grep -q "^pidetect "'
 expect no-hdmi-dropin "no getty conflict without fb" test ! -e /etc/systemd/system/pidetect.service.d/hdmi-console.conf
 printf '\n# user edit: keep looping the clip\nloop = true\nrealtime = true\nmetrics_interval = 2\n' >> "$CONFIG"
 # short pre/post rolls: the clip's objects are 0.8 s apart, so each makes a clip of its own that ends
@@ -87,6 +97,19 @@ except urllib.error.HTTPError as error:
 PY
 expect mjpeg-view "web UI on 127.0.0.1:8080 with the password, 401 without" wait_for 10 sh -c \
     "python3 /out/web_get.py with && python3 /out/web_get.py without"
+# it listens on every interface (tested on loopback only: the container shares the host's network)
+expect web-all-interfaces "listening on 0.0.0.0:8080" sh -c "ss -ltnH 'sport = :8080' | grep -q '0.0.0.0:8080'"
+# 3b. systemctl reload: a zone the daemon would refuse fails the reload and leaves the service as it was
+cp "$CONFIG" /root/config.before-zone
+printf '\n[zones.crossed]\npoints = [[0.1, 0.1], [0.5, 0.5], [0.5, 0.1], [0.1, 0.5]]\n' >> "$CONFIG"
+expect reload-refused "systemctl reload fails for a self-crossing zone" refuse systemctl reload pidetect.service
+expect reload-refused-running "still active on the running configuration" test "$(prop ActiveState)" = active
+expect reload-refused-said "the reason in the journal of the reload" sh -c \
+    "journalctl -u pidetect --no-pager -o cat | grep -q 'reload refused.*self-crossing'"
+cp /root/config.before-zone "$CONFIG"
+printf '\n[zones.lawn]\npoints = [[0.1, 0.5], [0.9, 0.5], [0.9, 1.0], [0.1, 1.0]]\n' >> "$CONFIG"
+expect reload-ok "systemctl reload of a good zone succeeds" systemctl reload pidetect.service
+expect reload-ok-said "the daemon reloaded" wait_for 10 journal_has EVENT=lifecycle STATE=reloaded
 
 # 4. a hung inference worker: the watchdog kills it and systemd restarts it
 mkdir -p /etc/systemd/system/pidetect.service.d
