@@ -274,7 +274,7 @@ def test_ctrl_c_stops_eval_cleanly(coco_json):
 
 
 def test_eval_adds_nothing_to_the_daemons_imports():
-    code = ("import sys, pidetect.cli, pidetect.daemon.service, pidetect.outputs.sinks; "
+    code = ("import sys, pidetect.cli, pidetect.daemon.service, pidetect.daemon.wiring; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('pycocotools', 'yaml', 'matplotlib') "
             "or m.startswith('pidetect.models') or m.startswith('pidetect.tools')]; print(bad); assert not bad")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)

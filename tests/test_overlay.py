@@ -48,7 +48,7 @@ def test_colours_differ_between_neighbouring_classes():
 
 
 def test_a_display_that_breaks_is_dropped_and_the_others_go_on():
-    from pidetect.outputs.sinks import DisplaySink
+    from pidetect.outputs.display_sink import DisplaySink
 
     class Screen:
         def __init__(self, name, broken=False):
@@ -100,7 +100,7 @@ def test_display_thread_runs_at_its_nice_value_and_keeps_no_result_while_busy():
     import threading
     import weakref
 
-    from pidetect.outputs.sinks import DisplaySink
+    from pidetect.outputs.display_sink import DisplaySink
 
     release = threading.Event()
 
@@ -151,7 +151,7 @@ def test_snapshots_are_drawn_on_the_display_thread_when_there_is_one(tmp_path):
     raises in the caller; after close the caller draws itself."""
     import threading
 
-    from pidetect.outputs.sinks import DisplaySink
+    from pidetect.outputs.display_sink import DisplaySink
     from pidetect.outputs.snapshots import Snapshots
 
     class Screen:

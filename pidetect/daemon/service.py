@@ -103,7 +103,7 @@ def preflight(config: Config, writer_pid: Optional[int] = None) -> None:
     Why: a reload must find a bad snapshot_dir, an unreadable mqtt_password_file or a pipe: source with
     an unbalanced quote while the running pipeline still runs, not after it was stopped.
     """
-    from ..outputs.sinks import check_outputs, check_record_sinks, check_web
+    from .wiring import check_outputs, check_record_sinks, check_web
 
     make_source(config).close()
     check_outputs(config)
@@ -241,7 +241,7 @@ class Service:
 
     # --- building ------------------------------------------------------------------------------
     def _start(self, config: Config, detectors: List[Detector]) -> Running:
-        from ..outputs.sinks import build_outputs, build_record_sinks, build_web, web_ui_on
+        from .wiring import build_outputs, build_record_sinks, build_web, web_ui_on
 
         stop = threading.Event()
         slot = LatestFrameSlot()

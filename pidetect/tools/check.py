@@ -70,7 +70,7 @@ def _probe_camera(config: Config) -> Check:
 
 def _probe_display(name: str, config: Config) -> Check:
     from ..outputs.display import DisplayUnavailable
-    from ..outputs.sinks import make_display
+    from ..daemon.wiring import make_display
 
     try:
         display = make_display(name, config)
@@ -105,7 +105,7 @@ def run_checks(config: Config, make_detector: Callable) -> List[Check]:
     from ..daemon.logs import journal_sender
     from ..daemon.metrics import PiHealth
     from ..daemon.service import check_model_labels
-    from ..outputs.sinks import web_ui_on
+    from ..daemon.wiring import web_ui_on
 
     checks = [Check("system", True, f"{platform.machine()} {platform.system()} {platform.release()}, "
                                     f"Python {platform.python_version()}, {os.cpu_count()} cores", needed=False)]
@@ -154,7 +154,7 @@ def run_checks(config: Config, make_detector: Callable) -> List[Check]:
 
 def _check_web(config: Config) -> Check:
     """The web UI's password rule and its event store, as the daemon would find them at start."""
-    from ..outputs.sinks import check_web, is_loopback
+    from ..daemon.wiring import check_web, is_loopback
     from ..store.sink import store_path
 
     try:
@@ -170,7 +170,7 @@ def _check_web(config: Config) -> Check:
 def _check_recording(config: Config) -> Check:
     """FFmpeg, the clip folder and the pre-roll in RAM, as the daemon checks them at start; the encoder it picks."""
     from ..outputs.encoder import pick_encoder
-    from ..outputs.sinks import check_recording, record_buffer_dir
+    from ..daemon.wiring import check_recording, record_buffer_dir
 
     try:
         ffmpeg = check_recording(config)
