@@ -34,7 +34,8 @@ def test_file_values_and_cli_override(tmp_path):
     ('display = "hdmi"\n', ":1: display = hdmi: must be one or more of none, fb, mjpeg, window"),
     ('realtime = "maybe"\n', "realtime = 'maybe': must be true or false"),
     ('source = "pipe:rpicam-vid -o -"\n', "a pipe: source needs width and height"),
-    ('threshold = 0.5\nthreshold = 0.6\n', "TOML syntax error"),
+    ('threshold = 0.5\nthreshold = 0.6\n', ":2: threshold is set twice (lines 1 and 2); keep one"),
+    ('source = "x"\n[zones.a]\npoints = [[0, 0], [1, 0], [1, 1]]\npoints = [[0, 0], [1, 0], [0, 1]]\n', "points is set twice in [zones.a] (lines 3 and 4)"),
     ('source = "unterminated\n', "TOML syntax error"),
 ])
 def test_bad_config_file(tmp_path, text, needle):
