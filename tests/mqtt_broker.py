@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pidetect.tools.bench import free_port
+from pidetect.tools.measure import free_port
 
 
 class Broker:

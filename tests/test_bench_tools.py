@@ -78,7 +78,7 @@ def test_rounds_are_summarized_as_medians_of_per_round_ratios():
                     reason="no tflite-runtime venv (make test builds .venv-tflite; PIDETECT_TFLITE_PYTHON)")
 def test_backends_of_another_python_are_measured_in_it(model_paths):
     """tflite-runtime needs numpy<2, so the bench measures it in its own venv, beside LiteRT here."""
-    from pidetect.tools.bench import compare_backends
+    from pidetect.tools.bench_model import compare_backends
 
     rows = compare_backends(*model_paths, threads=1, runs=3, other_pythons=[Path(TFLITE_PYTHON)])
     here = [r for r in rows if r["interpreter"] == sys.executable]

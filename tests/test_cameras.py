@@ -16,7 +16,7 @@ from pidetect.daemon.logs import RecordLog, journal_fields
 from pidetect.errors import ConfigError
 from pidetect.outputs.fb import claim_screen
 from pidetect.outputs.mqtt import discovery_messages, settings_from_config
-from pidetect.tools.bench import fake_framebuffer
+from pidetect.tools.measure import fake_framebuffer
 from pidetect.tools.demo import write_scene_video
 
 

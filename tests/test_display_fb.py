@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from daemon import of, run_daemon
-from pidetect.tools.bench import fake_framebuffer
+from pidetect.tools.measure import fake_framebuffer
 from pidetect.tools.demo import write_scene_video
 from pidetect.outputs.fb import FBIOGET_VSCREENINFO, FbInfo, parse_fix_line_length, parse_var_screeninfo
 from pidetect.outputs.letterbox import fit_rect, letterbox

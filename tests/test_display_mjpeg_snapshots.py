@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from daemon import Daemon, of, run_daemon
-from pidetect.tools.bench import free_port
+from pidetect.tools.measure import free_port
 from pidetect.tools.demo import write_scene_video
 from pidetect.outputs.overlay import class_colour
 

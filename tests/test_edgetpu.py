@@ -23,7 +23,7 @@ from pidetect.inference.accelerator import AcceleratorSettings, open_detector
 from pidetect.inference.backends import resolve_backend
 from pidetect.inference.detector import Detector, DetectorOptions
 from pidetect.inference.edgetpu import EdgeTpuMismatch, explain_load_failure, load_delegate
-from pidetect.tools.bench import accelerator_ceiling
+from pidetect.tools.bench_model import accelerator_ceiling
 from pidetect.tools.demo import skimage_data_dir, write_scene_video
 
 SOURCE = Path(__file__).parent / "edgetpu_standin.c"

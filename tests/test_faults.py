@@ -10,7 +10,7 @@ import pytest
 
 from daemon import Daemon, of, run_daemon
 from mjpeg_server import MjpegCamera
-from pidetect.tools.bench import free_port
+from pidetect.tools.measure import free_port
 from pidetect.tools.demo import load_photo, write_scene_video
 
 FAST_RETRY = ["--read-timeout", "1", "--open-timeout", "2", "--reconnect-max-delay", "1", "--metrics-interval", "1"]

@@ -30,7 +30,7 @@ from pidetect.config import FIELDS, Config, build_config
 from pidetect.errors import PidetectError
 from pidetect.inference.labels import parse_labels
 from pidetect.outputs.snapshots import OWN_NAME, Snapshots
-from pidetect.tools.bench import free_port
+from pidetect.tools.measure import free_port
 from pidetect.tools.demo import load_photo
 
 EXAMPLES = int(os.environ.get("PIDETECT_FUZZ_EXAMPLES", "150"))

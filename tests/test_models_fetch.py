@@ -59,7 +59,7 @@ def good_server():
 
 
 def closed_port_url():
-    from pidetect.tools.bench import free_port
+    from pidetect.tools.measure import free_port
 
     return f"http://127.0.0.1:{free_port()}/{{file}}"
 

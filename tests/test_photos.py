@@ -89,7 +89,7 @@ def test_grey_and_bgra_frames_are_converted(detector):
 
 def test_model_pages_are_released_after_loading_and_detection_still_works(model_paths):
     """XNNPACK repacks the weights, so the mapped file is dropped from the resident set after loading."""
-    from pidetect.tools.bench import mapped_rss_mb
+    from pidetect.tools.measure import mapped_rss_mb
     from pidetect.inference.detector import release_cold_model_pages
 
     model, labels = model_paths

@@ -258,7 +258,7 @@ def test_detect_into_a_closed_pipe_exits_quietly(tmp_path, model_paths):
 
 
 def test_bench_clip_cache_is_private_and_validated(tmp_path, monkeypatch):
-    from pidetect.tools.bench import clip_cache_dir, make_clip
+    from pidetect.tools.measure import clip_cache_dir, make_clip
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     folder = clip_cache_dir()
@@ -316,7 +316,7 @@ def test_mjpeg_listener_queues_many_viewers_at_once():
 
     from pidetect.web.mjpeg import LatestJpeg
     from pidetect.web.server import WebApp, WebServer
-    from pidetect.tools.bench import free_port
+    from pidetect.tools.measure import free_port
 
     server = WebServer(("127.0.0.1", free_port()), WebApp(LatestJpeg()))
     port = server.server_address[1]

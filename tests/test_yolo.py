@@ -9,7 +9,7 @@ import pytest
 from conftest import run_pidetect, shared_path
 from daemon import of, run_daemon
 from pidetect.inference.detector import Detector, DetectorOptions
-from pidetect.tools.bench import free_port
+from pidetect.tools.measure import free_port
 from pidetect.tools.demo import load_photo, write_scene_video
 from test_photos import PHOTOS, iou
 from tflite_builder import constant_outputs_model, with_ultralytics_metadata

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-from .bench import clip_cache_dir, free_port, machine_info, status_mb
+from .measure import clip_cache_dir, free_port, machine_info, status_mb
 from .demo import write_scene_video
 
 SCENES = ([("chelsea.png", "cat"), ("astronaut.png", "person")], [("horse.png", "horse"), ("coffee.png", "cup")])
@@ -90,7 +90,7 @@ import json, os
 import numpy
 from pidetect.config import build_config
 from pidetect.daemon.service import make_detector
-from pidetect.tools.bench import status_mb
+from pidetect.tools.measure import status_mb
 config = build_config(None, {"accelerator": "cpu"})
 first = make_detector(config)  # the first one brings every library in
 first.detect_image(numpy.zeros((480, 640, 3), numpy.uint8))

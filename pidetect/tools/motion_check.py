@@ -36,7 +36,7 @@ from typing import Dict, List, Tuple
 import cv2
 import numpy as np
 
-from .bench import machine_info
+from .measure import machine_info
 from .demo import load_photo
 
 SIZE = (960, 540)

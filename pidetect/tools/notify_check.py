@@ -26,7 +26,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from .bench import machine_info, status_mb
+from .measure import machine_info, status_mb
 from .demo import write_scene_video
 from .push_service import PushService
 

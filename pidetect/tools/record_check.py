@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .bench import clip_cache_dir, machine_info, read_frames, status_mb, vm_hwm_mb
+from .measure import clip_cache_dir, machine_info, status_mb, vm_hwm_mb
+from .video_frames import read_frames
 from .demo import write_scene_video
 
 

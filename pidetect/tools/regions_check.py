@@ -28,7 +28,7 @@ import numpy as np
 
 from ..models import mot
 from ..tracking.association import assign
-from .bench import machine_info
+from .measure import machine_info
 
 MATCH_IOU = 0.5
 

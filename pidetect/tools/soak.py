@@ -25,14 +25,14 @@ from typing import List, Optional, Sequence, Tuple
 
 import psutil
 
-from .bench import clip_cache_dir, fake_framebuffer, make_clip
+from .measure import clip_cache_dir, fake_framebuffer, make_clip
 
 
 def start_broker(workdir: Path) -> Tuple[List[subprocess.Popen], int, Path]:
     """mosquitto on a free loopback port, and a subscriber writing every event message to a file."""
     import shutil
 
-    from .bench import free_port
+    from .measure import free_port
 
     if not (shutil.which("mosquitto") and shutil.which("mosquitto_sub")):
         raise SystemExit("soak --mqtt needs mosquitto and mosquitto_sub (apt-get install mosquitto mosquitto-clients)")
