@@ -64,9 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
 
     detect = commands.add_parser("detect", help="detect objects in image files (one-shot)")
-    detect.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    detect.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
+                        help="image files, folders of images, or quoted patterns such as 'shots/*.jpg'")
     model_args(detect)
     detect.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    detect.add_argument("--save", type=Path, metavar="OUT", help="write each photo with its boxes drawn into the "
+                        "folder OUT (made if missing; nothing there is overwritten)")
     detect.add_argument("--tiles", action="store_true", help="also run the model on overlapping tiles at its own "
                         "scale and merge (small objects in large photos; one inference per tile)")
     detect.set_defaults(handler=detect_command)

@@ -160,3 +160,41 @@ def test_tiles_find_small_objects_the_squeezed_photo_misses(tmp_path, model_path
     assert len(cats) == 1 and tiled["model_calls"] > 1
     x1, y1, x2, y2 = cats[0]["box"]  # in the big photo's pixels, around where the cat was pasted
     assert 1450 <= x1 <= 1560 and 1050 <= y1 <= 1160 and x2 <= 1500 + small.shape[1] + 40
+
+
+def test_save_draws_the_boxes_of_folders_and_patterns_and_never_overwrites(model_paths, tmp_path):
+    """Issue 34: `detect photo.jpg` could not draw the boxes (the tutorial and `yolo predict` both give the picture)."""
+    import shutil
+
+    import cv2
+    import numpy as np
+
+    from pidetect.outputs.overlay import class_colour
+
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    for name in ("chelsea.png", "coffee.png"):
+        shutil.copy(PHOTOS / name, shots / name)
+    (shots / "notes.txt").write_text("not a photo")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "chelsea.png").write_bytes(b"the owner's own file")
+    done = run_pidetect("detect", "--json", "--save", out, shots, str(PHOTOS / "rock*.jpg"))
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["image"] for line in lines] == [str(shots / "chelsea.png"), str(shots / "coffee.png"),
+                                                 str(PHOTOS / "rocket.jpg")]
+    assert [line["saved"] for line in lines] == [str(out / "chelsea-2.png"), str(out / "coffee.png"),
+                                                 str(out / "rocket.jpg")]
+    assert (out / "chelsea.png").read_bytes() == b"the owner's own file"
+    drawn = cv2.imread(str(out / "chelsea-2.png"))
+    original = cv2.imread(str(PHOTOS / "chelsea.png"))
+    assert drawn.shape == original.shape
+    x1, y1, x2, y2 = lines[0]["detections"][0]["box"]
+    colour = np.array(class_colour(16), np.int16)  # the cat's box in the overlay's own colour
+    edge = drawn[y1 + 40:y2 - 40, max(0, x1 - 1):x1 + 2].reshape(-1, 3).astype(np.int16)
+    assert (np.abs(edge - colour).sum(axis=1) < 60).mean() > 0.8, "the box is drawn where the detection is"
+    done = run_pidetect("detect", "--save", shots, shots)
+    assert done.returncode == 2 and "the photos are read from there" in done.stderr
+    done = run_pidetect("detect", str(tmp_path / "nothing-*.jpg"))
+    assert done.returncode == 2 and "no file matches this pattern" in done.stderr and "Traceback" not in done.stderr
