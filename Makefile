@@ -37,16 +37,23 @@ models: $(STAMP) journal
 demo: $(STAMP)
 	$(PY) -m pidetect.tools.demo $(DEMO) >/dev/null
 
-# The daemon on the first camera that delivers a frame; with no camera, on the demo clip (paced like
-# a camera). Either way the live overlay is at http://127.0.0.1:8080/ and events print below.
+# The daemon on the first camera that delivers a frame; with no camera, on the demo clip, looped and paced like a
+# camera, until Ctrl-C. Its config, event store, snapshots and clips are under build/demo-state, never the system's
+# folders, whoever runs it (an installed /etc/pidetect/pidetect.toml is not read either).
+DEMO_STATE := build/demo-state
+DEMO_ARGS = --config $(DEMO_STATE)/demo.toml --display mjpeg --log-format text --metrics-interval 10 \
+	--state-dir $(DEMO_STATE) --snapshots --snapshot-dir $(DEMO_STATE)/snapshots \
+	$$(command -v ffmpeg >/dev/null && echo --record --record-dir $(DEMO_STATE)/clips)
 run: models demo
 	$(PY) -m pidetect detect $(DEMO)/*.png
-	@if $(PY) -m pidetect check --source auto --log-format text >/dev/null 2>&1; then \
-	  echo "camera found: running the daemon on it (Ctrl-C to stop); live view http://127.0.0.1:8080/"; \
-	  $(PY) -m pidetect run --source auto --display mjpeg --log-format text --metrics-interval 10; \
+	@mkdir -p $(DEMO_STATE) && touch $(DEMO_STATE)/demo.toml
+	@echo "pidetect on your PATH in this clone: . $(VENV)/bin/activate   (or: ln -s $$PWD/$(VENV)/bin/pidetect ~/.local/bin/)"
+	@if $(PY) -m pidetect check --config $(DEMO_STATE)/demo.toml --source auto --log-format text >/dev/null 2>&1; then \
+	  echo "camera found: the daemon runs on it until Ctrl-C; open http://127.0.0.1:8080/ (events: /events)"; \
+	  $(PY) -m pidetect run --source auto $(DEMO_ARGS); \
 	else \
-	  echo "no camera found: running the daemon on the demo clip $(DEMO)/demo.avi; live view http://127.0.0.1:8080/"; \
-	  $(PY) -m pidetect run --source $(DEMO)/demo.avi --realtime --display mjpeg --log-format text --metrics-interval 5; \
+	  echo "no camera found: the daemon runs on the demo clip, looped, until Ctrl-C; open http://127.0.0.1:8080/"; \
+	  $(PY) -m pidetect run --source $(DEMO)/demo.avi --realtime --loop $(DEMO_ARGS); \
 	fi
 
 $(TFL_STAMP): pyproject.toml

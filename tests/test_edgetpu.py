@@ -189,13 +189,18 @@ def test_auto_falls_back_with_one_log_line(tpu, model_paths, tmp_path):
              "CPU model": ({}, "is not compiled for the Edge TPU")}
     for case, (env, said) in cases.items():
         extra = ["--model", model_paths[0]] if case == "CPU model" else []
-        code, records, stderr = run_daemon("--source", clip, *extra, env=env)
+        # the owner asked for a Coral (the installer's --coral writes accelerator = "auto")
+        code, records, stderr = run_daemon("--source", clip, "--accelerator", "auto", *extra, env=env)
         assert code == 0, stderr
         loaded = of(records, "lifecycle", state="model_loaded")[0]
         assert loaded["accelerator"] == "cpu" and loaded["model"].endswith("_int8.tflite"), case
         notes = [r for r in records if "accelerator auto" in r.get("message", "")]
         assert len(notes) == 1 and said in notes[0]["message"], (case, notes)
         assert of(records, "detection", state="entered"), case
+    # a Pi without a Coral whose owner never asked for one: no word about Edge TPUs (issue 34: it read as a fault)
+    code, records, stderr = run_daemon("--source", clip, env=cases["no library"][0])
+    assert code == 0 and of(records, "lifecycle", state="model_loaded")[0]["accelerator"] == "cpu", stderr
+    assert not [r for r in records if "Edge TPU" in r.get("message", "")]
     code, records, stderr = run_daemon("--source", clip)
     loaded = of(records, "lifecycle", state="model_loaded")[0]
     assert code == 0 and loaded["accelerator"] == "edgetpu (first device)", stderr

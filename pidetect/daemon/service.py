@@ -408,6 +408,19 @@ class Service:
         self._verdict(True, f"configuration {self.config_path} reloaded")
         return started, new_detectors
 
+    def _asked_for(self, key: str) -> bool:
+        """The owner set `key` (a flag, or a line of the config file), rather than leaving its default."""
+        if self.overrides.get(key) is not None:
+            return True
+        if self.config_path is None:
+            return False
+        try:
+            from ..config import load_file
+
+            return key in load_file(self.config_path)[0]
+        except PidetectError:
+            return False
+
     def _verdict(self, ok: bool, detail: str) -> None:
         """For `pidetect reload` (the unit's ExecReload), waiting to say whether the new file was taken."""
         from .reload_verdict import verdict_path, write_verdict
@@ -426,7 +439,9 @@ class Service:
         self.lifecycle("model_loaded", model=str(first.model_path), backend=first.backend.name,
                        backend_version=first.backend.version, accelerator=first.accelerator,
                        interpreters=len(detectors), threads=first.num_threads)
-        if first.accelerator_note:
+        if first.accelerator_note and (self._asked_for("accelerator") or not first.accelerator_missing_runtime):
+            # a Pi without a Coral is the usual case: "no Edge TPU runtime" is said only to an owner who set
+            # accelerator (the installer's --coral writes it); everything else about a Coral is always said
             self.emit(log_record("info", "pidetect.service", first.accelerator_note))
         self.running = self._start(self.config, detectors)
         exit_code = 0

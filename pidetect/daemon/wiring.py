@@ -206,14 +206,17 @@ def build_web(config: Config, emit: Callable, metrics, labels: Sequence[str] = (
 
             remove_own_clip(Path(config.record_dir), event.clip)
 
-    web = {"store": store, "snapshot_dir": Path(config.snapshot_dir), "metrics": metrics.exposition, "auth": auth,
+    from ..web.live_state import LiveState
+
+    live = LiveState(config.camera_name)
+    web = {"store": store, "live": live.snapshot, "snapshot_dir": Path(config.snapshot_dir), "metrics": metrics.exposition, "auth": auth,
            "hosts": tuple(config.web_hosts), "labels": tuple(labels),
            "on_delete": on_delete, "record_dir": Path(config.record_dir) if config.record else None}
     if config.notify:
         from ..outputs.notify import DeliveryBoard
 
         web["notify"] = DeliveryBoard()  # the notification sink writes it, /api/notify reads it
-    return [sink, metrics], web
+    return [sink, metrics, live], web
 
 
 def check_record_sinks(config: Config) -> None:

@@ -77,7 +77,9 @@ def open_detector(model: Optional[Path], labels: Optional[Path], options: Detect
                                    "Name the CPU model it was compiled from to run without one") from None
         why = ("the Edge TPU runtime (libedgetpu.so.1) is not installed" if isinstance(exc, EdgeTpuLibraryMissing)
                else "no Edge TPU answers")
-        return _on_cpu(chosen, labels, options, backend, f"accelerator auto: {why}; the model runs on the CPU")
+        detector = _on_cpu(chosen, labels, options, backend, f"accelerator auto: {why}; the model runs on the CPU")
+        detector.accelerator_missing_runtime = isinstance(exc, EdgeTpuLibraryMissing)
+        return detector
     if tpu_model is None:
         del delegate  # frees the device for another program
         return _on_cpu(chosen, labels, options, backend,

@@ -129,6 +129,7 @@ class Detector:
         self.delegate = delegate
         self.accelerator = delegate.where if delegate is not None else "cpu"
         self.accelerator_note = ""  # why the CPU runs where an accelerator was wished for (accelerator.py)
+        self.accelerator_missing_runtime = False  # that note is "no libedgetpu" (a Pi without a Coral)
         self._check_model_file(self.model_path)
         metadata = self._metadata(labels_path)
         if metadata.task and metadata.task != "detect":
@@ -155,8 +156,9 @@ class Detector:
                         "on the CPU use the model it was compiled from (without _edgetpu).")
             raise ModelError(f"{self.model_path}: the {self.backend.name} interpreter cannot load this model: "
                              f"{message}.{hint}") from None
-        log.info("backend %s %s, %s, %d thread(s), model %s", self.backend.name, self.backend.version,
-                 self.accelerator, self.num_threads, self.model_path)
+        # said at debug only: the service's model_loaded record says the same (the start-up log says each fact once)
+        log.debug("backend %s %s, %s, %d thread(s), model %s", self.backend.name, self.backend.version,
+                  self.accelerator, self.num_threads, self.model_path)
         self.numeric_format = numeric_format(self.interpreter.get_tensor_details(),
                                              self.interpreter.get_input_details()[0])
         inputs = self.interpreter.get_input_details()

@@ -75,6 +75,7 @@ class WebApp:
     notify: Optional[Callable[[], dict]] = None  # the last delivery per notification target (outputs/notify.py)
     hosts: Tuple[str, ...] = ()  # names the owner reaches the UI by, besides this Pi's own (web_hosts)
     labels: Tuple[str, ...] = ()  # the model's: a zone drawn on the page may only count these
+    live: Optional[Callable[[], dict]] = None  # the camera's state and what is in view (web/live_state.py)
 
 
 class WebServer(socketserver.ThreadingTCPServer):
@@ -414,6 +415,11 @@ class WebRequest(socketserver.StreamRequestHandler):
             self._page("events.html", head)
         elif path == "/api/events":
             self._events(query, head)
+        elif path == "/api/live":
+            if app.live is None:
+                self._error(404, "no live state (the web UI runs without its event store)")
+            else:
+                self._json(app.live(), head)
         elif path == "/api/notify":
             self._json({"targets": app.notify() if app.notify is not None else {}}, head)
         elif path == "/api/labels":
