@@ -31,7 +31,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse exits 2 on usage errors already; this only makes the message say what to do."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
+        usage = self.format_usage()
+        # a one-line usage, not twenty lines of options burying the error (--help lists them)
+        sys.stderr.write(usage if usage.count("\n") <= 2 else f"usage: {self.prog} [OPTION ...]\n")
         self.exit(EX_USAGE, f"pidetect: error: {message} (see '{self.prog} --help')\n")
 
 
