@@ -67,7 +67,7 @@ Options:
                        folders in /var/lib/pidetect/NAME and a free web port (display mjpeg unless --display)
   --coral              a Coral Edge TPU: the udev rule and groups its USB/PCIe device needs, and a unit
                        drop-in that lets the service open it; libedgetpu.so.1 itself must be installed
-                       (README: Coral Edge TPU, which build works with ai-edge-litert)
+                       (docs/accelerators-and-cameras.md: which build works with ai-edge-litert)
   --coral-runtime DEB  --coral, and install this libedgetpu package first (a libedgetpu1-std/-max .deb
                        built for this LiteRT; Debian has none)
   --no-start           install and enable, but do not start now
@@ -263,7 +263,7 @@ RULES
         say "Coral: $(ldconfig -p | grep -m1 'libedgetpu\.so\.1 ' | sed 's/.*=> //') found; udev rule $UDEV_RULE, group(s) $CORAL_GROUPS"
     else
         say "Coral: udev rule and group(s) $CORAL_GROUPS set up, but libedgetpu.so.1 is not installed: install a libedgetpu"
-        say "       built for this LiteRT (README: Coral Edge TPU); until then accelerator = auto runs on the CPU"
+        say "       built for this LiteRT (docs/accelerators-and-cameras.md); until then accelerator = auto runs on the CPU"
     fi
 fi
 
@@ -282,6 +282,7 @@ trap 'rm -rf "$BUILD"' EXIT
 tar -C "$REPO" --exclude=.git --exclude=.venv --exclude='models/*.tflite' --exclude=build -cf - . | tar -C "$BUILD" -xf -
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$BUILD"
 cp "$REPO/README.md" "$PREFIX/README.md"
+rm -rf "$PREFIX/docs" && cp -r "$REPO/docs" "$PREFIX/docs"
 # `pidetect …` from any shell, as root and as any user (the README's commands)
 ln -sfn "$VENV/bin/pidetect" /usr/local/bin/pidetect
 

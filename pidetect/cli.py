@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     accelerator_args(bench)
     bench.add_argument("--json", action="store_true", help="one JSON document instead of the table")
     bench.add_argument("--check", action="store_true",
-                       help="also judge the README's performance targets; exit 1 if one is missed")
+                       help="also judge the performance targets (docs/performance.md); exit 1 if one is missed")
     bench.set_defaults(handler=bench_command)
 
     evaluate = commands.add_parser("eval", help="accuracy (COCO mAP) and speed of models on labelled images",

@@ -171,7 +171,7 @@ HELP: Dict[str, str] = {
                    "edgetpu_compiler, *_edgetpu.tflite)",
     "edgetpu_device": "which Edge TPU: empty for the first found, usb, usb:N, pci or pci:N (N counts from 0)",
     "threads": "threads per interpreter (0: the cores divided between the interpreters)",
-    "interpreters": "inference workers, each with its own interpreter, on alternating frames (see README: "
+    "interpreters": "inference workers, each with its own interpreter, on alternating frames (see docs/performance.md: "
                     "2 can beat 1 on throughput, at the cost of memory and per-frame latency)",
     "threshold": "minimum detection score, 0..1",
     "max_results": "at most this many detections per frame",

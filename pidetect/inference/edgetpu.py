@@ -23,7 +23,7 @@ from .backends import Backend, without_litert_chatter
 
 LIBRARY = "libedgetpu.so.1"
 CUSTOM_OP = b"edgetpu-custom-op"
-INSTALL_HINT = "install the Edge TPU runtime: sudo deploy/install.sh --coral (README: Coral Edge TPU)"
+INSTALL_HINT = "install the Edge TPU runtime: sudo deploy/install.sh --coral (docs/accelerators-and-cameras.md)"
 
 
 class EdgeTpuLibraryMissing(PidetectError):
@@ -111,11 +111,11 @@ def explain_load_failure(model: Path, message: str) -> PidetectError:
         return EdgeTpuMismatch(
             f"{model}: the installed {library_name()} was built for another TensorFlow Lite version than the "
             f"running one and cannot run this model ({message}). Install a libedgetpu built against the same "
-            "TensorFlow Lite version as the backend (README: Coral Edge TPU, which build works), or set "
+            "TensorFlow Lite version as the backend (docs/accelerators-and-cameras.md: which build works), or set "
             "accelerator = cpu")
     if CUSTOM_OP.decode() in message:
         return EdgeTpuMismatch(
             f"{model}: the Edge TPU delegate loaded but did not take the model's Edge TPU op ({message}); the "
-            f"installed {library_name()} does not match this model or this TensorFlow Lite (README: Coral Edge "
-            "TPU), or set accelerator = cpu")
+            f"installed {library_name()} does not match this model or this TensorFlow Lite "
+            "(docs/accelerators-and-cameras.md), or set accelerator = cpu")
     return ConfigError(f"{model}: cannot load this model on the Edge TPU: {message}")
