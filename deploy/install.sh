@@ -317,6 +317,8 @@ chmod -R a+rX "$PREFIX"
 
 # --- 6. Configuration: written once, never overwritten --------------------------------------------
 mkdir -p "$CONFIG_DIR"
+# the service may save zones from its web UI into its config file (atomically: it needs the folder)
+chown root:"$USER_NAME" "$CONFIG_DIR" && chmod 0775 "$CONFIG_DIR"
 EXAMPLE=$PREFIX/pidetect.toml.example
 CAMERA_SIZE=""
 if [ -z "$SOURCE" ] && [ -z "$INSTANCE" ] && command -v rpicam-hello >/dev/null \
@@ -386,7 +388,7 @@ if [ ! -e "$CONFIG" ]; then
     "$VENV/bin/python" -m pidetect.tools.installed_config "$REPO/deploy/pidetect.toml" "${settings[@]}" \
         > "$CONFIG.new" || { rm -f "$CONFIG.new"; die "could not write $CONFIG (see above)" 1; }
     mv "$CONFIG.new" "$CONFIG"
-    chmod 0644 "$CONFIG"
+    chown root:"$USER_NAME" "$CONFIG" && chmod 0664 "$CONFIG"
     say "wrote $CONFIG (source ${SOURCE:-auto}, display ${DISPLAY_OUT:-$DEFAULT_DISPLAY})"
 else
     say "kept your $CONFIG"

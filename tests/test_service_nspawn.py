@@ -136,7 +136,7 @@ def test_service_under_real_systemd(tmp_path, model_paths):
     broker.stop()
     passed = passed_checks(out, done)
     expected = {"install", "headless-web", "config-each-key-once", "install-says-url", "path-root", "path-user",
-                "web-all-interfaces", "reload-refused", "reload-refused-running", "reload-refused-said", "reload-ok",
+                "web-all-interfaces", "config-folder-writable", "web-zone-save", "web-zone-save-said", "reload-refused", "reload-refused-running", "reload-refused-said", "reload-ok",
                 "reload-ok-said", "started", "status-fps", "journal-cat", "journal-person", "user", "group-video",
                 "group-render", "group-tty", "no-new-privs", "no-write-opt", "no-write-etc", "watchdog-restart",
                 "config-78", "config-no-loop", "stop-clean", "reinstall-keeps-config", "uninstall-unit",

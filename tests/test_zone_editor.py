@@ -129,7 +129,7 @@ def test_drawing_a_zone_with_real_clicks_in_chromium(live, tmp_path):
             page.goto(base + "/zones")
             page.wait_for_function("document.getElementById('frame').naturalWidth > 0 && "
                                    "document.getElementById('current').textContent.includes('[zones.porch]')")
-            assert "[zones.gate]" in page.locator("#current").inner_text()
+            assert "[zones.gate]" in page.locator("#current").text_content()
             assert page.locator("#shapes polygon").count() == 3  # two zones and the motion mask, drawn
             box = page.locator("#frame").bounding_box()
             natural = page.evaluate("[document.getElementById('frame').naturalWidth, "
@@ -146,7 +146,7 @@ def test_drawing_a_zone_with_real_clicks_in_chromium(live, tmp_path):
             page.fill("#objects", "person, dog")
             page.wait_for_function("document.getElementById('toml').textContent.includes('person', 'dog') && "
                                    "document.getElementById('toml').textContent.includes('dog')")
-            text = page.locator("#toml").inner_text()
+            text = page.locator("#toml").text_content()
             page.screenshot(path=str(screenshot))
             # a fifth click and an undo leave the same four points
             page.mouse.click(round(box["x"] + 10), round(box["y"] + 10))
@@ -159,19 +159,19 @@ def test_drawing_a_zone_with_real_clicks_in_chromium(live, tmp_path):
                 page.fill("#name", name)
                 page.fill("#objects", objects)
                 page.wait_for_function(f"document.getElementById('message').textContent.includes({json.dumps(words)})")
-                assert page.locator("#toml").inner_text() == ""
+                assert page.locator("#toml").text_content() == ""
             page.fill("#name", "steps")
             page.fill("#objects", "person")
             page.click("#clear")
             for fx, fy in ((0.1, 0.1), (0.5, 0.5), (0.5, 0.1), (0.1, 0.5)):  # out of order: edges cross
                 page.mouse.click(round(box["x"] + fx * box["width"]), round(box["y"] + fy * box["height"]))
             page.wait_for_function("document.getElementById('message').textContent.includes('self-crossing')")
-            assert page.locator("#toml").inner_text() == ""
+            assert page.locator("#toml").text_content() == ""
             page.click("#clear")
             for fx, fy in ((0.1, 0.1), (0.5, 0.1), (0.5, 0.1), (0.3, 0.5)):  # a double click: a repeated point
                 page.mouse.click(round(box["x"] + fx * box["width"]), round(box["y"] + fy * box["height"]))
             page.wait_for_function("document.getElementById('message').textContent.includes('repeats the point')")
-            assert page.locator("#toml").inner_text() == ""
+            assert page.locator("#toml").text_content() == ""
         finally:
             browser.close()
     assert not errors, errors

@@ -39,7 +39,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def reload_command(args: argparse.Namespace) -> int:
-    from ..daemon.reload_verdict import ask_daemon, verdict_path
+    from ..reload_verdict import ask_daemon, verdict_path
     from ..daemon.service import check_model_labels, make_detector, preflight
 
     try:

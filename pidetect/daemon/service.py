@@ -250,7 +250,12 @@ class Service:
             from ..web.metrics import PrometheusMetrics
 
             self.prometheus = PrometheusMetrics()  # one for the service's life: counters survive reloads
-        web_sinks, web = build_web(config, self.emit, self.prometheus, tuple(detectors[0].labels.values()))
+        first = detectors[0]
+        model = {"model": str(first.model_path), "backend": first.backend.name,
+                 "backend_version": first.backend.version, "accelerator": first.accelerator,
+                 "interpreters": len(detectors), "threads": first.num_threads}
+        web_sinks, web = build_web(config, self.emit, self.prometheus, tuple(first.labels.values()), model,
+                                   self.config_path)
         try:
             outputs, snapshots = build_outputs(config, self.emit, web)
         except BaseException:
@@ -423,7 +428,7 @@ class Service:
 
     def _verdict(self, ok: bool, detail: str) -> None:
         """For `pidetect reload` (the unit's ExecReload), waiting to say whether the new file was taken."""
-        from .reload_verdict import verdict_path, write_verdict
+        from ..reload_verdict import verdict_path, write_verdict
 
         write_verdict(verdict_path(self.config.state_dir), self.reloads, ok, detail)
 

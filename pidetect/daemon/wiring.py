@@ -185,7 +185,8 @@ def check_web(config: Config, writer_pid: Optional[int] = None) -> None:
     EventStore(path, repair=False).close()  # a damaged file is moved aside by the writer, not by a check
 
 
-def build_web(config: Config, emit: Callable, metrics, labels: Sequence[str] = ()) -> Tuple[List, Optional[dict]]:
+def build_web(config: Config, emit: Callable, metrics, labels: Sequence[str] = (), model: Optional[dict] = None,
+              config_path: Optional[Path] = None) -> Tuple[List, Optional[dict]]:
     """With the web UI on: the record sinks that feed it (the event store's writer, the Prometheus metrics)
     and what the web server reads (the store, the snapshot folder, the metrics page, the password)."""
     if not web_ui_on(config):
@@ -208,15 +209,31 @@ def build_web(config: Config, emit: Callable, metrics, labels: Sequence[str] = (
 
     from ..web.live_state import LiveState
 
-    live = LiveState(config.camera_name)
+    live = LiveState(config.camera_name, model=model)
     web = {"store": store, "live": live.snapshot, "snapshot_dir": Path(config.snapshot_dir), "metrics": metrics.exposition, "auth": auth,
-           "hosts": tuple(config.web_hosts), "labels": tuple(labels),
+           "hosts": tuple(config.web_hosts), "labels": tuple(labels), "config_path": config_path,
+           "settings": settings_view(config), "camera_name": config.camera_name, "web_port": config.mjpeg_port,
            "on_delete": on_delete, "record_dir": Path(config.record_dir) if config.record else None}
     if config.notify:
         from ..outputs.notify import DeliveryBoard
 
         web["notify"] = DeliveryBoard()  # the notification sink writes it, /api/notify reads it
     return [sink, metrics, live], web
+
+
+def settings_view(config: Config) -> dict:
+    """The configuration in effect for the status page: every flat key, with what could be a secret hidden (a
+    password in a camera URL; the password files are paths, their contents are never read here)."""
+    from ..capture.sources import redact_url
+    from ..config import FLAG_FIELDS
+
+    view = {}
+    for key in FLAG_FIELDS:
+        value = getattr(config, key)
+        view[key] = redact_url(value) if isinstance(value, str) else list(value) if isinstance(value, tuple) else value
+    view["zones"] = [zone.name for zone in config.zones]
+    view["notify"] = [target.name for target in config.notify]  # their URLs carry tokens: names only
+    return view
 
 
 def check_record_sinks(config: Config) -> None:

@@ -33,7 +33,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from ..errors import ConfigError
 
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 JOURNAL_SIZE_LIMIT = 1 << 20  # bytes of WAL kept after a checkpoint (SQLite's default keeps all it ever grew to)
 
 APPLICATION_ID = 0x70644576  # 'pdEv': marks the file as pidetect's event store
-SCHEMA_VERSION = 2  # 2: the stationary column (added in place to a version 1 store)
+SCHEMA_VERSION = 3  # 2: the stationary column; 3: the box column (each added in place to an older store)
 FILE_NAME = "events.db"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS events (
     zones TEXT NOT NULL DEFAULT '[]',
     snapshot TEXT,
     clip TEXT,
-    stationary INTEGER NOT NULL DEFAULT 0
+    stationary INTEGER NOT NULL DEFAULT 0,
+    box TEXT
 );
 CREATE INDEX IF NOT EXISTS events_start ON events (start);
 CREATE INDEX IF NOT EXISTS events_label_start ON events (label, start);
@@ -75,6 +76,7 @@ class StoredEvent:
     snapshot: Optional[str]  # file name in snapshot_dir
     clip: Optional[str]
     stationary: bool = False  # the object stood still at some point (a parked car)
+    box: Optional[tuple] = None  # where it was when it entered (x1, y1, x2, y2 in the snapshot's pixels)
 
     def as_dict(self) -> dict:
         return {"id": self.id, "label": self.label, "class_id": self.class_id, "track_id": self.track_id,
@@ -84,15 +86,17 @@ class StoredEvent:
                 "snapshot": f"/api/events/{self.id}/snapshot.jpg" if self.snapshot else None,
                 "clip": f"/api/events/{self.id}/clip.mp4" if self.clip else None,
                 # events sharing a clip are one review item: the same `review` value
-                "review": self.clip[:-len(".mp4")] if self.clip else None, "stationary": self.stationary}
+                "review": self.clip[:-len(".mp4")] if self.clip else None, "stationary": self.stationary,
+                "box": list(self.box) if self.box else None,
+                "thumbnail": f"/api/events/{self.id}/thumb.jpg" if self.snapshot and self.box else None}
 
 
 def _row(row) -> StoredEvent:
     return StoredEvent(row[0], row[1], row[2], row[3], row[4], row[5], row[6], tuple(json.loads(row[7])),
-                       row[8], row[9], bool(row[10]))
+                       row[8], row[9], bool(row[10]), tuple(json.loads(row[11])) if row[11] else None)
 
 
-COLUMNS = "id, label, class_id, track_id, start, end, score, zones, snapshot, clip, stationary"
+COLUMNS = "id, label, class_id, track_id, start, end, score, zones, snapshot, clip, stationary, box"
 
 
 class EventStore:
@@ -151,6 +155,8 @@ class EventStore:
             columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
             if "stationary" not in columns:  # a version 1 store: its events are kept, the column added
                 db.execute("ALTER TABLE events ADD COLUMN stationary INTEGER NOT NULL DEFAULT 0")
+            if "box" not in columns:  # before version 3: its events are kept, without a box
+                db.execute("ALTER TABLE events ADD COLUMN box TEXT")
         except sqlite3.OperationalError as exc:
             db.close()
             if _read_only_error(exc):
@@ -213,11 +219,13 @@ class EventStore:
             return self._db.execute("UPDATE events SET end = start WHERE end IS NULL").rowcount
 
     def open_event(self, label: str, class_id: int, track_id: int, start: float, score: float,
-                   zones: Sequence[str] = (), snapshot: Optional[str] = None) -> int:
+                   zones: Sequence[str] = (), snapshot: Optional[str] = None, box: Optional[Sequence[int]] = None) -> int:
         with self._lock:
             cursor = self._db.execute(
-                "INSERT INTO events (label, class_id, track_id, start, score, zones, snapshot) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (label, class_id, track_id, start, score, json.dumps(list(zones)), snapshot))
+                "INSERT INTO events (label, class_id, track_id, start, score, zones, snapshot, box) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (label, class_id, track_id, start, score, json.dumps(list(zones)), snapshot,
+                 json.dumps([int(v) for v in box]) if box else None))
             return int(cursor.lastrowid)
 
     def add_zone(self, event_id: int, zone: str, snapshot: Optional[str] = None) -> None:
@@ -255,21 +263,43 @@ class EventStore:
 
     # --- reading (the web server) ---------------------------------------------------------------
     def list(self, label: Optional[str] = None, after: Optional[float] = None, before: Optional[float] = None,
-             limit: int = 100) -> List[StoredEvent]:
+             limit: int = 100, zone: Optional[str] = None, min_score: Optional[float] = None,
+             cursor: Optional[Tuple[float, int]] = None, since_id: Optional[int] = None) -> List[StoredEvent]:
+        """Newest first. `cursor` (start, id) of the last event a page showed: the next page starts after it, so
+        paging never skips or repeats an event however many arrive meanwhile. `since_id`: only events newer than
+        that id (the page's "new events" poll)."""
         where, args = [], []
         if label:
             where.append("label = ?")
             args.append(label)
+        if zone:
+            where.append("EXISTS (SELECT 1 FROM json_each(events.zones) WHERE json_each.value = ?)")
+            args.append(zone)
+        if min_score is not None:
+            where.append("score >= ?")
+            args.append(min_score)
         if after is not None:
             where.append("start >= ?")
             args.append(after)
         if before is not None:
             where.append("start < ?")
             args.append(before)
+        if cursor is not None:
+            where.append("(start < ? OR (start = ? AND id < ?))")
+            args += [cursor[0], cursor[0], cursor[1]]
+        if since_id is not None:
+            where.append("id > ?")
+            args.append(since_id)
         sql = f"SELECT {COLUMNS} FROM events" + (" WHERE " + " AND ".join(where) if where else "") + \
             " ORDER BY start DESC, id DESC LIMIT ?"
         with self._lock:
             return [_row(row) for row in self._db.execute(sql, (*args, limit))]
+
+    def zones(self) -> List[str]:
+        """The zones events were in, for the page's filter."""
+        with self._lock:
+            return [zone for (zone,) in self._db.execute(
+                "SELECT DISTINCT json_each.value FROM events, json_each(events.zones) ORDER BY 1")]
 
     def get(self, event_id: int) -> Optional[StoredEvent]:
         with self._lock:

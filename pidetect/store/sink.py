@@ -187,7 +187,8 @@ class StoreSink:
         snapshot = snapshot_name(record.get("snapshot"), self.snapshot_dir)
         if record["event"] == "detection" and record["state"] == "entered":
             self._open[track] = self.store.open_event(record["label"], record["class_id"], track, record["ts"],
-                                                      record["score"], record.get("zones", ()), snapshot)
+                                                      record["score"], record.get("zones", ()), snapshot,
+                                                      record.get("box"))
             self._rows[track] = self._open[track]
             if len(self._rows) > MAX_TRACKS_KEPT:
                 del self._rows[next(iter(self._rows))]  # the oldest: its clip was saved long ago

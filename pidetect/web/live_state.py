@@ -11,21 +11,26 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Dict
+import collections
+from typing import Deque, Dict
 
 MAX_IN_VIEW = 200  # objects listed at once: a busy street, not a leak
+RECENT_PROBLEMS = 30  # warnings and errors the status page lists
 
 
 class LiveState:
     name = "live state"
 
-    def __init__(self, camera_name: str = "", clock=time.time):
+    def __init__(self, camera_name: str = "", clock=time.time, model: Dict[str, object] = None):
         self.camera_name, self.clock = camera_name, clock
         self._lock = threading.Lock()
         self.started = clock()
         self.source: Dict[str, object] = {"state": "starting", "since": self.started, "detail": ""}
         self._in_view: Dict[int, dict] = {}  # track id -> what the page lists
         self._metrics: Dict[str, object] = {}
+        self._model: Dict[str, object] = dict(model or {})  # model, backend, accelerator (model_loaded)
+        self._mqtt: Dict[str, object] = {}  # the last mqtt record: connected, lost, retrying, error
+        self._problems: Deque[dict] = collections.deque(maxlen=RECENT_PROBLEMS)
 
     def publish_record(self, record: dict) -> None:
         event, state = record.get("event"), record.get("state")
@@ -36,8 +41,6 @@ class LiveState:
                     self.source = {"state": state, "since": now, "detail": record.get("detail", "")}
                 else:
                     self.source["detail"] = record.get("detail", "")
-                if state in ("lost", "eof"):
-                    self._in_view.clear()
             elif event == "detection" and "track_id" in record:
                 track = record["track_id"]
                 if state == "entered" and len(self._in_view) < MAX_IN_VIEW:
@@ -55,10 +58,26 @@ class LiveState:
                 elif state == "left" and record.get("zone") in zones:
                     zones.remove(record.get("zone"))
             elif event == "metrics":
-                self._metrics = {key: record.get(key) for key in (
-                    "capture_fps", "inference_fps", "inference_ms_p50", "cpu_percent", "rss_mb", "temp_c",
-                    "throttled", "frames_dropped") if key in record}
+                self._metrics = {key: value for key, value in record.items() if key not in ("event", "ts")}
                 self._metrics["at"] = now
+            elif event == "lifecycle" and state == "model_loaded":
+                self._model = {key: record.get(key) for key in ("model", "backend", "backend_version",
+                                                                "accelerator", "interpreters", "threads")}
+            elif event == "mqtt" and state:
+                self._mqtt = {"state": state, "since": now, "broker": record.get("broker"),
+                              "detail": record.get("detail", "")}
+            self._keep_problem(record, now)
+
+    def _keep_problem(self, record: dict, now: float) -> None:
+        """Warnings and errors as the log says them (the status page's "recent problems")."""
+        event, state = record.get("event"), record.get("state")
+        if event == "log" and record.get("level") in ("warning", "error"):
+            self._problems.append({"at": now, "level": record["level"], "text": record.get("message", "")})
+        elif (event, state) in (("source", "lost"), ("source", "retrying"), ("mqtt", "lost"), ("mqtt", "error"),
+                                ("mqtt", "retrying"), ("accelerator", "lost"), ("mqtt", "dropping")):
+            text = f"{event} {state}" + (f": {record.get('detail') or record.get('error') or ''}")
+            if not (self._problems and self._problems[-1]["text"] == text):
+                self._problems.append({"at": now, "level": "warning", "text": text})
 
     def metrics_fields(self) -> dict:
         return {}
@@ -68,7 +87,8 @@ class LiveState:
         with self._lock:
             return {"camera": self.camera_name, "now": self.clock(), "started": self.started,
                     "source": dict(self.source), "in_view": sorted(self._in_view.values(), key=lambda o: o["since"]),
-                    "metrics": dict(self._metrics)}
+                    "metrics": dict(self._metrics), "model": dict(self._model), "mqtt": dict(self._mqtt),
+                    "problems": list(self._problems)}
 
     def close(self) -> None:
         """Nothing to release."""

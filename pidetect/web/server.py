@@ -48,8 +48,10 @@ MAX_PER_CLIENT = 32  # connections from one address: a browser opens at most 6 a
 HEAD_SECONDS = 10.0  # to send the whole request line and headers
 HEAD_BYTES = 16384  # request line and headers together
 PAGES = Path(__file__).parent
+STATIC = {"/app.css": "text/css; charset=utf-8", "/app.js": "text/javascript; charset=utf-8"}
 BOUNDARY = b"pidetectframe"  # the MJPEG stream's part separator
-EVENT_PATH = re.compile(r"/api/events/(\d{1,18})(/snapshot\.jpg|/clip\.mp4)?")
+EVENT_PATH = re.compile(r"/api/events/(\d{1,18})(/snapshot\.jpg|/clip\.mp4|/thumb\.jpg)?")
+EVENT_PAGE = re.compile(r"/events/(\d{1,18})")
 HOST_V6 = re.compile(r"\[([0-9A-Fa-f:.%a-z]+)\](?::\d+)?")
 RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
 MAX_LIMIT = 1000
@@ -76,6 +78,10 @@ class WebApp:
     hosts: Tuple[str, ...] = ()  # names the owner reaches the UI by, besides this Pi's own (web_hosts)
     labels: Tuple[str, ...] = ()  # the model's: a zone drawn on the page may only count these
     live: Optional[Callable[[], dict]] = None  # the camera's state and what is in view (web/live_state.py)
+    config_path: Optional[Path] = None  # the file zones are saved into (None: started without one)
+    settings: dict = field(default_factory=dict)  # the configuration in effect, secrets hidden (status page)
+    camera_name: str = ""
+    web_port: int = 0  # this camera's web port: the others on this Pi are listed beside it
 
 
 class WebServer(socketserver.ThreadingTCPServer):
@@ -205,6 +211,12 @@ def _number(value: str, name: str) -> float:
     except (ValueError, OverflowError, OSError):  # not a date, or one no clock can hold ("year 0 is out of range")
         raise RequestError(f"{name} must be seconds since 1970 or a date like 2026-12-01 or 2026-12-01T09:30 "
                            f"(got {value[:40]!r})") from None
+
+
+def _whole(value: str, name: str) -> int:
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        raise RequestError(f"{name} must be a whole number")
+    return int(value)
 
 
 class RequestError(ValueError):
@@ -387,8 +399,12 @@ class WebRequest(socketserver.StreamRequestHandler):
         if method == "POST":
             if path == "/api/zones/check":
                 self._zone_check()
+            elif path == "/api/zones/save":
+                self._zone_save()
+            elif path == "/api/zones/delete":
+                self._zone_delete()
             else:
-                self._error(405, "only POST /api/zones/check")
+                self._error(405, "POST goes to /api/zones/check, /api/zones/save or /api/zones/delete")
             return
         if method == "DELETE":
             if match and not match.group(2):
@@ -410,7 +426,24 @@ class WebRequest(socketserver.StreamRequestHandler):
             self._body(zone_editor.page(), "text/html; charset=utf-8", head)
         elif path == "/api/zones":
             size = app.picture.size if app.picture is not None else None
-            self._json(zone_editor.layout_json(app.layout, size), head)
+            self._json({**zone_editor.layout_json(app.layout, size), "labels": list(app.labels),
+                        "can_save": app.config_path is not None}, head)
+        elif path in STATIC:
+            self._body((PAGES / path[1:]).read_bytes(), STATIC[path], head, cache="no-cache")
+        elif path == "/status":
+            self._page("status.html", head)
+        elif EVENT_PAGE.fullmatch(path):
+            self._page("event.html", head)
+        elif path == "/api/status":
+            self._json(self._status(), head)
+        elif path == "/api/cameras":
+            from .cameras import cameras_here
+
+            self._json(cameras_here(app.config_path, app.web_port, app.camera_name), head)
+        elif path == "/api/reload":
+            self._json(self._reload_verdict(), head)
+        elif path == "/api/zone-names":
+            self._json(app.store.zones() if app.store is not None else [], head)
         elif path == "/events":
             self._page("events.html", head)
         elif path == "/api/events":
@@ -445,6 +478,116 @@ class WebRequest(socketserver.StreamRequestHandler):
         except ValueError:
             raise RequestError("the body is not JSON") from None
 
+    def _status(self) -> dict:
+        """The status page's figures: the live state (the latest metrics record as it is), the configuration in
+        effect (secrets hidden), the disk use of snapshots and clips."""
+        import shutil
+
+        app: WebApp = self.server.app
+        status = dict(app.live()) if app.live is not None else {}
+        disk = {}
+        for name, folder in (("snapshots", app.snapshot_dir), ("clips", app.record_dir)):
+            if folder is None:
+                continue
+            used = 0
+            try:
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        if entry.is_file(follow_symlinks=False):
+                            used += entry.stat(follow_symlinks=False).st_size
+                usage = shutil.disk_usage(folder)
+                disk[name] = {"folder": str(folder), "bytes": used, "free_bytes": usage.free,
+                              "total_bytes": usage.total}
+            except OSError:
+                disk[name] = {"folder": str(folder), "bytes": None, "free_bytes": None, "total_bytes": None}
+        status.update({"settings": app.settings, "disk": disk, "events": app.store.count() if app.store else None})
+        return status
+
+    def _reload_verdict(self) -> dict:
+        from ..reload_verdict import read_verdict, verdict_path
+
+        app: WebApp = self.server.app
+        return read_verdict(verdict_path(app.settings.get("state_dir", "."))) or {}
+
+    def _zone_draft(self, body: dict):
+        from .zone_check import read_draft
+
+        app: WebApp = self.server.app
+        try:
+            return read_draft(body, app.picture.size if app.picture is not None else None)
+        except ValueError as exc:
+            raise RequestError(str(exc)) from None
+
+    def _zone_save(self) -> None:
+        """A drawn zone or mask into the config file (comments kept, the old file as .bak), then a reload: the
+        page asks /api/reload for the daemon's verdict."""
+        from .config_edit import EditError, read_document, save, with_mask, with_zone
+        from .zone_check import check_draft
+
+        app: WebApp = self.server.app
+        if app.config_path is None:
+            raise RequestError("pidetect was started without a config file: there is nothing to save into "
+                               "(start it with --config FILE)")
+        body = self._read_json_body()
+        draft = self._zone_draft(body)
+        replacing = body.get("replacing") if isinstance(body, dict) else None
+        layout = app.layout
+        if draft.kind == "zone" and isinstance(replacing, str):  # editing: its own name is not "in use"
+            from dataclasses import replace as replaced
+
+            layout = replaced(layout, zones=tuple(z for z in layout.zones if z.name != replacing))
+        problems = check_draft(draft, layout, app.labels)
+        if problems:
+            self._json({"ok": False, "problems": problems}, False)
+            return
+        try:
+            document = read_document(app.config_path)
+            if draft.kind == "zone":
+                document = with_zone(document, draft, replacing if isinstance(replacing, str) else None)
+            else:
+                index = body.get("index") if isinstance(body.get("index"), int) else None
+                document = with_mask(document, draft.kind, draft.points, index)
+            saved = save(app.config_path, document, app.labels)
+        except EditError as exc:
+            self._json({"ok": False, "problems": [str(exc)]}, False)
+            return
+        self._json({"ok": True, "saved": str(saved.path), "backup": str(saved.backup),
+                    "reload": self._ask_reload()}, False)
+
+    def _zone_delete(self) -> None:
+        from .config_edit import EditError, read_document, save, with_mask, without_zone
+
+        app: WebApp = self.server.app
+        if app.config_path is None:
+            raise RequestError("pidetect was started without a config file: there is nothing to delete from")
+        body = self._read_json_body()
+        if not isinstance(body, dict):
+            raise RequestError("send {kind, name} or {kind, index}")
+        kind = body.get("kind")
+        try:
+            document = read_document(app.config_path)
+            if kind == "zone" and isinstance(body.get("name"), str):
+                document = without_zone(document, body["name"])
+            elif kind in ("object_mask", "motion_mask") and isinstance(body.get("index"), int):
+                document = with_mask(document, kind, None, body["index"])
+            else:
+                raise RequestError("send {kind: zone, name} or {kind: object_mask|motion_mask, index}")
+            saved = save(app.config_path, document, app.labels)
+        except EditError as exc:
+            self._json({"ok": False, "problems": [str(exc)]}, False)
+            return
+        self._json({"ok": True, "saved": str(saved.path), "backup": str(saved.backup),
+                    "reload": self._ask_reload()}, False)
+
+    def _ask_reload(self) -> int:
+        """SIGHUP to this daemon (as `systemctl reload` sends it): the number of the verdict to wait for."""
+        import signal
+
+        verdict = self._reload_verdict()
+        number = verdict.get("reload", 0) if verdict.get("pid") == os.getpid() else 0
+        os.kill(os.getpid(), signal.SIGHUP)
+        return number + 1
+
     def _zone_check(self) -> None:
         """A polygon drawn on the page, checked with the daemon's own rules; its TOML when the daemon takes it."""
         from .zone_check import check_draft, draft_toml, free_name, read_draft
@@ -461,19 +604,41 @@ class WebRequest(socketserver.StreamRequestHandler):
 
     # --- events ---------------------------------------------------------------------------------
     def _events(self, query: dict, head: bool) -> None:
+        """?label= &zone= &min_score= &after= &before= (seconds or ISO dates) &limit= (1..1000) &cursor=START:ID (the
+        next page after that event) &since_id=ID (only newer events: the page's poll)."""
         store = self.server.app.store
-        unknown = sorted(set(query) - {"label", "after", "before", "limit"})
+        known = ("label", "zone", "min_score", "after", "before", "limit", "cursor", "since_id")
+        unknown = sorted(set(query) - set(known))
         if unknown:
-            raise RequestError(f"unknown parameter {unknown[0]!r}; use label, after, before, limit")
+            raise RequestError(f"unknown parameter {unknown[0]!r}; use " + ", ".join(known))
         label = query.get("label") or None
-        if label is not None and len(label) > MAX_LABEL:
-            raise RequestError(f"label is longer than {MAX_LABEL} characters")
+        zone = query.get("zone") or None
+        for name, value in (("label", label), ("zone", zone)):
+            if value is not None and len(value) > MAX_LABEL:
+                raise RequestError(f"{name} is longer than {MAX_LABEL} characters")
         after = _number(query["after"], "after") if query.get("after") else None
         before = _number(query["before"], "before") if query.get("before") else None
-        limit_text = query.get("limit") or "100"
-        if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= MAX_LIMIT:
+        min_score = None
+        if query.get("min_score"):
+            try:
+                min_score = float(query["min_score"])
+            except ValueError:
+                min_score = -1.0
+            if not 0.0 <= min_score <= 1.0:
+                raise RequestError("min_score must be a number from 0 to 1")
+        cursor = None
+        if query.get("cursor"):
+            start, _, number = query["cursor"].partition(":")
+            try:
+                cursor = (float(start), int(number))
+            except ValueError:
+                raise RequestError("cursor must be START:ID of the last event shown (as the page sends it)") from None
+        since_id = _whole(query["since_id"], "since_id") if query.get("since_id") else None
+        limit = _whole(query.get("limit") or "100", "limit")
+        if not 1 <= limit <= MAX_LIMIT:
             raise RequestError(f"limit must be a whole number from 1 to {MAX_LIMIT}")
-        events = store.list(label, after, before, int(limit_text)) if store is not None else []
+        events = store.list(label, after, before, limit, zone=zone, min_score=min_score, cursor=cursor,
+                            since_id=since_id) if store is not None else []
         self._json([event.as_dict() for event in events], head)
 
     def _event(self, event_id: int, part: str, head: bool) -> None:
@@ -485,6 +650,13 @@ class WebRequest(socketserver.StreamRequestHandler):
             self._json(event.as_dict(), head)
         elif part == "/clip.mp4":
             self._clip(event, head)
+        elif part == "/thumb.jpg":
+            data = read_own_snapshot(app.snapshot_dir, event.snapshot)
+            thumb = thumbnail(data, event.box) if data is not None and event.box else None
+            if thumb is None:
+                self._error(404, f"event {event_id} has no thumbnail (no snapshot, or taken before boxes were kept)")
+            else:
+                self._body(thumb, "image/jpeg", head, cache="private, max-age=86400")
         else:
             data = read_own_snapshot(app.snapshot_dir, event.snapshot)
             if data is None:
@@ -595,6 +767,40 @@ def open_own_file(folder: Optional[Path], name: Optional[str], own_name):
         os.close(fd)
         return None
     return os.fdopen(fd, "rb")
+
+
+THUMB_WIDTH = 320
+
+
+def thumbnail(jpeg: bytes, box) -> Optional[bytes]:
+    """The event's own object cut from its snapshot: its box with a margin of a fifth on each side (at least 24
+    pixels), no wider than THUMB_WIDTH. So a cup and the table it stands on are two different pictures."""
+    import cv2
+    import numpy as np
+
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        return None
+    height, width = image.shape[:2]
+    x1, y1, x2, y2 = (int(v) for v in box)
+    margin_x, margin_y = max(24, (x2 - x1) // 5), max(24, (y2 - y1) // 5)
+    left, top = max(0, x1 - margin_x), max(0, y1 - margin_y)
+    right, bottom = min(width, x2 + margin_x), min(height, y2 + margin_y)
+    if right - left < 2 or bottom - top < 2:
+        return None
+    crop = image[top:bottom, left:right]
+    if crop.shape[1] > THUMB_WIDTH:
+        crop = cv2.resize(crop, (THUMB_WIDTH, max(1, round(crop.shape[0] * THUMB_WIDTH / crop.shape[1]))),
+                          interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return data.tobytes() if ok else None
+
+
+def thumbnail_crop(box, width: int, height: int):
+    """Where `thumbnail` cuts (left, top, right, bottom): the page and the tests use the same rule."""
+    x1, y1, x2, y2 = (int(v) for v in box)
+    margin_x, margin_y = max(24, (x2 - x1) // 5), max(24, (y2 - y1) // 5)
+    return max(0, x1 - margin_x), max(0, y1 - margin_y), min(width, x2 + margin_x), min(height, y2 + margin_y)
 
 
 def read_own_snapshot(folder: Optional[Path], name: Optional[str]) -> Optional[bytes]:

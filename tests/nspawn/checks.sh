@@ -60,7 +60,9 @@ as_service() { nsenter -t "$PID" -m setpriv --reuid=pidetect --regid=pidetect --
 refuse() { ! "$@"; }
 expect write-state "can write the state directory" as_service 'touch /var/lib/pidetect/probe'
 expect no-write-opt "cannot write /opt/pidetect" refuse as_service 'touch /opt/pidetect/probe'
-expect no-write-etc "cannot write /etc/pidetect" refuse as_service 'touch /etc/pidetect/probe'
+expect no-write-etc "cannot write /etc outside its own folder" refuse as_service 'touch /etc/probe'
+expect config-folder-writable "can replace its config (the web UI saves zones)" as_service \
+    'touch /etc/pidetect/.probe && rm /etc/pidetect/.probe'
 expect no-write-usr "cannot write /usr/local" refuse as_service 'touch /usr/local/probe'
 as_service 'touch /tmp/pidetect-probe'
 expect private-tmp "the service's /tmp is its own" refuse test -e /tmp/pidetect-probe
@@ -97,6 +99,34 @@ except urllib.error.HTTPError as error:
 PY
 expect mjpeg-view "web UI on 127.0.0.1:8080 with the password, 401 without" wait_for 10 sh -c \
     "python3 /out/web_get.py with && python3 /out/web_get.py without"
+# a zone saved from the web UI, inside the hardened unit: the file rewritten with its comments, a .bak, a reload
+cat > /out/zone_save.py <<'PY'
+import base64, json, time, urllib.request
+password = open("/etc/pidetect/web.password").read().split("\n")[0]
+auth = "Basic " + base64.b64encode(f"pidetect:{password}".encode()).decode()
+body = json.dumps({"kind": "zone", "name": "doorstep", "objects": ["person"],
+                   "points": [[10, 200], [300, 200], [300, 470], [10, 470]]}).encode()
+request = urllib.request.Request("http://127.0.0.1:8080/api/zones/save", data=body, method="POST", headers={
+    "Authorization": auth, "Content-Type": "application/json", "Origin": "http://127.0.0.1:8080"})
+answer = json.loads(urllib.request.urlopen(request, timeout=30).read())
+assert answer["ok"], answer
+for _ in range(120):
+    time.sleep(0.5)
+    try:
+        verdict = json.loads(urllib.request.urlopen(urllib.request.Request("http://127.0.0.1:8080/api/reload",
+                             headers={"Authorization": auth}), timeout=5).read())
+    except OSError:
+        continue
+    if verdict.get("reload", 0) >= answer["reload"]:
+        assert verdict["ok"], verdict
+        break
+else:
+    raise SystemExit("no verdict")
+PY
+zone_saved() { python3 /out/zone_save.py && grep -q '^\[zones.doorstep\]' "$CONFIG" && test -s "$CONFIG.bak" && \
+    grep -q '^# user edit' "$CONFIG"; }
+expect web-zone-save "a zone saved from the web UI: config rewritten (comments kept), .bak, reloaded" zone_saved
+expect web-zone-save-said "the daemon reloaded" wait_for 10 journal_has EVENT=lifecycle STATE=reloaded
 # it listens on every interface (tested on loopback only: the container shares the host's network)
 expect web-all-interfaces "listening on 0.0.0.0:8080" sh -c "ss -ltnH 'sport = :8080' | grep -q '0.0.0.0:8080'"
 # 3b. systemctl reload: a zone the daemon would refuse fails the reload and leaves the service as it was
