@@ -521,7 +521,7 @@ class WebRequest(socketserver.StreamRequestHandler):
     def _zone_save(self) -> None:
         """A drawn zone or mask into the config file (comments kept, the old file as .bak), then a reload: the
         page asks /api/reload for the daemon's verdict."""
-        from .config_edit import EditError, read_document, save, with_mask, with_zone
+        from .config_edit import with_mask, with_zone
         from .zone_check import check_draft
 
         app: WebApp = self.server.app
@@ -540,22 +540,12 @@ class WebRequest(socketserver.StreamRequestHandler):
         if problems:
             self._json({"ok": False, "problems": problems}, False)
             return
-        try:
-            document = read_document(app.config_path)
-            if draft.kind == "zone":
-                document = with_zone(document, draft, replacing if isinstance(replacing, str) else None)
-            else:
-                index = body.get("index") if isinstance(body.get("index"), int) else None
-                document = with_mask(document, draft.kind, draft.points, index)
-            saved = save(app.config_path, document, app.labels)
-        except EditError as exc:
-            self._json({"ok": False, "problems": [str(exc)]}, False)
-            return
-        self._json({"ok": True, "saved": str(saved.path), "backup": str(saved.backup),
-                    "reload": self._ask_reload()}, False)
+        index = body.get("index") if isinstance(body.get("index"), int) else None
+        self._edit_config(lambda document: with_zone(document, draft, replacing if isinstance(replacing, str) else None)
+                          if draft.kind == "zone" else with_mask(document, draft.kind, draft.points, index))
 
     def _zone_delete(self) -> None:
-        from .config_edit import EditError, read_document, save, with_mask, without_zone
+        from .config_edit import with_mask, without_zone
 
         app: WebApp = self.server.app
         if app.config_path is None:
@@ -564,15 +554,20 @@ class WebRequest(socketserver.StreamRequestHandler):
         if not isinstance(body, dict):
             raise RequestError("send {kind, name} or {kind, index}")
         kind = body.get("kind")
+        if kind == "zone" and isinstance(body.get("name"), str):
+            self._edit_config(lambda document: without_zone(document, body["name"]))
+        elif kind in ("object_mask", "motion_mask") and isinstance(body.get("index"), int):
+            self._edit_config(lambda document: with_mask(document, kind, None, body["index"]))
+        else:
+            raise RequestError("send {kind: zone, name} or {kind: object_mask|motion_mask, index}")
+
+    def _edit_config(self, change) -> None:
+        """The config file read, changed, checked and written (config_edit.save), then the daemon reloaded."""
+        from .config_edit import EditError, read_document, save
+
+        app: WebApp = self.server.app
         try:
-            document = read_document(app.config_path)
-            if kind == "zone" and isinstance(body.get("name"), str):
-                document = without_zone(document, body["name"])
-            elif kind in ("object_mask", "motion_mask") and isinstance(body.get("index"), int):
-                document = with_mask(document, kind, None, body["index"])
-            else:
-                raise RequestError("send {kind: zone, name} or {kind: object_mask|motion_mask, index}")
-            saved = save(app.config_path, document, app.labels)
+            saved = save(app.config_path, change(read_document(app.config_path)), app.labels)
         except EditError as exc:
             self._json({"ok": False, "problems": [str(exc)]}, False)
             return
@@ -781,11 +776,7 @@ def thumbnail(jpeg: bytes, box) -> Optional[bytes]:
     image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         return None
-    height, width = image.shape[:2]
-    x1, y1, x2, y2 = (int(v) for v in box)
-    margin_x, margin_y = max(24, (x2 - x1) // 5), max(24, (y2 - y1) // 5)
-    left, top = max(0, x1 - margin_x), max(0, y1 - margin_y)
-    right, bottom = min(width, x2 + margin_x), min(height, y2 + margin_y)
+    left, top, right, bottom = thumbnail_crop(box, image.shape[1], image.shape[0])
     if right - left < 2 or bottom - top < 2:
         return None
     crop = image[top:bottom, left:right]
