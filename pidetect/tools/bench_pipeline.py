@@ -104,7 +104,8 @@ def _watch_mjpeg(port: int) -> None:
 
 
 def _review_page_open(port: int, stop: threading.Event) -> None:
-    """A review page left open: the page, its event list and every thumbnail every 2 s, /metrics every 5 s."""
+    """The web app left open as its pages ask: the events page's list and every thumbnail (and each snapshot)
+    every 2 s, the live page's /api/live every 2 s, the status page's /api/status and /metrics every 6 s."""
     import urllib.request
 
     base, count = f"http://127.0.0.1:{port}", 0
@@ -113,10 +114,13 @@ def _review_page_open(port: int, stop: threading.Event) -> None:
             urllib.request.urlopen(base + "/events", timeout=5).read()
             events = json.loads(urllib.request.urlopen(base + "/api/events?limit=100", timeout=5).read())
             for event in events:
-                if event.get("snapshot"):
-                    urllib.request.urlopen(base + event["snapshot"], timeout=5).read()
+                for part in ("thumbnail", "snapshot"):
+                    if event.get(part):
+                        urllib.request.urlopen(base + event[part], timeout=5).read()
+            urllib.request.urlopen(base + "/api/live", timeout=5).read()
             if count % 3 == 0:
                 urllib.request.urlopen(base + "/metrics", timeout=5).read()
+                urllib.request.urlopen(base + "/api/status", timeout=5).read()
             count += 1
         except (OSError, ValueError):
             pass
