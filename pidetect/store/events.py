@@ -39,6 +39,7 @@ from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 JOURNAL_SIZE_LIMIT = 1 << 20  # bytes of WAL kept after a checkpoint (SQLite's default keeps all it ever grew to)
+CACHE_KIB = 512  # SQLite's page cache: events are a few a minute and the pages read are the newest (default 2 MB)
 
 APPLICATION_ID = 0x70644576  # 'pdEv': marks the file as pidetect's event store
 SCHEMA_VERSION = 3  # 2: the stationary column; 3: the box column (each added in place to an older store)
@@ -145,10 +146,12 @@ class EventStore:
         if existed and not _healthy(db):
             db.close()
             return self._damaged()
+        db.execute("PRAGMA shrink_memory")  # quick_check read every page into the cache: give it back
         try:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = FULL")
             db.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
+            db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.executescript(SCHEMA)

@@ -47,6 +47,7 @@ MAX_CLIENTS = 128
 MAX_PER_CLIENT = 32  # connections from one address: a browser opens at most 6 a page; several tabs and phones fit
 HEAD_SECONDS = 10.0  # to send the whole request line and headers
 HEAD_BYTES = 16384  # request line and headers together
+NAMES_SECONDS = 30.0  # this Pi's addresses are read again this often (a DHCP lease may change them)
 PAGES = Path(__file__).parent
 STATIC = {"/app.css": "text/css; charset=utf-8", "/app.js": "text/javascript; charset=utf-8"}
 BOUNDARY = b"pidetectframe"  # the MJPEG stream's part separator
@@ -95,6 +96,9 @@ class WebServer(socketserver.ThreadingTCPServer):
         self._per_client: dict = {}  # address -> open connections
         self._per_client_lock = threading.Lock()
         self.backoff = LoginBackoff()
+        self.thumbnails = Thumbnails()
+        self._names: Optional[set] = None  # own_names, kept for NAMES_SECONDS
+        self._names_at = 0.0
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, WebRequest)
@@ -143,10 +147,17 @@ class WebServer(socketserver.ThreadingTCPServer):
             self._leave(client_address[0])
 
     def own_names(self) -> set:
-        """The hosts a request may name: loopback, this Pi's names and addresses, the bound address, web_hosts."""
-        names = {"localhost", "127.0.0.1", "::1", socket.gethostname().lower(), f"{socket.gethostname().lower()}.local",
-                 socket.getfqdn().lower()}
-        names.update(host.lower().rstrip(".") for host in self.app.hosts)
+        """The hosts a request may name: loopback, this Pi's name and NAME.local, its addresses (read again every
+        NAMES_SECONDS: DHCP may change them), the bound address, web_hosts. No DNS lookup: a Pi without a
+        resolver must not stall a request."""
+        import time
+
+        now = time.monotonic()
+        if self._names is not None and now - self._names_at < NAMES_SECONDS:
+            return self._names
+        host = socket.gethostname().lower()
+        names = {"localhost", "127.0.0.1", "::1", host, f"{host}.local"}
+        names.update(name.lower().rstrip(".") for name in self.app.hosts)
         bound = self.server_address[0]
         if bound not in ("0.0.0.0", "::", ""):
             names.add(bound.lower())
@@ -158,6 +169,7 @@ class WebServer(socketserver.ThreadingTCPServer):
                              for address in addresses if address.family in (socket.AF_INET, socket.AF_INET6))
             except (ImportError, OSError):
                 pass
+        self._names, self._names_at = names, now
         return names
 
 
@@ -646,8 +658,8 @@ class WebRequest(socketserver.StreamRequestHandler):
         elif part == "/clip.mp4":
             self._clip(event, head)
         elif part == "/thumb.jpg":
-            data = read_own_snapshot(app.snapshot_dir, event.snapshot)
-            thumb = thumbnail(data, event.box) if data is not None and event.box else None
+            thumb = self.server.thumbnails.get(event.snapshot, lambda: thumbnail(
+                read_own_snapshot(app.snapshot_dir, event.snapshot), event.box) if event.box else None)
             if thumb is None:
                 self._error(404, f"event {event_id} has no thumbnail (no snapshot, or taken before boxes were kept)")
             else:
@@ -767,16 +779,55 @@ def open_own_file(folder: Optional[Path], name: Optional[str], own_name):
 THUMB_WIDTH = 320
 
 
-def thumbnail(jpeg: bytes, box) -> Optional[bytes]:
+class Thumbnails:
+    """Thumbnails made one at a time (a page asks for dozens at once: each decodes a whole snapshot, 2.7 MB at
+    720p, and a dozen at once would be the daemon's memory peak) and kept, the newest MAX of them (a few KB each)."""
+
+    MAX = 300
+
+    def __init__(self) -> None:
+        import collections
+
+        self._lock = threading.Lock()
+        self._kept: "collections.OrderedDict[str, Optional[bytes]]" = collections.OrderedDict()
+
+    def get(self, name: Optional[str], make: Callable[[], Optional[bytes]]) -> Optional[bytes]:
+        if not name:
+            return None
+        with self._lock:
+            if name in self._kept:
+                self._kept.move_to_end(name)
+                return self._kept[name]
+            data = make()
+            if data is not None:
+                self._kept[name] = data
+                while len(self._kept) > self.MAX:
+                    self._kept.popitem(last=False)
+            return data
+
+
+def thumbnail(jpeg: Optional[bytes], box) -> Optional[bytes]:
     """The event's own object cut from its snapshot: its box with a margin of a fifth on each side (at least 24
     pixels), no wider than THUMB_WIDTH. So a cup and the table it stands on are two different pictures."""
     import cv2
     import numpy as np
 
-    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if jpeg is None:
+        return None
+    # decoded at the smallest of 1, 1/2, 1/4 that keeps the crop at least THUMB_WIDTH wide (libjpeg scales while
+    # decoding): a 720p snapshot's small object needs no 2.7 MB picture in memory
+    x1, _y1, x2, _y2 = (int(v) for v in box)
+    scale = 1
+    for reduced in (4, 2):
+        if (x2 - x1) * 1.4 / reduced >= THUMB_WIDTH:
+            scale = reduced
+            break
+    flag = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}[scale]
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), flag)
     if image is None:
         return None
-    left, top, right, bottom = thumbnail_crop(box, image.shape[1], image.shape[0])
+    left, top, right, bottom = (round(v / scale) for v in thumbnail_crop(box, image.shape[1] * scale,
+                                                                         image.shape[0] * scale))
     if right - left < 2 or bottom - top < 2:
         return None
     crop = image[top:bottom, left:right]
