@@ -151,7 +151,8 @@ def test_failing_display_is_dropped_and_others_go_on(tmp_path, cat_clip, model_p
         taken.listen()
         port = taken.getsockname()[1]
         code, records, stderr = run_daemon("--source", cat_clip[0], "--display", "fb,mjpeg,window", "--fb-device", fb,
-                                           "--fb-tty", "", "--mjpeg-port", port, env={"PIDETECT_SYSFS": str(sysfs)})
+                                           "--fb-tty", "", "--mjpeg-port", port, "--web-best-effort",
+                                           env={"PIDETECT_SYSFS": str(sysfs)})
     assert code == 0, stderr
     errors = [r["message"] for r in records if r.get("level") == "error"]
     assert any("display mjpeg unavailable" in m and f"127.0.0.1:{port}" in m for m in errors), errors

@@ -134,7 +134,8 @@ def test_pipe_source_command_missing_keeps_retrying(model_paths):
 
 def test_no_camera_for_auto_says_so(model_paths):
     detail = first_retry_detail("--source", "auto")
-    assert detail.startswith("no camera found (picamera2:0: picamera2 is not usable")
+    assert detail.startswith("no camera found (picamera2:0: the CSI camera needs Picamera2 from Raspberry Pi OS: "
+                             "sudo apt install python3-picamera2"), detail
 
 
 def rtsp_server_usable():

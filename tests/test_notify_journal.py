@@ -176,5 +176,5 @@ def test_journal_fields_and_priorities(tmp_path, model_paths):
     assert ("TEMP_C" in metrics[0]) == has_sensor  # null values are left out of the journal entry
     retrying = journal("-u", "pidetect", "EVENT=source", "STATE=retrying")
     assert retrying and all(e["PRIORITY"] == "4" for e in retrying)
-    assert "no such device" in retrying[0]["DETAIL"]  # an absent camera is retried (a missing file is a typo: 78)
+    assert "does not exist" in retrying[0]["DETAIL"]  # an absent camera is retried (a missing file is a typo: 78)
     assert journal("-u", "pidetect", "EVENT=lifecycle", "STATE=stopped")

@@ -373,9 +373,10 @@ def test_config_with_a_utf8_bom_is_read(tmp_path):
     assert build_config(path, {}).threshold == 0.7
 
 
-def test_detect_on_a_folder_says_it_is_a_folder(tmp_path, model_paths):
+def test_detect_on_a_folder_without_images_says_so(tmp_path, model_paths):
+    (tmp_path / "notes.txt").write_text("no photo here")
     done = run_pidetect("detect", tmp_path)
-    assert done.returncode == 2 and "is a folder" in done.stderr
+    assert done.returncode == 2 and "no images in this folder" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_snapshot_dir_that_is_a_file(tmp_path, clip):

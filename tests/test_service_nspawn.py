@@ -18,7 +18,7 @@ UNIT = REPO / "systemd" / "pidetect.service"
 TEMPLATE = REPO / "systemd" / "pidetect@.service"
 MAX_EXPOSURE = 2.5
 # what a camera of several changes in the template: its name, its config file and its own folders
-PER_CAMERA = ("Description=", "ExecStart=", "StateDirectory=", "RuntimeDirectory=", "WorkingDirectory=")
+PER_CAMERA = ("Description=", "ExecStart=", "StateDirectory=", "RuntimeDirectory=", "WorkingDirectory=", "ExecReload=")
 
 needs_root_systemd = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("systemd-analyze") is None,
                                         reason="needs root and systemd-analyze")
@@ -79,6 +79,8 @@ def test_template_has_the_units_hardening():
     assert [line for line in single if not line.startswith(PER_CAMERA)] == \
         [line for line in camera if not line.startswith(PER_CAMERA)]
     for line in ("ExecStart=/opt/pidetect/venv/bin/pidetect run --config /etc/pidetect/%i.toml --camera-name %i",
+                 "ExecReload=/opt/pidetect/venv/bin/pidetect reload --config /etc/pidetect/%i.toml --camera-name %i "
+                 "--pid $MAINPID",
                  "StateDirectory=pidetect/%i", "RuntimeDirectory=pidetect-%i", "WorkingDirectory=/var/lib/pidetect/%i"):
         assert line in camera, line
 

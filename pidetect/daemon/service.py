@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 STATUS_INTERVAL = 5.0
 JOIN_TIMEOUT = 1.0
+CORAL_UDEV_RULE = Path("/etc/udev/rules.d/60-pidetect-coral.rules")  # deploy/install.sh --coral writes it
 
 
 def model_paths(config: Config):
@@ -444,9 +445,11 @@ class Service:
         self.lifecycle("model_loaded", model=str(first.model_path), backend=first.backend.name,
                        backend_version=first.backend.version, accelerator=first.accelerator,
                        interpreters=len(detectors), threads=first.num_threads)
-        if first.accelerator_note and (self._asked_for("accelerator") or not first.accelerator_missing_runtime):
-            # a Pi without a Coral is the usual case: "no Edge TPU runtime" is said only to an owner who set
-            # accelerator (the installer's --coral writes it); everything else about a Coral is always said
+        if first.accelerator_note and (not first.accelerator_missing_runtime or self._asked_for("accelerator")
+                                       or CORAL_UDEV_RULE.exists()):
+            # a Pi without a Coral is the usual case: "no Edge TPU runtime" is said only to an owner who asked for
+            # one (set accelerator, or installed Coral support: the installer's --coral udev rule); everything
+            # else about a Coral is always said
             self.emit(log_record("info", "pidetect.service", first.accelerator_note))
         self.running = self._start(self.config, detectors)
         exit_code = 0

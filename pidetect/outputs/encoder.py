@@ -170,6 +170,7 @@ class SegmentEncoder:
             self.process.kill()
             self.process.wait()
         self._reader.join(2)
+        self._stderr.join(2)  # its pipe closed with the process: the thread ends (a busy machine may need a moment)
 
     def _read_list(self) -> None:
         for raw in self.process.stdout:

@@ -100,6 +100,7 @@ PY
 expect mjpeg-view "web UI on 127.0.0.1:8080 with the password, 401 without" wait_for 10 sh -c \
     "python3 /out/web_get.py with && python3 /out/web_get.py without"
 # a zone saved from the web UI, inside the hardened unit: the file rewritten with its comments, a .bak, a reload
+cp "$CONFIG" /root/config.before-web-save
 cat > /out/zone_save.py <<'PY'
 import base64, json, time, urllib.request
 password = open("/etc/pidetect/web.password").read().split("\n")[0]
@@ -140,6 +141,8 @@ cp /root/config.before-zone "$CONFIG"
 printf '\n[zones.lawn]\npoints = [[0.1, 0.5], [0.9, 0.5], [0.9, 1.0], [0.1, 1.0]]\n' >> "$CONFIG"
 expect reload-ok "systemctl reload of a good zone succeeds" systemctl reload pidetect.service
 expect reload-ok-said "the daemon reloaded" wait_for 10 journal_has EVENT=lifecycle STATE=reloaded
+# the later steps append top-level keys to the file: back to the file before the zones (tables go last)
+cp /root/config.before-web-save "$CONFIG"
 
 # 4. a hung inference worker: the watchdog kills it and systemd restarts it
 mkdir -p /etc/systemd/system/pidetect.service.d
