@@ -207,7 +207,7 @@ class FakeStore:
         if self.broken:
             raise sqlite3.DatabaseError("database disk image is malformed")
 
-    def list(self, *args):
+    def list(self, *args, **filters):
         self._check()
         return [FakeEvent(i) for i in self.ids]
 

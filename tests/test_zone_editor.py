@@ -96,7 +96,7 @@ def test_api_and_frame_routes(live):
     original = build_config(config, {}, path_required=True)
     assert (again.zones, again.motion_mask, again.object_mask) == (original.zones, original.motion_mask, ())
     status, kind, body = get(base + "/zones")
-    assert kind.startswith("text/html") and b"zone editor" in body
+    assert kind.startswith("text/html") and b"Zones and masks" in body
 
 
 def test_layout_toml_round_trips_every_kind_of_polygon(tmp_path):
