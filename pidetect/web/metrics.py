@@ -1,22 +1,19 @@
-"""/metrics: the journal's metrics records as Prometheus metrics, written out by prometheus_client.
+"""/metrics: the journal's metrics records as Prometheus metrics, in Prometheus's text format.
 
 A record sink like MQTT (fed every record, from any thread): `metrics` records give the gauges and
 add to the counters, `detection` and `zone` records count arrivals by label and zone, and every
 inference's time is counted into histogram buckets (`observe_inference`, from the inference pool's
-callback). The figures are kept here as plain numbers; prometheus_client turns them into the text
-format on each scrape, through a custom collector (the library's documented way to export figures
-another program keeps) on its own CollectorRegistry, never the global one.
-
-Why not the library's Counter/Gauge objects from the start: importing prometheus_client pulls in
-http.server and ssl, 8.9 MB of resident memory in the daemon (measured); imported at the first
-scrape, a Pi whose /metrics nobody reads never pays for it.
+callback). The figures are kept here as plain numbers and written out on each scrape by
+`prometheus_text` (why not prometheus_client: see there).
 """
 
 from __future__ import annotations
 
 import bisect
 import threading
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
+
+from . import prometheus_text
 
 # inference time buckets, seconds: a Pi 5 runs the default model in ~10-20 ms, a Pi 4 in ~30-60 ms
 BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
@@ -47,7 +44,6 @@ class PrometheusMetrics:
         self._detections: Dict[str, int] = {}
         self._in_view: Dict[str, int] = {}
         self._zone_entries: Dict[Tuple[str, str], int] = {}
-        self._registry = None
 
     # --- figures in (any thread) ----------------------------------------------------------------
     def observe_inference(self, inference_ms: float) -> None:
@@ -88,53 +84,32 @@ class PrometheusMetrics:
 
     # --- the page -------------------------------------------------------------------------------
     def exposition(self) -> bytes:
-        from prometheus_client import CollectorRegistry, generate_latest
+        return prometheus_text.exposition(self.families())
 
+    def families(self) -> List[prometheus_text.Family]:
         with self._lock:
-            if self._registry is None:
-                self._registry = CollectorRegistry(auto_describe=False)
-                self._registry.register(_Collector(self))
-        return generate_latest(self._registry)
-
-    def families(self):
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-
-        with self._lock:
-            for name, text, _key, _scale in GAUGES:
-                if name in self._gauges:
-                    yield GaugeMetricFamily(name, text, value=self._gauges[name])
-            for name, text, _key in COUNTERS:
-                yield CounterMetricFamily(name, text, value=self._counters[name])
+            families = [prometheus_text.gauge(name, text, self._gauges[name])
+                        for name, text, _key, _scale in GAUGES if name in self._gauges]
+            families += [prometheus_text.counter(name, text, self._counters[name]) for name, text, _key in COUNTERS]
             if self._throttled is not None:
-                yield GaugeMetricFamily("pidetect_throttled_flags", "The Pi's get_throttled flags (0 = all fine)",
-                                        value=self._throttled)
+                families.append(prometheus_text.gauge("pidetect_throttled_flags",
+                                                      "The Pi's get_throttled flags (0 = all fine)", self._throttled))
             cumulative, buckets = 0, []
             for bound, count in zip((*map(str, BUCKETS), "+Inf"), self._buckets):
                 cumulative += count
                 buckets.append((bound, cumulative))
-            yield HistogramMetricFamily("pidetect_inference_seconds", "Time of one inference (preprocess, invoke, "
-                                        "decode)", buckets=buckets, sum_value=self._inference_sum)
-            detections = CounterMetricFamily("pidetect_detections", "Objects that entered the picture, by label",
-                                             labels=["label"])
+            families.append(prometheus_text.histogram(
+                "pidetect_inference_seconds", "Time of one inference (preprocess, invoke, decode)", buckets,
+                self._inference_sum))
+            detections = prometheus_text.Family("pidetect_detections", "Objects that entered the picture, by label",
+                                                "counter")
             for label, count in sorted(self._detections.items()):
-                detections.add_metric([label], count)
-            yield detections
-            in_view = GaugeMetricFamily("pidetect_objects_in_view", "Objects in view now, by label", labels=["label"])
+                detections.add(count, "_total", label=label)
+            in_view = prometheus_text.Family("pidetect_objects_in_view", "Objects in view now, by label", "gauge")
             for label, count in sorted(self._in_view.items()):
-                in_view.add_metric([label], count)
-            yield in_view
-            zones = CounterMetricFamily("pidetect_zone_entries", "Objects that started counting in a zone",
-                                        labels=["zone", "label"])
+                in_view.add(count, label=label)
+            zones = prometheus_text.Family("pidetect_zone_entries", "Objects that started counting in a zone",
+                                           "counter")
             for (zone, label), count in sorted(self._zone_entries.items()):
-                zones.add_metric([zone, label], count)
-            yield zones
-
-
-class _Collector:
-    """prometheus_client asks it for the metric families on every scrape."""
-
-    def __init__(self, metrics: PrometheusMetrics):
-        self.metrics = metrics
-
-    def collect(self):
-        return list(self.metrics.families())
+                zones.add(count, "_total", zone=zone, label=label)
+            return families + [detections, in_view, zones]
