@@ -20,9 +20,9 @@ import cv2
 import numpy as np
 
 from ..frames import Result
+from .hershey_text import TextPainter, text_rows, text_size
 from .letterbox import Rect
 
-FONT = cv2.FONT_HERSHEY_SIMPLEX
 Colour = Tuple[int, int, int]
 MOTION_COLOUR: Tuple[int, int, int] = (170, 170, 170)
 Point = Tuple[int, int]
@@ -52,7 +52,7 @@ class Box:
 @dataclass(frozen=True)
 class Text:
     text: str
-    origin: Point  # bottom-left of the text, as cv2.putText takes it
+    origin: Point  # the left end of the text's baseline, as cv2.putText takes it
     scale: float
     colour: Colour
     thickness: int
@@ -60,7 +60,7 @@ class Text:
     depth: int  # rows below the origin (baseline)
 
     def rows(self) -> Tuple[int, int]:
-        return self.origin[1] - self.height - self.thickness, self.origin[1] + self.depth + self.thickness + 1
+        return text_rows(self.origin[1], self.scale, self.thickness)
 
 
 @dataclass(frozen=True)
@@ -86,10 +86,14 @@ MASK_TINT = 0.35
 
 
 class Overlay:
-    def __init__(self, show_timestamp: bool = True):
+    def __init__(self, show_timestamp: bool = True, reuse_buffer: bool = True):
+        """`reuse_buffer`: keep the picture's buffer between calls (a display, every frame); False for a rare
+        caller (snapshots: one per event), so that a frame-sized buffer (2.6 MB at 720p) is not held for it."""
         self.show_timestamp = show_timestamp
+        self.reuse_buffer = reuse_buffer
         self._buffer: Optional[np.ndarray] = None
         self._rasters: Dict[tuple, tuple] = {}
+        self._text = TextPainter()  # not cv2.putText: see hershey_text
 
     @staticmethod
     def _sizes(height: int) -> Tuple[float, int, int]:
@@ -103,7 +107,7 @@ class Overlay:
              thickness: int, pad: int, above: bool = True) -> None:
         """A filled label box with text, placed above (x, y) when it fits, else below, and inside the picture."""
         width, height = size
-        (tw, th), baseline = cv2.getTextSize(text, FONT, scale, thickness)
+        (tw, th), baseline = text_size(text, scale, thickness)
         box_w, box_h = tw + 2 * pad, th + baseline + 2 * pad
         x = min(max(0, x), max(0, width - box_w))
         top = y - box_h if above and y - box_h >= 0 else y
@@ -167,9 +171,7 @@ class Overlay:
             elif isinstance(shape, Poly):
                 self._polygon(canvas, shape, top)
             else:
-                x, y = shape.origin
-                cv2.putText(canvas, shape.text, (x, y - top), FONT, shape.scale, shape.colour, shape.thickness,
-                            cv2.LINE_AA)
+                self._text.draw(canvas, shape.text, shape.origin, shape.scale, shape.colour, shape.thickness, top)
 
     def _raster(self, shape: Poly) -> Tuple[int, int, Tuple[int, int], np.ndarray, Tuple[np.ndarray, np.ndarray]]:
         """The polygon rasterised once in its own bounding box: (left, top, size, inside bits, outline pixels).
@@ -216,8 +218,12 @@ class Overlay:
         canvas[ys[keep] - band_top, xs[keep]] = shape.colour
 
     def draw(self, result: Result, fps: Optional[float] = None) -> np.ndarray:
-        """The overlaid frame, in a buffer this Overlay reuses (valid until the next call)."""
+        """The overlaid frame, in a buffer this Overlay reuses (valid until the next call) unless told not to."""
         image = result.frame.image
+        if not self.reuse_buffer:
+            picture = image.copy()
+            self.render(self.layout(result, fps, (image.shape[1], image.shape[0])), picture)
+            return picture
         if self._buffer is None or self._buffer.shape != image.shape:
             self._buffer = np.empty_like(image)
         np.copyto(self._buffer, image)
