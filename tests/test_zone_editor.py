@@ -217,3 +217,61 @@ def test_the_overlay_outlines_every_zone_and_tints_an_occupied_one():
     whole = image.copy()
     overlay.render(shapes, whole)
     assert np.abs(banded.astype(int) - whole).max() <= 1
+
+
+def test_the_editors_picture_is_kept_encoded_and_fresh_only_while_asked_for():
+    """The picture holds no reference to a frame (the capture's pool would need one more 2.6 MB buffer); it is
+    encoded every IDLE_S until someone asks, then every FRESH_S; an ask finding an old picture waits for the next."""
+    import sys
+    import threading
+
+    from pidetect.web.mjpeg import LatestPicture
+
+    now = [100.0]
+    picture = LatestPicture(clock=lambda: now[0])
+    picture.WAIT_S = 0.2
+    encodes = []
+
+    def offer(value):
+        frame = np.full((48, 64, 3), value, np.uint8)
+        references = sys.getrefcount(frame)
+        before = picture._encoded_at
+        picture.offer(frame)
+        assert sys.getrefcount(frame) == references  # not kept
+        if picture._encoded_at != before:
+            encodes.append(value)
+
+    def shade():
+        return int(cv2.imdecode(np.frombuffer(picture.jpeg(), np.uint8), cv2.IMREAD_GRAYSCALE).mean())
+
+    assert picture.jpeg() is None and picture.size is None  # nothing shown yet: no picture (after WAIT_S)
+    for second in range(0, 61):  # a frame a second, nobody asked for WANTED_S: one encode per IDLE_S
+        now[0] = 200.0 + picture.WANTED_S + second
+        offer(second)
+    assert encodes == [0, 30, 60] and picture.size == (64, 48)
+    start = 200.0 + picture.WANTED_S + 60
+    now[0] = start + 1
+    assert abs(shade() - 60) <= 2  # an old picture (1 s is fresh enough) is served at once
+    now[0] = start + 5  # older than FRESH_S: the ask waits for the next frame shown
+    got = []
+    asker = threading.Thread(target=lambda: got.append(shade()))
+    picture.WAIT_S = 5.0
+    asker.start()
+    for _ in range(100):
+        if picture._asked_at == start + 5:
+            break
+        time.sleep(0.01)
+    offer(200)
+    asker.join(5)
+    assert got and abs(got[0] - 200) <= 2
+    encodes.clear()
+    for second in range(1, 11):  # asked for: a fresh picture every FRESH_S
+        now[0] = start + 5 + second
+        offer(second)
+    assert encodes == [2, 4, 6, 8, 10]
+    now[0] = start + 15 + picture.WANTED_S  # nobody asked for WANTED_S: back to IDLE_S
+    encodes.clear()
+    for second in range(0, 31):
+        now[0] += 1
+        offer(second)
+    assert encodes == [0, 30]

@@ -71,7 +71,7 @@ class Snapshots:
         self.quality = quality
         # the display thread's DisplaySink.draw_here when there is a display: one thread draws all text
         self.draw_on = draw_on or (lambda draw: draw())
-        self.overlay = Overlay()
+        self.overlay = Overlay(reuse_buffer=False)  # one picture per event: no buffer held between them
         self.on_removed = on_removed or (lambda name: None)
         self.failure: Optional[str] = None  # the current episode of failed writes, said once
         self._made_room = False  # making room failed in this episode: not tried again until the episode ends

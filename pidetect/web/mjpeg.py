@@ -15,7 +15,8 @@ import errno
 import logging
 import socket
 import threading
-from typing import Optional, Tuple
+import time
+from typing import Callable, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -62,25 +63,57 @@ class LatestJpeg:
 
 
 class LatestPicture:
-    """The newest frame the display was given, without the overlay: the zone editor's picture.
+    """The newest frame the display was given, without the overlay, kept as a JPEG: the zone editor's picture.
 
-    Only a reference (the capture's frame pool never refills a buffer that is still referenced), so
-    keeping it costs no copy and no encode until someone opens the editor."""
+    Why encoded and not a reference to the frame: a reference keeps one of the capture's frame buffers from
+    being filled again, so the pool holds one more (2.6 MB at 720p: one of the five buffers measured with
+    everything on). A JPEG of it is a tenth of that. Encoded (on the display thread) at most every FRESH_S
+    seconds while someone asked for the picture in the last WANTED_S, else every IDLE_S: a 720p encode takes
+    a few milliseconds, so that is no load. A request finding only an older picture waits up to WAIT_S for the
+    next frame shown (none comes while the motion gate rests: then it gets the older one).
+    """
 
-    def __init__(self) -> None:
-        self.image: Optional[np.ndarray] = None
+    FRESH_S = 2.0
+    IDLE_S = 30.0
+    WANTED_S = 300.0
+    WAIT_S = 1.5
+    QUALITY = 90
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._cond = threading.Condition()
+        self._jpeg: Optional[bytes] = None
+        self._size: Optional[Tuple[int, int]] = None
+        self._encoded_at: Optional[float] = None
+        self._asked_at: Optional[float] = None
+
+    def offer(self, image: np.ndarray) -> None:
+        """A frame the display shows (display thread): encoded when one is due, never kept."""
+        now = self.clock()
+        with self._cond:
+            self._size = (image.shape[1], image.shape[0])
+            wanted = self._asked_at is not None and now - self._asked_at < self.WANTED_S
+            if self._encoded_at is not None and now - self._encoded_at < (self.FRESH_S if wanted else self.IDLE_S):
+                return
+        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.QUALITY])
+        if ok:
+            with self._cond:
+                self._jpeg, self._encoded_at = data.tobytes(), now
+                self._cond.notify_all()
 
     @property
     def size(self) -> Optional[Tuple[int, int]]:
-        image = self.image
-        return (image.shape[1], image.shape[0]) if image is not None else None
+        return self._size
 
-    def jpeg(self, quality: int = 90) -> Optional[bytes]:
-        image = self.image
-        if image is None:
-            return None
-        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-        return data.tobytes() if ok else None
+    def jpeg(self) -> Optional[bytes]:
+        """The picture (any thread): the newest encoded, after waiting a moment for a fresh one if it is old."""
+        with self._cond:
+            now = self.clock()
+            self._asked_at = now
+            before = self._encoded_at
+            if before is None or now - before >= self.FRESH_S:
+                self._cond.wait_for(lambda: self._encoded_at != before, self.WAIT_S)
+            return self._jpeg
 
 
 class MjpegDisplay:
@@ -121,7 +154,7 @@ class MjpegDisplay:
                                      f"{exc.strerror or exc} ({hint})") from None
 
     def show(self, result: Result, fps: Optional[float] = None) -> None:
-        self.picture.image = result.frame.image  # a reference, for the zone editor
+        self.picture.offer(result.frame.image)  # the zone editor's picture
         if self.latest.viewers == 0:
             return  # nobody watches: skip drawing and the JPEG encode entirely
         image = self.overlay.draw(result, fps)
