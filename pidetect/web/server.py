@@ -6,11 +6,10 @@
     /frame.jpg           the frame, no overlay      /api/events/ID/snapshot.jpg, /api/events/ID/clip.mp4 (Range)
     /zones, /api/zones   the zone editor            /api/labels          labels with events
                                                     /api/notify          the last delivery per notification target
-    /metrics             Prometheus text format (prometheus_client)
+    /metrics             Prometheus text format (prometheus_text.py)
 
 Built on socketserver with a few lines of request parsing, not http.server, which imports http.client
-and ssl: 7 MB of the daemon's resident memory (measured; prometheus_client, which imports it too, is
-imported only when /metrics is first read). One request per connection (HTTP/1.0). A thread per client, at most
+and ssl: 7 MB of the daemon's resident memory (measured). One request per connection (HTTP/1.0). A thread per client, at most
 MAX_CLIENTS at once and MAX_PER_CLIENT from one address (more are refused at once with 503); a request head must
 arrive whole within HEAD_SECONDS and HEAD_BYTES, so slow or hostile clients (slowloris) can neither stall
 detection (which never waits for the server), lock others out, nor grow memory.
