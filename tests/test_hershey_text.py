@@ -116,3 +116,17 @@ print("drawn")
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "drawn" in done.stdout, done.stderr
+
+
+def test_a_full_stop_sits_on_the_baseline_and_a_comma_hangs_below_it():
+    """Roman Simplex's punctuation (another Hershey set of the same collection draws '.' at mid-height)."""
+    def ink_rows(text):
+        canvas = np.zeros((100, 60, 3), np.uint8)
+        TextPainter().draw(canvas, text, (20, 70), 2.0, (255, 255, 255), 1)
+        rows = np.nonzero((canvas[:, :, 0] > 128).any(axis=1))[0]
+        return rows.min(), rows.max()
+
+    top, bottom = ink_rows(".")
+    assert abs(bottom - 70) <= 1 and bottom - top <= 5
+    assert ink_rows(",")[1] > 70 + 4
+    assert ink_rows(":")[0] < 70 - 10 and abs(ink_rows(":")[1] - 70) <= 1

@@ -3,8 +3,8 @@
 Why not cv2.putText: OpenCV 5 draws its Hershey fonts through a new TrueType renderer that costs every thread
 that writes text about 6 MB of private memory, plus 2.7 MB of the library's font pages (measured: VmRSS before
 and after one putText), 9 MB of a daemon held to 135 MB with everything on. Drawing the same font's strokes
-(public-domain data by A. V. Hershey, in the JHF encoding of the Hershey-Fonts collection, "futural" =
-Roman Simplex, the glyphs cv2.FONT_HERSHEY_SIMPLEX draws) with `cv2.polylines` costs nothing extra, and
+(public-domain data by A. V. Hershey, in the JHF encoding of the Hershey-Fonts collection: "rowmans", Roman
+Simplex, the glyphs cv2.FONT_HERSHEY_SIMPLEX draws) with `cv2.polylines` costs nothing extra, and
 looks the same under OpenCV 4 and 5. Sizes and placement follow OpenCV 4's putText and getTextSize: a glyph
 unit is `scale` pixels, the baseline is at y = 9 in the glyph's units and the capitals reach y = -12.
 
@@ -39,11 +39,11 @@ SIMPLEX = (
     'MWRHQGRFSGSIRKQL',  # "'"
     'KYVBTDRGPKOPOTPYR]T`Vb',  # '('
     'KYNBPDRGTKUPUTTYR]P`Nb',  # ')'
-    'JZRLRX RMOWU RWOMU',  # '*'
+    'JZRFRR RMIWO RWIMO',  # '*'
     'E_RIR[ RIR[R',  # '+'
-    'NVSWRXQWRVSWSYQ[',  # ','
+    'MWSZR[QZRYSZS\\R^Q_',  # ','
     'E_IR[R',  # '-'
-    'NVRVQWRXSWRV',  # '.'
+    'MWRYQZR[SZRY',  # '.'
     'G][BIb',  # '/'
     'H\\QFNGLJKOKRLWNZQ[S[VZXWYRYOXJVGSFQF',  # '0'
     'H\\NJPISFS[',  # '1'
@@ -55,8 +55,8 @@ SIMPLEX = (
     'H\\YFO[ RKFYF',  # '7'
     'H\\PFMGLILKMMONSOVPXRYTYWXYWZT[P[MZLYKWKTLRNPQOUNWMXKXIWGTFPF',  # '8'
     'H\\XMWPURRSQSNRLPKMKLLINGQFRFUGWIXMXRWWUZR[P[MZLX',  # '9'
-    'NVROQPRQSPRO RRVQWRXSWRV',  # ':'
-    'NVROQPRQSPRO RSWRXQWRVSWSYQ[',  # ';'
+    'MWRMQNROSNRM RRYQZR[SZRY',  # ':'
+    'MWRMQNROSNRM RSZR[QZRYSZS\\R^Q_',  # ';'
     'F^ZIJRZ[',  # '<'
     'E_IO[O RIU[U',  # '='
     'F^JIZRJ[',  # '>'
@@ -91,9 +91,9 @@ SIMPLEX = (
     'KYOBOb RPBPb ROBVB RObVb',  # '['
     'KYKFY^',  # '\\'
     'KYTBTb RUBUb RNBUB RNbUb',  # ']'
-    'JZRDJR RRDZR',  # '^'
-    'I[Ib[b',  # '_'
-    'NVSKQMQORPSORNQO',  # '`'
+    'JZPLRITL RMORJWO RRJR[',  # '^'
+    'JZJ]Z]',  # '_'
+    'MWSFRGQIQKRLSKRJ',  # '`'
     'I\\XMX[ RXPVNTMQMONMPLSLUMXOZQ[T[VZXX',  # 'a'
     'H[LFL[ RLPNNPMSMUNWPXSXUWXUZS[P[NZLX',  # 'b'
     'I[XPVNTMQMONMPLSLUMXOZQ[T[VZXX',  # 'c'
