@@ -6,7 +6,6 @@ is never run); the clicks are real mouse events on the page.
 
 import json
 import os
-import shutil
 import socket
 import time
 import tomllib
