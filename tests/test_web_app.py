@@ -328,8 +328,9 @@ def test_a_zone_drawn_on_the_page_is_saved_kept_with_comments_and_counts_after_t
             page.screenshot(path=str(app["shots"] / "zones-saved-1366x768.png"))
         finally:
             browser.close()
-    # while the daemon reloads, its web server is down for a moment: the page's polls are refused (and retried)
-    assert not [e for e in errors if "ERR_CONNECTION_REFUSED" not in e], errors
+    # while the daemon reloads, its web server is down for a moment: the page's polls are refused, or reset when
+    # one was waiting in the closing socket's queue (a busy machine), and retried
+    assert not [e for e in errors if "ERR_CONNECTION_REFUSED" not in e and "ERR_CONNECTION_RESET" not in e], errors
     text = app["config"].read_text()
     assert text.startswith("# the owner's own words: kept by every save\n")
     assert "[zones.porch]   # where parcels are left" in text and "[zones.catcorner]" in text
