@@ -108,7 +108,8 @@ def browser_page(playwright, width, height):
     return browser, page, errors
 
 
-def test_every_page_at_both_sizes_loads_without_errors_or_sideways_scrolling(app):
+def every_page(app, settle_ms):
+    """(page, path, width, height, errors) for each page of the app (and one event's) at both sizes, loaded."""
     from playwright.sync_api import sync_playwright
 
     status, body = call(app["base"] + "/api/events?limit=1")
@@ -119,16 +120,21 @@ def test_every_page_at_both_sizes_loads_without_errors_or_sideways_scrolling(app
             try:
                 for path in (*PAGES, f"/events/{event_id}"):
                     page.goto(app["base"] + path, wait_until="domcontentloaded")
-                    page.wait_for_timeout(2500)  # the pages' first fetches and the stream
-                    header = page.locator("header.app nav a")
-                    assert header.count() == 4 and header.all_inner_texts() == ["Live", "Events", "Zones", "Status"]
-                    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
-                    assert overflow <= 0, (path, width, overflow)
-                    name = "event" if path.startswith("/events/") else (path.strip("/") or "live")
-                    page.screenshot(path=str(app["shots"] / f"{name}-{width}x{height}.png"), full_page=False)
-                assert not errors, (width, errors)
+                    page.wait_for_timeout(settle_ms)  # the pages' first fetches and the stream
+                    yield page, path, width, height, errors
             finally:
                 browser.close()
+
+
+def test_every_page_at_both_sizes_loads_without_errors_or_sideways_scrolling(app):
+    for page, path, width, height, errors in every_page(app, 2500):
+        header = page.locator("header.app nav a")
+        assert header.count() == 4 and header.all_inner_texts() == ["Live", "Events", "Zones", "Status"]
+        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, (path, width, overflow)
+        name = "event" if path.startswith("/events/") else (path.strip("/") or "live")
+        page.screenshot(path=str(app["shots"] / f"{name}-{width}x{height}.png"), full_page=False)
+        assert not errors, (path, width, errors)
 
 
 A11Y_SCRIPT = """() => {
@@ -160,26 +166,14 @@ A11Y_SCRIPT = """() => {
 def test_every_control_is_named_text_has_contrast_and_the_keyboard_shows_where_it_is(app):
     """The basics of issue 35's "keyboard and screen-reader": each link, button and field has an accessible name,
     text meets WCAG AA contrast against what is behind it, and Tab moves a visible focus ring from the header."""
-    from playwright.sync_api import sync_playwright
-
-    status, body = call(app["base"] + "/api/events?limit=1")
-    event_id = json.loads(body)[0]["id"]
-    with sync_playwright() as playwright:
-        for width, height in SIZES:
-            browser, page, errors = browser_page(playwright, width, height)
-            try:
-                for path in (*PAGES, f"/events/{event_id}"):
-                    page.goto(app["base"] + path, wait_until="domcontentloaded")
-                    page.wait_for_timeout(1500)
-                    found = page.evaluate(A11Y_SCRIPT)
-                    assert found == {"nameless": [], "faint": []}, (path, width, found)
-                    page.keyboard.press("Tab")
-                    focus = page.evaluate("""() => { const el = document.activeElement; const s = getComputedStyle(el);
-                        return {inHeader: !!el.closest('header'), text: el.textContent.trim(),
-                                ring: s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) >= 2}; }""")
-                    assert focus["inHeader"] and focus["ring"], (path, width, focus)
-            finally:
-                browser.close()
+    for page, path, width, _height, _errors in every_page(app, 1500):
+        found = page.evaluate(A11Y_SCRIPT)
+        assert found == {"nameless": [], "faint": []}, (path, width, found)
+        page.keyboard.press("Tab")
+        focus = page.evaluate("""() => { const el = document.activeElement; const s = getComputedStyle(el);
+            return {inHeader: !!el.closest('header'), text: el.textContent.trim(),
+                    ring: s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) >= 2}; }""")
+        assert focus["inHeader"] and focus["ring"], (path, width, focus)
 
 
 def test_the_live_view_lists_what_is_in_view_and_the_cameras_health(app):
