@@ -220,12 +220,12 @@ class Overlay:
     def draw(self, result: Result, fps: Optional[float] = None) -> np.ndarray:
         """The overlaid frame, in a buffer this Overlay reuses (valid until the next call) unless told not to."""
         image = result.frame.image
-        if not self.reuse_buffer:
+        if self.reuse_buffer:
+            if self._buffer is None or self._buffer.shape != image.shape:
+                self._buffer = np.empty_like(image)
+            picture = self._buffer
+            np.copyto(picture, image)
+        else:
             picture = image.copy()
-            self.render(self.layout(result, fps, (image.shape[1], image.shape[0])), picture)
-            return picture
-        if self._buffer is None or self._buffer.shape != image.shape:
-            self._buffer = np.empty_like(image)
-        np.copyto(self._buffer, image)
-        self.render(self.layout(result, fps, (image.shape[1], image.shape[0])), self._buffer)
-        return self._buffer
+        self.render(self.layout(result, fps, (image.shape[1], image.shape[0])), picture)
+        return picture
