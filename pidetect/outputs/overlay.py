@@ -56,8 +56,6 @@ class Text:
     scale: float
     colour: Colour
     thickness: int
-    height: int  # rows above the origin
-    depth: int  # rows below the origin (baseline)
 
     def rows(self) -> Tuple[int, int]:
         return text_rows(self.origin[1], self.scale, self.thickness)
@@ -115,7 +113,7 @@ class Overlay:
         shapes.append(Box((x, top), (x + box_w, top + box_h), colour, cv2.FILLED))
         luminance = 0.114 * colour[0] + 0.587 * colour[1] + 0.299 * colour[2]
         ink = (0, 0, 0) if luminance > 128 else (255, 255, 255)
-        shapes.append(Text(text, (x + pad, top + pad + th), scale, ink, thickness, th, baseline))
+        shapes.append(Text(text, (x + pad, top + pad + th), scale, ink, thickness))
 
     def layout(self, result: Result, fps: Optional[float], size: Tuple[int, int],
                rect: Optional[Rect] = None) -> List[Shape]:
